@@ -1,0 +1,34 @@
+# SarahService. Every target sets up .venv first, so a fresh clone needs only python3 and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint protos clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## run: start the gRPC server on 127.0.0.1:50051 in the foreground (Ctrl-C stops it)
+run: $(STAMP)
+	$(PY) -m server
+
+## test: the whole suite against real servers on free loopback ports
+test: $(STAMP)
+	$(PY) -m pytest
+
+## lint: ruff on the Python code, buf lint on the proto
+lint: $(STAMP)
+	$(VENV)/bin/ruff check server client tests protos
+	$(VENV)/bin/buf lint sarah/v1/sarah.pb#format=binpb --config buf.yaml
+
+## protos: regenerate sarah/v1 (stubs, .pyi, descriptor set) from protos/ alone
+protos: $(STAMP)
+	$(PY) protos/generate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,45 @@
+"""Generate the Python stubs, their .pyi types and Envoy's descriptor set from the proto alone.
+
+Usage: python protos/generate.py [OUT_DIR]   (default: the repository root, i.e. sarah/v1/)
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import google.api
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO = "sarah/v1/sarah.proto"
+# googleapis-common-protos ships google/api/annotations.proto beside its Python modules.
+_GOOGLEAPIS = Path(google.api.__path__[0]).parent.parent
+_BIN = Path(sys.executable).parent
+
+
+def generate(out_dir: Path) -> None:
+    (out_dir / "sarah" / "v1").mkdir(parents=True, exist_ok=True)
+    args = [
+        "protoc",
+        f"-I{ROOT / 'protos'}",
+        f"-I{_GOOGLEAPIS}",
+        f"-I{Path(protoc.__file__).parent / '_proto'}",
+        f"--plugin=protoc-gen-mypy={_BIN / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={_BIN / 'protoc-gen-mypy_grpc'}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        f"--mypy_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
+        # Envoy's transcoder needs every imported file; buf lint needs the comments.
+        f"--descriptor_set_out={out_dir / 'sarah' / 'v1' / 'sarah.pb'}",
+        "--include_imports",
+        "--include_source_info",
+        PROTO,
+    ]
+    if protoc.main(args) != 0:
+        sys.exit("protoc failed")
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)

@@ -1,0 +1,1 @@
+"""SarahService: the conversation-state gRPC server of the Sarah WhatsApp bot."""

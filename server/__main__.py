@@ -1,0 +1,56 @@
+"""`python -m server` / `sarah-server`: serve until SIGTERM or SIGINT, then drain and exit."""
+
+import json
+import logging
+import signal
+import sys
+import threading
+
+from server.app import create_server
+from server.config import Config, parse_args
+
+_LOGGER = logging.getLogger("server")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "severity": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        })
+
+
+def _setup_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    _setup_logging(config)
+    try:
+        running = create_server(config)
+    except (OSError, ValueError) as exc:
+        _LOGGER.error("cannot start: %s", exc)
+        return 1
+    host = config.listen.rsplit(":", 1)[0]
+    _LOGGER.info("listening on %s:%d (database %s, region %s, %d threads)",
+                 host, running.port, config.database_url, config.default_region, config.threads)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop.set())
+    stop.wait()
+    _LOGGER.info("shutting down: finishing calls in flight (grace %.0fs)", config.grace_seconds)
+    running.shutdown(config.grace_seconds)
+    _LOGGER.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Server configuration from flags and environment variables, defaults written beside each."""
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from server.database import DEFAULT_URL
+from server.phones import check_region
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:50051"
+    database_url: str = DEFAULT_URL
+    default_region: str = "ID"
+    threads: int = 16
+    grace_seconds: float = 10.0
+    log_format: str = "text"
+
+
+def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read the configuration; a flag beats its environment variable, which beats the default."""
+    env = dict(os.environ) if env is None else env
+    d = Config()
+    parser = argparse.ArgumentParser(
+        prog="sarah-server", description="Serve sarah.v1.SarahService over gRPC."
+    )
+    parser.add_argument("--listen", default=env.get("SARAH_LISTEN", d.listen),
+                        help="host:port to listen on; port 0 picks a free one "
+                             f"(env SARAH_LISTEN, default {d.listen})")
+    parser.add_argument("--database-url", default=env.get("SARAH_DATABASE_URL", d.database_url),
+                        help="playhouse database URL (env SARAH_DATABASE_URL, "
+                             f"default {d.database_url})")
+    parser.add_argument("--default-region",
+                        default=env.get("SARAH_DEFAULT_REGION", d.default_region),
+                        help="region for phone numbers without a country code "
+                             f"(env SARAH_DEFAULT_REGION, default {d.default_region})")
+    parser.add_argument("--threads", type=int,
+                        default=env.get("SARAH_THREADS", str(d.threads)),
+                        help=f"worker threads (env SARAH_THREADS, default {d.threads})")
+    parser.add_argument("--grace-seconds", type=float,
+                        default=env.get("SARAH_GRACE_SECONDS", str(d.grace_seconds)),
+                        help="how long calls in flight may finish at shutdown "
+                             f"(env SARAH_GRACE_SECONDS, default {d.grace_seconds:g})")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        default=env.get("SARAH_LOG_FORMAT", d.log_format),
+                        help=f"log line format (env SARAH_LOG_FORMAT, default {d.log_format})")
+    args = parser.parse_args(argv)
+    try:
+        region = check_region(args.default_region)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    return Config(
+        listen=args.listen,
+        database_url=args.database_url,
+        default_region=region,
+        threads=args.threads,
+        grace_seconds=args.grace_seconds,
+        log_format=args.log_format,
+    )

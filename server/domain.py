@@ -1,0 +1,82 @@
+"""The service's own values: a lead's conversation, an upsert patch, list queries, stats."""
+
+from dataclasses import dataclass, field
+
+STATES = ("greeting", "qualifying", "scoring", "handoff", "completed")
+TEMPERATURES = ("cold", "warm", "hot")
+LANGUAGES = ("id", "en")
+ORDERS = ("lead_score desc", "last_message_at desc", "created_at desc", "updated_at desc")
+DEFAULT_ORDER = ORDERS[0]
+
+
+@dataclass(frozen=True)
+class Lead:
+    """One conversation. Timestamps are microseconds since the epoch, UTC; None if unset."""
+
+    workspace_id: str
+    contact_phone: str
+    state: str = "greeting"
+    lead_score: int = 0
+    lead_temperature: str = "cold"
+    name: str | None = None
+    business_type: str | None = None
+    team_size: int | None = None
+    pain_points: tuple[str, ...] = ()
+    goals: str | None = None
+    language: str = "id"
+    message_count: int = 0
+    created_at: int | None = None
+    updated_at: int | None = None
+    last_message_at: int | None = None
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class Patch:
+    """An upsert: the lead, and for each field either a new value or None for "keep"."""
+
+    contact_phone: str
+    workspace_id: str = ""
+    state: str | None = None
+    lead_score: int | None = None
+    lead_temperature: str | None = None
+    name: str | None = None
+    business_type: str | None = None
+    team_size: int | None = None
+    pain_points: tuple[str, ...] = ()
+    goals: str | None = None
+    language: str | None = None
+    message_count: int | None = None
+    add_messages: int | None = None
+    etag: str | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class LeadFilter:
+    """Which leads a list or stats call covers; None means "any"."""
+
+    workspace_id: str | None = None
+    temperature: str | None = None
+    state: str | None = None
+    min_score: int | None = None
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """One page request of ListLeads."""
+
+    filter: LeadFilter = field(default_factory=LeadFilter)
+    order_by: str = DEFAULT_ORDER
+    page_size: int = 50
+    page_token: str = ""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Aggregates over the leads of a filter."""
+
+    total: int = 0
+    by_temperature: dict[str, int] = field(default_factory=dict)
+    by_state: dict[str, int] = field(default_factory=dict)
+    avg_score: float = 0.0

@@ -1,0 +1,48 @@
+"""Keyset page tokens for ListLeads: where the last page ended, tied to its query."""
+
+import base64
+import binascii
+import hashlib
+import json
+
+from server.domain import ListQuery
+from server.errors import InvalidArgument
+
+# The position after a page: (order key value, contact_phone, workspace_id) of its last lead.
+Position = tuple[int, str, str]
+
+
+def _fingerprint(query: ListQuery) -> str:
+    """A short digest of the filters and order, so a token is only used with its own query."""
+    f = query.filter
+    text = json.dumps([f.workspace_id, f.temperature, f.state, f.min_score, query.order_by])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def encode_token(query: ListQuery, position: Position) -> str:
+    """Return the opaque page token that continues `query` after `position`."""
+    payload = json.dumps([_fingerprint(query), *position], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_token(query: ListQuery) -> Position | None:
+    """Return the position `query.page_token` points at, None for the first page.
+
+    Raises InvalidArgument for a token that is malformed or belongs to another query.
+    """
+    token = query.page_token
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        fingerprint, key, phone, workspace = json.loads(raw)
+        valid = isinstance(key, int) and isinstance(phone, str) and isinstance(workspace, str)
+    except (binascii.Error, ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise InvalidArgument([("page_token", "is not a token this service issued")])
+    if fingerprint != _fingerprint(query):
+        raise InvalidArgument(
+            [("page_token", "was issued for other filters or order; start from the first page")]
+        )
+    return key, phone, workspace

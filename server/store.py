@@ -1,0 +1,314 @@
+"""Storage: the peewee models and every query the service makes, behind one small class."""
+
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import peewee
+
+from server.database import is_sqlite
+from server.domain import Lead, LeadFilter, Stats
+from server.errors import Unavailable
+
+_LOGGER = logging.getLogger(__name__)
+
+database_proxy = peewee.DatabaseProxy()
+
+REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000
+_PRUNE_EVERY_S = 60.0
+_INSERT_RACE_RETRIES = 3
+
+
+class _Model(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class ConversationRow(_Model):
+    """One lead's conversation; unique per (workspace_id, contact_phone)."""
+
+    workspace_id = peewee.CharField(max_length=64)
+    contact_phone = peewee.CharField(max_length=20)
+    state = peewee.CharField(max_length=16)
+    lead_score = peewee.IntegerField()
+    lead_temperature = peewee.CharField(max_length=8)
+    name = peewee.TextField(null=True)
+    business_type = peewee.TextField(null=True)
+    team_size = peewee.IntegerField(null=True)
+    pain_points = peewee.TextField()  # a JSON array of strings
+    goals = peewee.TextField(null=True)
+    language = peewee.CharField(max_length=4)
+    message_count = peewee.IntegerField()
+    created_at = peewee.BigIntegerField()
+    updated_at = peewee.BigIntegerField()
+    last_message_at = peewee.BigIntegerField()
+    etag = peewee.CharField(max_length=32)
+
+    class Meta:
+        table_name = "conversation"
+        indexes = (
+            (("workspace_id", "contact_phone"), True),
+            # One per ListLeads order: keyset pages walk these backwards.
+            (("workspace_id", "lead_score", "contact_phone"), False),
+            (("workspace_id", "last_message_at", "contact_phone"), False),
+            (("workspace_id", "created_at", "contact_phone"), False),
+            (("workspace_id", "updated_at", "contact_phone"), False),
+            # Covers GetStats: counts and score sums by temperature and state.
+            (("workspace_id", "lead_temperature", "state", "lead_score"), False),
+        )
+
+
+class UpsertRequestRow(_Model):
+    """A processed request_id and the conversation it left, kept for 24 hours."""
+
+    id = peewee.BigAutoField()
+    workspace_id = peewee.CharField(max_length=64)
+    contact_phone = peewee.CharField(max_length=20)
+    request_id = peewee.CharField(max_length=128)
+    created_at = peewee.BigIntegerField(index=True)
+    result = peewee.TextField()  # the Lead as JSON
+
+    class Meta:
+        table_name = "upsert_request"
+        indexes = ((("workspace_id", "contact_phone", "request_id"), True),)
+
+
+MODELS = (ConversationRow, UpsertRequestRow)
+_LEAD_COLUMNS = [f.name for f in dataclasses.fields(Lead)]
+
+
+def _lead_from_row(row: ConversationRow) -> Lead:
+    values = {name: getattr(row, name) for name in _LEAD_COLUMNS}
+    values["pain_points"] = tuple(json.loads(row.pain_points))
+    return Lead(**values)
+
+
+def _row_values(lead: Lead) -> dict[str, object]:
+    values = dataclasses.asdict(lead)
+    values["pain_points"] = json.dumps(list(lead.pain_points), ensure_ascii=False)
+    return values
+
+
+def _lead_to_json(lead: Lead) -> str:
+    return json.dumps(dataclasses.asdict(lead), ensure_ascii=False)
+
+
+def _lead_from_json(text: str) -> Lead:
+    values = json.loads(text)
+    values["pain_points"] = tuple(values["pain_points"])
+    return Lead(**values)
+
+
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    """Turn driver failures (locked, busy, disk full, connection lost) into Unavailable."""
+    try:
+        yield
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        _LOGGER.warning("database unavailable: %s", exc)
+        raise Unavailable(f"database unavailable: {exc}; retry shortly") from exc
+    except peewee.IntegrityError:
+        raise
+    except peewee.DatabaseError as exc:
+        _LOGGER.warning("database error: %s", exc)
+        raise Unavailable(f"database error: {exc}; retry shortly") from exc
+
+
+def _where_all(query: peewee.ModelSelect, conditions: list) -> peewee.ModelSelect:
+    """query.where(*conditions), which peewee refuses for an empty list."""
+    return query.where(*conditions) if conditions else query
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Store:
+    """Reads and writes conversations in one peewee database."""
+
+    def __init__(self, db: peewee.Database, clock: Callable[[], int] = _now_us):
+        self._db = db
+        self._clock = clock
+        self._last_prune = 0.0
+        database_proxy.initialize(db)
+        with _database_errors():
+            db.create_tables(MODELS, safe=True)
+
+    def close(self) -> None:
+        """Close every connection of every thread (the server has stopped calling)."""
+        close_all = getattr(self._db, "close_all", self._db.close)
+        close_all()
+
+    def _write_transaction(self):  # type: ignore[no-untyped-def]
+        # SQLite must take the write lock up front: a deferred transaction that later
+        # upgrades to a write fails at once with "database is locked" under concurrency.
+        if is_sqlite(self._db):
+            return self._db.atomic("IMMEDIATE")
+        return self._db.atomic()
+
+    def _lead_query(self, workspace_id: str, phone: str) -> peewee.ModelSelect:
+        return ConversationRow.select().where(
+            (ConversationRow.workspace_id == workspace_id)
+            & (ConversationRow.contact_phone == phone)
+        )
+
+    def get(self, workspace_id: str, phone: str) -> Lead | None:
+        with _database_errors():
+            row = self._lead_query(workspace_id, phone).first()
+        return _lead_from_row(row) if row else None
+
+    def upsert(
+        self,
+        workspace_id: str,
+        phone: str,
+        request_id: str,
+        apply: Callable[[Lead | None, int], Lead],
+    ) -> Lead:
+        """Write apply(stored lead or None, now) atomically and return it.
+
+        With a request_id seen for this lead in the last 24 hours, return what that
+        request left and write nothing.
+        """
+        for attempt in range(_INSERT_RACE_RETRIES):
+            try:
+                with _database_errors(), self._write_transaction():
+                    return self._upsert_locked(workspace_id, phone, request_id, apply)
+            except peewee.IntegrityError as exc:
+                # Only without SQLite's up-front lock: two first writes of one lead (or one
+                # request_id) raced; the retry sees the winner's row.
+                if attempt == _INSERT_RACE_RETRIES - 1:
+                    raise Unavailable(f"write conflict, retry: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _upsert_locked(self, workspace_id, phone, request_id, apply) -> Lead:  # type: ignore[no-untyped-def]
+        now = self._clock()
+        if request_id:
+            seen = (
+                UpsertRequestRow.select(UpsertRequestRow.result)
+                .where(
+                    (UpsertRequestRow.workspace_id == workspace_id)
+                    & (UpsertRequestRow.contact_phone == phone)
+                    & (UpsertRequestRow.request_id == request_id)
+                    & (UpsertRequestRow.created_at > now - REQUEST_ID_TTL_US)
+                )
+                .first()
+            )
+            if seen:
+                return _lead_from_json(seen.result)
+        query = self._lead_query(workspace_id, phone)
+        if self._db.for_update:
+            query = query.for_update()
+        row = query.first()
+        lead = apply(_lead_from_row(row) if row else None, now)
+        if row is None:
+            ConversationRow.insert(**_row_values(lead)).execute()
+        else:
+            ConversationRow.update(**_row_values(lead)).where(
+                ConversationRow.id == row.id
+            ).execute()
+        if request_id:
+            self._prune_requests(now)
+            UpsertRequestRow.insert(
+                workspace_id=workspace_id, contact_phone=phone, request_id=request_id,
+                created_at=now, result=_lead_to_json(lead),
+            ).on_conflict(
+                conflict_target=[UpsertRequestRow.workspace_id, UpsertRequestRow.contact_phone,
+                                 UpsertRequestRow.request_id],
+                update={UpsertRequestRow.created_at: now,
+                        UpsertRequestRow.result: _lead_to_json(lead)},
+            ).execute()
+        return lead
+
+    def _prune_requests(self, now: int) -> None:
+        # Expired request ids go at most once a minute, inside a write that holds the lock.
+        if time.monotonic() - self._last_prune < _PRUNE_EVERY_S:
+            return
+        self._last_prune = time.monotonic()
+        gone = UpsertRequestRow.delete().where(
+            UpsertRequestRow.created_at <= now - REQUEST_ID_TTL_US
+        ).execute()
+        if gone:
+            _LOGGER.info("pruned %d expired request ids", gone)
+
+    def delete(self, workspace_id: str, phone: str) -> bool:
+        """Erase the lead and every request snapshot of it; True if it existed."""
+        with _database_errors(), self._write_transaction():
+            UpsertRequestRow.delete().where(
+                (UpsertRequestRow.workspace_id == workspace_id)
+                & (UpsertRequestRow.contact_phone == phone)
+            ).execute()
+            gone = ConversationRow.delete().where(
+                (ConversationRow.workspace_id == workspace_id)
+                & (ConversationRow.contact_phone == phone)
+            ).execute()
+        return gone > 0
+
+    @staticmethod
+    def _where(lead_filter: LeadFilter) -> list[peewee.Expression]:
+        """The filter as conditions that peewee's where(*conditions) joins with AND."""
+        clauses: list[peewee.Expression] = []
+        if lead_filter.workspace_id is not None:
+            clauses.append(ConversationRow.workspace_id == lead_filter.workspace_id)
+        if lead_filter.temperature is not None:
+            clauses.append(ConversationRow.lead_temperature == lead_filter.temperature)
+        if lead_filter.state is not None:
+            clauses.append(ConversationRow.state == lead_filter.state)
+        if lead_filter.min_score is not None:
+            clauses.append(ConversationRow.lead_score >= lead_filter.min_score)
+        return clauses
+
+    def page(
+        self,
+        lead_filter: LeadFilter,
+        order_key: str,
+        after: tuple[int, str, str] | None,
+        limit: int,
+    ) -> list[Lead]:
+        """Return up to `limit` leads ordered by `order_key` descending, then contact_phone
+        and workspace_id descending, strictly after the position `after`."""
+        key = getattr(ConversationRow, order_key)
+        position = peewee.Tuple(key, ConversationRow.contact_phone, ConversationRow.workspace_id)
+        where = self._where(lead_filter)
+        if after is not None:
+            where.append(position < peewee.Tuple(*after))
+        query = (
+            _where_all(ConversationRow.select(), where)
+            .order_by(key.desc(), ConversationRow.contact_phone.desc(),
+                      ConversationRow.workspace_id.desc())
+            .limit(limit)
+        )
+        with _database_errors():
+            return [_lead_from_row(row) for row in query]
+
+    def stats(self, lead_filter: LeadFilter) -> Stats:
+        """Count leads by temperature and state, and average their scores."""
+        counts = ConversationRow.select(
+            ConversationRow.lead_temperature,
+            ConversationRow.state,
+            peewee.fn.COUNT(ConversationRow.id).alias("n"),
+            peewee.fn.SUM(ConversationRow.lead_score).alias("score_sum"),
+        )
+        query = (
+            _where_all(counts, self._where(lead_filter))
+            .group_by(ConversationRow.lead_temperature, ConversationRow.state)
+            .tuples()
+        )
+        by_temperature: dict[str, int] = {}
+        by_state: dict[str, int] = {}
+        total = score_sum = 0
+        with _database_errors():
+            for temperature, state, n, scores in query:
+                by_temperature[temperature] = by_temperature.get(temperature, 0) + n
+                by_state[state] = by_state.get(state, 0) + n
+                total += n
+                score_sum += scores or 0
+        return Stats(
+            total=total,
+            by_temperature=by_temperature,
+            by_state=by_state,
+            avg_score=score_sum / total if total else 0.0,
+        )
