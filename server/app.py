@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from sarah.v1 import sarah_pb2, sarah_pb2_grpc
 from server.config import Config
 from server.database import open_database
 from server.interceptors import CallLogInterceptor
+from server.reflection import enable_reflection
 from server.service import SarahService
 from server.servicer import SarahServicer
 from server.store import Store
@@ -48,10 +48,8 @@ def create_server(config: Config) -> RunningServer:
     sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(service), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
-        server,
+    enable_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     try:
         port = server.add_insecure_port(config.listen)

@@ -76,7 +76,7 @@ def validate_key(raw_phone: str, workspace_id: str, region: str) -> tuple[str, s
 
 
 def validate_patch(patch: Patch, region: str) -> Patch:
-    """Return the patch with its phone normalised, or raise InvalidArgument naming every bad field."""
+    """Return the patch, phone normalised, or raise InvalidArgument naming every bad field."""
     v = _Violations()
     _check_workspace(v, patch.workspace_id)
     phone = _check_phone(v, patch.contact_phone, region)

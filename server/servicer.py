@@ -4,8 +4,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import grpc
-
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server import convert, status

@@ -1,0 +1,138 @@
+"""`python -m server` as an operator runs it: grpcurl, health, logs, flags, graceful shutdown."""
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sarah.v1 import sarah_pb2 as pb
+from sarah.v1 import sarah_pb2_grpc
+from tests.helpers import PHONE, ROOT, ServerProcess
+
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
+
+
+def _grpcurl(*args: str) -> str:
+    done = subprocess.run([GRPCURL, "-plaintext", *args], capture_output=True, text=True,
+                          timeout=30, check=True)
+    return done.stdout
+
+
+def test_grpcurl_lists_and_describes_the_service(server_process: ServerProcess) -> None:
+    listed = _grpcurl(server_process.target, "list").split()
+    assert {"sarah.v1.SarahService", "grpc.health.v1.Health"} <= set(listed)
+    described = _grpcurl(server_process.target, "describe", "sarah.v1.SarahService")
+    for rpc in ("GetState", "UpsertState", "ListLeads", "GetStats", "DeleteState"):
+        assert f"rpc {rpc} (" in described
+    assert "right to erasure" in described  # the proto comments travel with reflection
+    message = _grpcurl(server_process.target, "describe", "sarah.v1.UpsertStateRequest")
+    assert "add_messages" in message and "Idempotency key" in message
+
+
+def test_grpcurl_upsert_get_and_stats(server_process: ServerProcess) -> None:
+    body = '{"contact_phone": "0812-3456-7890", "lead_score": 45, "lead_temperature": "warm"}'
+    stored = _grpcurl("-d", body, server_process.target, "sarah.v1.SarahService/UpsertState")
+    assert '"contact_phone": "+6281234567890"' in stored and '"lead_temperature": "warm"' in stored
+    read = _grpcurl("-d", '{"contact_phone": "6281234567890"}', server_process.target,
+                    "sarah.v1.SarahService/GetState")
+    assert '"lead_score": 45' in read
+    stats = _grpcurl("-d", "{}", server_process.target, "sarah.v1.SarahService/GetStats")
+    assert '"total": 1' in stats
+
+
+def test_health_reports_serving(server_process: ServerProcess) -> None:
+    with grpc.insecure_channel(server_process.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "sarah.v1.SarahService"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_one_log_line_per_call_with_method_status_and_duration(
+        server_process: ServerProcess) -> None:
+    with grpc.insecure_channel(server_process.target) as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        stub.GetState(pb.GetStateRequest(contact_phone=PHONE), timeout=10)
+        with pytest.raises(grpc.RpcError):
+            stub.GetState(pb.GetStateRequest(contact_phone="08123"), timeout=10)
+    log = server_process.stop()
+    assert "method=/sarah.v1.SarahService/GetState code=OK duration_ms=" in log
+    assert "method=/sarah.v1.SarahService/GetState code=INVALID_ARGUMENT" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_call_in_flight_at_shutdown_completes(server_process: ServerProcess, db_path, sig) -> None:
+    with grpc.insecure_channel(server_process.target) as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        stub.UpsertState(pb.UpsertStateRequest(contact_phone=PHONE), timeout=10)
+        # Hold the write lock so that the next upsert is still running when the signal lands.
+        blocker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        result: dict = {}
+
+        def call() -> None:
+            request = pb.UpsertStateRequest(contact_phone=PHONE, lead_score=77)
+            result["reply"] = stub.UpsertState(request, timeout=15)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.5)
+        server_process.proc.send_signal(sig)
+        time.sleep(0.5)
+        blocker.rollback()
+        blocker.close()
+        caller.join(timeout=15)
+    assert result["reply"].conversation.lead_score == 77
+    log = server_process.stop()
+    assert server_process.proc.returncode == 0
+    assert "shutting down" in log and "stopped" in log
+    # The write is on disk: the closed database opens with the value in it.
+    row = sqlite3.connect(db_path).execute("SELECT lead_score FROM conversation").fetchone()
+    assert row == (77,)
+
+
+def test_new_calls_are_refused_after_shutdown(server_process: ServerProcess) -> None:
+    server_process.stop()
+    with grpc.insecure_channel(server_process.target) as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetState(pb.GetStateRequest(contact_phone=PHONE), timeout=2)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--default-region", "XX"], "unknown phone region"),
+        (["--threads", "zero"], "--threads"),
+        (["--database-url", "nosuch://x/y"], "unsupported database URL"),
+    ],
+)
+def test_bad_configuration_fails_clearly(args, says, tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-m", "server", "--listen", "127.0.0.1:0", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_environment_variables_configure_the_server(db_path) -> None:
+    proc = ServerProcess(env={"SARAH_LISTEN": "127.0.0.1:0",
+                              "SARAH_DATABASE_URL": f"sqlite:///{db_path}",
+                              "SARAH_DEFAULT_REGION": "US"})
+    try:
+        with grpc.insecure_channel(proc.target) as channel:
+            stub = sarah_pb2_grpc.SarahServiceStub(channel)
+            reply = stub.GetState(pb.GetStateRequest(contact_phone="(415) 555-0123"), timeout=10)
+        assert reply.conversation.contact_phone == "+14155550123"
+    finally:
+        proc.stop()
+    assert db_path.exists()
