@@ -1,4 +1,4 @@
-"""Every error row of the contract over gRPC: the right code, every bad field named, nothing written."""
+"""Every error row of the contract over gRPC: the code, each bad field named, nothing written."""
 
 import sqlite3
 import threading
