@@ -17,27 +17,37 @@ _GOOGLEAPIS = Path(google.api.__path__[0]).parent.parent
 _BIN = Path(sys.executable).parent
 
 
+# The transcoder renders a server error's google.rpc.BadRequest details only if their types
+# are in the descriptor set too; without them such an error is a 400 with an empty body.
+_ERROR_PROTOS = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
+
+
+def _protoc(*args: str) -> None:
+    includes = [f"-I{ROOT / 'protos'}", f"-I{_GOOGLEAPIS}",
+                f"-I{Path(protoc.__file__).parent / '_proto'}"]
+    if protoc.main(["protoc", *includes, *args]) != 0:
+        sys.exit("protoc failed")
+
+
 def generate(out_dir: Path) -> None:
     (out_dir / "sarah" / "v1").mkdir(parents=True, exist_ok=True)
-    args = [
-        "protoc",
-        f"-I{ROOT / 'protos'}",
-        f"-I{_GOOGLEAPIS}",
-        f"-I{Path(protoc.__file__).parent / '_proto'}",
+    _protoc(
         f"--plugin=protoc-gen-mypy={_BIN / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={_BIN / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
-        # Envoy's transcoder needs every imported file; buf lint needs the comments.
+        PROTO,
+    )
+    # Envoy's transcoder needs every imported file; buf lint and reflection need comments.
+    _protoc(
         f"--descriptor_set_out={out_dir / 'sarah' / 'v1' / 'sarah.pb'}",
         "--include_imports",
         "--include_source_info",
         PROTO,
-    ]
-    if protoc.main(args) != 0:
-        sys.exit("protoc failed")
+        *_ERROR_PROTOS,
+    )
 
 
 if __name__ == "__main__":

@@ -31,14 +31,14 @@ class SarahServicer(sarah_pb2_grpc.SarahServiceServicer):
         self._service = service
 
     @_statuses
-    def GetState(self, request: pb.GetStateRequest, context) -> pb.GetStateResponse:  # type: ignore[no-untyped-def]
+    def GetState(self, request: pb.GetStateRequest, context) -> pb.Conversation:  # type: ignore[no-untyped-def]
         lead = self._service.get_state(request.contact_phone, request.workspace_id)
-        return pb.GetStateResponse(conversation=convert.lead_to_proto(lead))
+        return convert.lead_to_proto(lead)
 
     @_statuses
-    def UpsertState(self, request: pb.UpsertStateRequest, context) -> pb.UpsertStateResponse:  # type: ignore[no-untyped-def]
+    def UpsertState(self, request: pb.UpsertStateRequest, context) -> pb.Conversation:  # type: ignore[no-untyped-def]
         lead = self._service.upsert_state(convert.patch_from_proto(request))
-        return pb.UpsertStateResponse(conversation=convert.lead_to_proto(lead))
+        return convert.lead_to_proto(lead)
 
     @_statuses
     def ListLeads(self, request: pb.ListLeadsRequest, context) -> pb.ListLeadsResponse:  # type: ignore[no-untyped-def]

@@ -27,12 +27,12 @@ PHONE = "+6281234567890"
 
 def upsert(stub: sarah_pb2_grpc.SarahServiceStub, **fields: object) -> pb.Conversation:
     """UpsertState with keyword fields; returns the stored conversation."""
-    return stub.UpsertState(pb.UpsertStateRequest(**fields), timeout=10).conversation
+    return stub.UpsertState(pb.UpsertStateRequest(**fields), timeout=10)
 
 
 def get(stub: sarah_pb2_grpc.SarahServiceStub, phone: str, workspace: str = "") -> pb.Conversation:
     request = pb.GetStateRequest(contact_phone=phone, workspace_id=workspace)
-    return stub.GetState(request, timeout=10).conversation
+    return stub.GetState(request, timeout=10)
 
 
 class ServerProcess:

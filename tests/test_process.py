@@ -91,7 +91,7 @@ def test_call_in_flight_at_shutdown_completes(server_process: ServerProcess, db_
         blocker.rollback()
         blocker.close()
         caller.join(timeout=15)
-    assert result["reply"].conversation.lead_score == 77
+    assert result["reply"].lead_score == 77
     log = server_process.stop()
     assert server_process.proc.returncode == 0
     assert "shutting down" in log and "stopped" in log
@@ -132,7 +132,7 @@ def test_environment_variables_configure_the_server(db_path) -> None:
         with grpc.insecure_channel(proc.target) as channel:
             stub = sarah_pb2_grpc.SarahServiceStub(channel)
             reply = stub.GetState(pb.GetStateRequest(contact_phone="(415) 555-0123"), timeout=10)
-        assert reply.conversation.contact_phone == "+14155550123"
+        assert reply.contact_phone == "+14155550123"
     finally:
         proc.stop()
     assert db_path.exists()

@@ -13,7 +13,7 @@ from tests.helpers import KAPSO_BODY, PHONE, get, upsert
 def _upsert_json(stub, body: dict) -> dict:
     """Send a JSON body as the transcoder would parse it; return the response as JSON."""
     request = json_format.Parse(json.dumps(body), pb.UpsertStateRequest())
-    conversation = stub.UpsertState(request, timeout=10).conversation
+    conversation = stub.UpsertState(request, timeout=10)
     return json_format.MessageToDict(
         conversation, preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14sarah/v1/sarah.proto\x12\x08sarah.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\rExtractedData\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\rbusiness_type\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x16\n\tteam_size\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x0bpain_points\x18\x04 \x03(\t\x12\x12\n\x05goals\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x07\n\x05_nameB\x10\n\x0e_business_typeB\x0c\n\n_team_sizeB\x08\n\x06_goals\"\xb1\x03\n\x0c\x43onversation\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x1e\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.State\x12\x12\n\nlead_score\x18\x04 \x01(\x05\x12/\n\x10lead_temperature\x18\x05 \x01(\x0e\x32\x15.sarah.v1.Temperature\x12/\n\x0e\x65xtracted_data\x18\x06 \x01(\x0b\x32\x17.sarah.v1.ExtractedData\x12$\n\x08language\x18\x07 \x01(\x0e\x32\x12.sarah.v1.Language\x12\x15\n\rmessage_count\x18\x08 \x01(\x05\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_message_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\">\n\x0fGetStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\"@\n\x10GetStateResponse\x12,\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x16.sarah.v1.Conversation\"\xd6\x03\n\x12UpsertStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.StateH\x00\x88\x01\x01\x12\x17\n\nlead_score\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x34\n\x10lead_temperature\x18\x05 \x01(\x0e\x32\x15.sarah.v1.TemperatureH\x02\x88\x01\x01\x12/\n\x0e\x65xtracted_data\x18\x06 \x01(\x0b\x32\x17.sarah.v1.ExtractedData\x12)\n\x08language\x18\x07 \x01(\x0e\x32\x12.sarah.v1.LanguageH\x03\x88\x01\x01\x12\x1a\n\rmessage_count\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12\x19\n\x0c\x61\x64\x64_messages\x18\t \x01(\x05H\x05\x88\x01\x01\x12\x11\n\x04\x65tag\x18\n \x01(\tH\x06\x88\x01\x01\x12\x12\n\nrequest_id\x18\x0b \x01(\tB\x08\n\x06_stateB\r\n\x0b_lead_scoreB\x13\n\x11_lead_temperatureB\x0b\n\t_languageB\x10\n\x0e_message_countB\x0f\n\r_add_messagesB\x07\n\x05_etag\"C\n\x13UpsertStateResponse\x12,\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x16.sarah.v1.Conversation\"\x8d\x02\n\x10ListLeadsRequest\x12\x19\n\x0cworkspace_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12/\n\x0btemperature\x18\x02 \x01(\x0e\x32\x15.sarah.v1.TemperatureH\x01\x88\x01\x01\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.StateH\x02\x88\x01\x01\x12\x16\n\tmin_score\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x10\n\x08order_by\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\tB\x0f\n\r_workspace_idB\x0e\n\x0c_temperatureB\x08\n\x06_stateB\x0c\n\n_min_score\"S\n\x11ListLeadsResponse\x12%\n\x05leads\x18\x01 \x03(\x0b\x32\x16.sarah.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x0fGetStatsRequest\x12\x19\n\x0cworkspace_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_workspace_id\"h\n\x0bStateCounts\x12\x10\n\x08greeting\x18\x01 \x01(\x05\x12\x12\n\nqualifying\x18\x02 \x01(\x05\x12\x0f\n\x07scoring\x18\x03 \x01(\x05\x12\x0f\n\x07handoff\x18\x04 \x01(\x05\x12\x11\n\tcompleted\x18\x05 \x01(\x05\"\x86\x01\n\x10GetStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0b\n\x03hot\x18\x02 \x01(\x05\x12\x0c\n\x04warm\x18\x03 \x01(\x05\x12\x0c\n\x04\x63old\x18\x04 \x01(\x05\x12\x11\n\tavg_score\x18\x05 \x01(\x01\x12\'\n\x08\x62y_state\x18\x06 \x01(\x0b\x32\x15.sarah.v1.StateCounts\"A\n\x12\x44\x65leteStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\"&\n\x13\x44\x65leteStateResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*N\n\x05State\x12\x0c\n\x08greeting\x10\x00\x12\x0e\n\nqualifying\x10\x01\x12\x0b\n\x07scoring\x10\x02\x12\x0b\n\x07handoff\x10\x03\x12\r\n\tcompleted\x10\x04**\n\x0bTemperature\x12\x08\n\x04\x63old\x10\x00\x12\x08\n\x04warm\x10\x01\x12\x07\n\x03hot\x10\x02*\x1a\n\x08Language\x12\x06\n\x02id\x10\x00\x12\x06\n\x02\x65n\x10\x01\x32\xff\x03\n\x0cSarahService\x12\x65\n\x08GetState\x12\x19.sarah.v1.GetStateRequest\x1a\x1a.sarah.v1.GetStateResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x0c/sarah/stateb\x0c\x63onversation\x12q\n\x0bUpsertState\x12\x1c.sarah.v1.UpsertStateRequest\x1a\x1d.sarah.v1.UpsertStateResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x0c/sarah/state:\x01*b\x0c\x63onversation\x12Z\n\tListLeads\x12\x1a.sarah.v1.ListLeadsRequest\x1a\x1b.sarah.v1.ListLeadsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/leads\x12W\n\x08GetStats\x12\x19.sarah.v1.GetStatsRequest\x1a\x1a.sarah.v1.GetStatsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/stats\x12`\n\x0b\x44\x65leteState\x12\x1c.sarah.v1.DeleteStateRequest\x1a\x1d.sarah.v1.DeleteStateResponse\"\x14\x82\xd3\xe4\x93\x02\x0e*\x0c/sarah/stateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14sarah/v1/sarah.proto\x12\x08sarah.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\rExtractedData\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\rbusiness_type\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x16\n\tteam_size\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x0bpain_points\x18\x04 \x03(\t\x12\x12\n\x05goals\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x07\n\x05_nameB\x10\n\x0e_business_typeB\x0c\n\n_team_sizeB\x08\n\x06_goals\"\xb1\x03\n\x0c\x43onversation\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x1e\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.State\x12\x12\n\nlead_score\x18\x04 \x01(\x05\x12/\n\x10lead_temperature\x18\x05 \x01(\x0e\x32\x15.sarah.v1.Temperature\x12/\n\x0e\x65xtracted_data\x18\x06 \x01(\x0b\x32\x17.sarah.v1.ExtractedData\x12$\n\x08language\x18\x07 \x01(\x0e\x32\x12.sarah.v1.Language\x12\x15\n\rmessage_count\x18\x08 \x01(\x05\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_message_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\">\n\x0fGetStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\"\xd6\x03\n\x12UpsertStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.StateH\x00\x88\x01\x01\x12\x17\n\nlead_score\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x34\n\x10lead_temperature\x18\x05 \x01(\x0e\x32\x15.sarah.v1.TemperatureH\x02\x88\x01\x01\x12/\n\x0e\x65xtracted_data\x18\x06 \x01(\x0b\x32\x17.sarah.v1.ExtractedData\x12)\n\x08language\x18\x07 \x01(\x0e\x32\x12.sarah.v1.LanguageH\x03\x88\x01\x01\x12\x1a\n\rmessage_count\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12\x19\n\x0c\x61\x64\x64_messages\x18\t \x01(\x05H\x05\x88\x01\x01\x12\x11\n\x04\x65tag\x18\n \x01(\tH\x06\x88\x01\x01\x12\x12\n\nrequest_id\x18\x0b \x01(\tB\x08\n\x06_stateB\r\n\x0b_lead_scoreB\x13\n\x11_lead_temperatureB\x0b\n\t_languageB\x10\n\x0e_message_countB\x0f\n\r_add_messagesB\x07\n\x05_etag\"\x8d\x02\n\x10ListLeadsRequest\x12\x19\n\x0cworkspace_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12/\n\x0btemperature\x18\x02 \x01(\x0e\x32\x15.sarah.v1.TemperatureH\x01\x88\x01\x01\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.StateH\x02\x88\x01\x01\x12\x16\n\tmin_score\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x10\n\x08order_by\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\tB\x0f\n\r_workspace_idB\x0e\n\x0c_temperatureB\x08\n\x06_stateB\x0c\n\n_min_score\"S\n\x11ListLeadsResponse\x12%\n\x05leads\x18\x01 \x03(\x0b\x32\x16.sarah.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x0fGetStatsRequest\x12\x19\n\x0cworkspace_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_workspace_id\"h\n\x0bStateCounts\x12\x10\n\x08greeting\x18\x01 \x01(\x05\x12\x12\n\nqualifying\x18\x02 \x01(\x05\x12\x0f\n\x07scoring\x18\x03 \x01(\x05\x12\x0f\n\x07handoff\x18\x04 \x01(\x05\x12\x11\n\tcompleted\x18\x05 \x01(\x05\"\x86\x01\n\x10GetStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0b\n\x03hot\x18\x02 \x01(\x05\x12\x0c\n\x04warm\x18\x03 \x01(\x05\x12\x0c\n\x04\x63old\x18\x04 \x01(\x05\x12\x11\n\tavg_score\x18\x05 \x01(\x01\x12\'\n\x08\x62y_state\x18\x06 \x01(\x0b\x32\x15.sarah.v1.StateCounts\"A\n\x12\x44\x65leteStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\"&\n\x13\x44\x65leteStateResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"K\n\x1aImportConversationsRequest\x12-\n\rconversations\x18\x01 \x03(\x0b\x32\x16.sarah.v1.Conversation\"_\n\x0cImportResult\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.sarah.v1.ImportOutcome\x12\x15\n\rcontact_phone\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"F\n\x1bImportConversationsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.sarah.v1.ImportResult*N\n\x05State\x12\x0c\n\x08greeting\x10\x00\x12\x0e\n\nqualifying\x10\x01\x12\x0b\n\x07scoring\x10\x02\x12\x0b\n\x07handoff\x10\x03\x12\r\n\tcompleted\x10\x04**\n\x0bTemperature\x12\x08\n\x04\x63old\x10\x00\x12\x08\n\x04warm\x10\x01\x12\x07\n\x03hot\x10\x02*\x1a\n\x08Language\x12\x06\n\x02id\x10\x00\x12\x06\n\x02\x65n\x10\x01*F\n\rImportOutcome\x12\x0c\n\x08imported\x10\x00\x12\n\n\x06merged\x10\x01\x12\r\n\tunchanged\x10\x02\x12\x0c\n\x08rejected\x10\x03\x32\xd8\x03\n\x0cSarahService\x12S\n\x08GetState\x12\x19.sarah.v1.GetStateRequest\x1a\x16.sarah.v1.Conversation\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/state\x12\\\n\x0bUpsertState\x12\x1c.sarah.v1.UpsertStateRequest\x1a\x16.sarah.v1.Conversation\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/sarah/state:\x01*\x12Z\n\tListLeads\x12\x1a.sarah.v1.ListLeadsRequest\x1a\x1b.sarah.v1.ListLeadsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/leads\x12W\n\x08GetStats\x12\x19.sarah.v1.GetStatsRequest\x1a\x1a.sarah.v1.GetStatsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/stats\x12`\n\x0b\x44\x65leteState\x12\x1c.sarah.v1.DeleteStateRequest\x1a\x1d.sarah.v1.DeleteStateResponse\"\x14\x82\xd3\xe4\x93\x02\x0e*\x0c/sarah/state2w\n\x11SarahAdminService\x12\x62\n\x13ImportConversations\x12$.sarah.v1.ImportConversationsRequest\x1a%.sarah.v1.ImportConversationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,47 +34,53 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sarah.v1.sarah_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SARAHSERVICE'].methods_by_name['GetState']._loaded_options = None
-  _globals['_SARAHSERVICE'].methods_by_name['GetState']._serialized_options = b'\202\323\344\223\002\034\022\014/sarah/stateb\014conversation'
+  _globals['_SARAHSERVICE'].methods_by_name['GetState']._serialized_options = b'\202\323\344\223\002\016\022\014/sarah/state'
   _globals['_SARAHSERVICE'].methods_by_name['UpsertState']._loaded_options = None
-  _globals['_SARAHSERVICE'].methods_by_name['UpsertState']._serialized_options = b'\202\323\344\223\002\037\"\014/sarah/state:\001*b\014conversation'
+  _globals['_SARAHSERVICE'].methods_by_name['UpsertState']._serialized_options = b'\202\323\344\223\002\021\"\014/sarah/state:\001*'
   _globals['_SARAHSERVICE'].methods_by_name['ListLeads']._loaded_options = None
   _globals['_SARAHSERVICE'].methods_by_name['ListLeads']._serialized_options = b'\202\323\344\223\002\016\022\014/sarah/leads'
   _globals['_SARAHSERVICE'].methods_by_name['GetStats']._loaded_options = None
   _globals['_SARAHSERVICE'].methods_by_name['GetStats']._serialized_options = b'\202\323\344\223\002\016\022\014/sarah/stats'
   _globals['_SARAHSERVICE'].methods_by_name['DeleteState']._loaded_options = None
   _globals['_SARAHSERVICE'].methods_by_name['DeleteState']._serialized_options = b'\202\323\344\223\002\016*\014/sarah/state'
-  _globals['_STATE']._serialized_start=2156
-  _globals['_STATE']._serialized_end=2234
-  _globals['_TEMPERATURE']._serialized_start=2236
-  _globals['_TEMPERATURE']._serialized_end=2278
-  _globals['_LANGUAGE']._serialized_start=2280
-  _globals['_LANGUAGE']._serialized_end=2306
+  _globals['_STATE']._serialized_start=2267
+  _globals['_STATE']._serialized_end=2345
+  _globals['_TEMPERATURE']._serialized_start=2347
+  _globals['_TEMPERATURE']._serialized_end=2389
+  _globals['_LANGUAGE']._serialized_start=2391
+  _globals['_LANGUAGE']._serialized_end=2417
+  _globals['_IMPORTOUTCOME']._serialized_start=2419
+  _globals['_IMPORTOUTCOME']._serialized_end=2489
   _globals['_EXTRACTEDDATA']._serialized_start=98
   _globals['_EXTRACTEDDATA']._serialized_end=276
   _globals['_CONVERSATION']._serialized_start=279
   _globals['_CONVERSATION']._serialized_end=712
   _globals['_GETSTATEREQUEST']._serialized_start=714
   _globals['_GETSTATEREQUEST']._serialized_end=776
-  _globals['_GETSTATERESPONSE']._serialized_start=778
-  _globals['_GETSTATERESPONSE']._serialized_end=842
-  _globals['_UPSERTSTATEREQUEST']._serialized_start=845
-  _globals['_UPSERTSTATEREQUEST']._serialized_end=1315
-  _globals['_UPSERTSTATERESPONSE']._serialized_start=1317
-  _globals['_UPSERTSTATERESPONSE']._serialized_end=1384
-  _globals['_LISTLEADSREQUEST']._serialized_start=1387
-  _globals['_LISTLEADSREQUEST']._serialized_end=1656
-  _globals['_LISTLEADSRESPONSE']._serialized_start=1658
-  _globals['_LISTLEADSRESPONSE']._serialized_end=1741
-  _globals['_GETSTATSREQUEST']._serialized_start=1743
-  _globals['_GETSTATSREQUEST']._serialized_end=1804
-  _globals['_STATECOUNTS']._serialized_start=1806
-  _globals['_STATECOUNTS']._serialized_end=1910
-  _globals['_GETSTATSRESPONSE']._serialized_start=1913
-  _globals['_GETSTATSRESPONSE']._serialized_end=2047
-  _globals['_DELETESTATEREQUEST']._serialized_start=2049
-  _globals['_DELETESTATEREQUEST']._serialized_end=2114
-  _globals['_DELETESTATERESPONSE']._serialized_start=2116
-  _globals['_DELETESTATERESPONSE']._serialized_end=2154
-  _globals['_SARAHSERVICE']._serialized_start=2309
-  _globals['_SARAHSERVICE']._serialized_end=2820
+  _globals['_UPSERTSTATEREQUEST']._serialized_start=779
+  _globals['_UPSERTSTATEREQUEST']._serialized_end=1249
+  _globals['_LISTLEADSREQUEST']._serialized_start=1252
+  _globals['_LISTLEADSREQUEST']._serialized_end=1521
+  _globals['_LISTLEADSRESPONSE']._serialized_start=1523
+  _globals['_LISTLEADSRESPONSE']._serialized_end=1606
+  _globals['_GETSTATSREQUEST']._serialized_start=1608
+  _globals['_GETSTATSREQUEST']._serialized_end=1669
+  _globals['_STATECOUNTS']._serialized_start=1671
+  _globals['_STATECOUNTS']._serialized_end=1775
+  _globals['_GETSTATSRESPONSE']._serialized_start=1778
+  _globals['_GETSTATSRESPONSE']._serialized_end=1912
+  _globals['_DELETESTATEREQUEST']._serialized_start=1914
+  _globals['_DELETESTATEREQUEST']._serialized_end=1979
+  _globals['_DELETESTATERESPONSE']._serialized_start=1981
+  _globals['_DELETESTATERESPONSE']._serialized_end=2019
+  _globals['_IMPORTCONVERSATIONSREQUEST']._serialized_start=2021
+  _globals['_IMPORTCONVERSATIONSREQUEST']._serialized_end=2096
+  _globals['_IMPORTRESULT']._serialized_start=2098
+  _globals['_IMPORTRESULT']._serialized_end=2193
+  _globals['_IMPORTCONVERSATIONSRESPONSE']._serialized_start=2195
+  _globals['_IMPORTCONVERSATIONSRESPONSE']._serialized_end=2265
+  _globals['_SARAHSERVICE']._serialized_start=2492
+  _globals['_SARAHSERVICE']._serialized_end=2964
+  _globals['_SARAHADMINSERVICE']._serialized_start=2966
+  _globals['_SARAHADMINSERVICE']._serialized_end=3085
 # @@protoc_insertion_point(module_scope)

@@ -100,6 +100,34 @@ en: Language.ValueType  # 1
 """English."""
 Global___Language: _TypeAlias = Language  # noqa: Y015
 
+class _ImportOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    imported: _ImportOutcome.ValueType  # 0
+    """A new lead was created."""
+    merged: _ImportOutcome.ValueType  # 1
+    """The lead existed and the imported conversation was merged into it."""
+    unchanged: _ImportOutcome.ValueType  # 2
+    """The lead existed and already held everything the imported conversation had."""
+    rejected: _ImportOutcome.ValueType  # 3
+    """The conversation was invalid and nothing was written; reason says why."""
+
+class ImportOutcome(_ImportOutcome, metaclass=_ImportOutcomeEnumTypeWrapper):
+    """ImportOutcome is what became of one imported conversation."""
+
+imported: ImportOutcome.ValueType  # 0
+"""A new lead was created."""
+merged: ImportOutcome.ValueType  # 1
+"""The lead existed and the imported conversation was merged into it."""
+unchanged: ImportOutcome.ValueType  # 2
+"""The lead existed and already held everything the imported conversation had."""
+rejected: ImportOutcome.ValueType  # 3
+"""The conversation was invalid and nothing was written; reason says why."""
+Global___ImportOutcome: _TypeAlias = ImportOutcome  # noqa: Y015
+
 @_typing.final
 class ExtractedData(_message.Message):
     """ExtractedData holds what the bot has learnt about the lead's business. Each slot is
@@ -264,32 +292,6 @@ class GetStateRequest(_message.Message):
 Global___GetStateRequest: _TypeAlias = GetStateRequest  # noqa: Y015
 
 @_typing.final
-class GetStateResponse(_message.Message):
-    """GetStateResponse carries the conversation; over HTTP the conversation itself is the
-    response body.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CONVERSATION_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def conversation(self) -> Global___Conversation:
-        """The stored conversation, or the default one for an unknown lead."""
-
-    def __init__(
-        self,
-        *,
-        conversation: Global___Conversation | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetStateResponse: _TypeAlias = GetStateResponse  # noqa: Y015
-
-@_typing.final
 class UpsertStateRequest(_message.Message):
     """UpsertStateRequest is the body Kapso posts: the lead, and the fields to change.
     Fields left out (or sent as JSON null) keep their stored value, or the default on
@@ -391,32 +393,6 @@ class UpsertStateRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
 
 Global___UpsertStateRequest: _TypeAlias = UpsertStateRequest  # noqa: Y015
-
-@_typing.final
-class UpsertStateResponse(_message.Message):
-    """UpsertStateResponse carries the conversation as stored after the write; over HTTP the
-    conversation itself is the response body.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CONVERSATION_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def conversation(self) -> Global___Conversation:
-        """The conversation as stored."""
-
-    def __init__(
-        self,
-        *,
-        conversation: Global___Conversation | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___UpsertStateResponse: _TypeAlias = UpsertStateResponse  # noqa: Y015
 
 @_typing.final
 class ListLeadsRequest(_message.Message):
@@ -668,3 +644,83 @@ class DeleteStateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteStateResponse: _TypeAlias = DeleteStateResponse  # noqa: Y015
+
+@_typing.final
+class ImportConversationsRequest(_message.Message):
+    """ImportConversationsRequest is one batch of conversations to import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def conversations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Conversation]:
+        """The conversations, at most 500 per call. contact_phone is normalised as in every
+        RPC; created_at and updated_at are required; etag is ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        conversations: _abc.Iterable[Global___Conversation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportConversationsRequest: _TypeAlias = ImportConversationsRequest  # noqa: Y015
+
+@_typing.final
+class ImportResult(_message.Message):
+    """ImportResult reports one conversation of the batch, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CONTACT_PHONE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    outcome: Global___ImportOutcome.ValueType
+    """What became of it."""
+    contact_phone: _builtins.str
+    """The stored conversation's phone in E.164, or the phone as sent if rejected."""
+    reason: _builtins.str
+    """Why it was rejected; "" otherwise."""
+    def __init__(
+        self,
+        *,
+        outcome: Global___ImportOutcome.ValueType = ...,
+        contact_phone: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_phone", b"contact_phone", "outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportResult: _TypeAlias = ImportResult  # noqa: Y015
+
+@_typing.final
+class ImportConversationsResponse(_message.Message):
+    """ImportConversationsResponse has one result per imported conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportResult]:
+        """The results, in the order of the request's conversations."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ImportResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportConversationsResponse: _TypeAlias = ImportConversationsResponse  # noqa: Y015

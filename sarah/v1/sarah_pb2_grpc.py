@@ -39,12 +39,12 @@ class SarahServiceStub:
         self.GetState = channel.unary_unary(
                 '/sarah.v1.SarahService/GetState',
                 request_serializer=sarah_dot_v1_dot_sarah__pb2.GetStateRequest.SerializeToString,
-                response_deserializer=sarah_dot_v1_dot_sarah__pb2.GetStateResponse.FromString,
+                response_deserializer=sarah_dot_v1_dot_sarah__pb2.Conversation.FromString,
                 _registered_method=True)
         self.UpsertState = channel.unary_unary(
                 '/sarah.v1.SarahService/UpsertState',
                 request_serializer=sarah_dot_v1_dot_sarah__pb2.UpsertStateRequest.SerializeToString,
-                response_deserializer=sarah_dot_v1_dot_sarah__pb2.UpsertStateResponse.FromString,
+                response_deserializer=sarah_dot_v1_dot_sarah__pb2.Conversation.FromString,
                 _registered_method=True)
         self.ListLeads = channel.unary_unary(
                 '/sarah.v1.SarahService/ListLeads',
@@ -71,7 +71,8 @@ class SarahServiceServicer:
     def GetState(self, request, context):
         """GetState returns the stored conversation of a lead, or for an unknown lead the
         default one (greeting, score 0, cold, id, 0 messages, no timestamps, empty etag),
-        which is returned but not stored.
+        which is returned but not stored. It returns the Conversation itself, so that the
+        HTTP body is the flat conversation Kapso already reads.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,12 +114,12 @@ def add_SarahServiceServicer_to_server(servicer, server):
             'GetState': grpc.unary_unary_rpc_method_handler(
                     servicer.GetState,
                     request_deserializer=sarah_dot_v1_dot_sarah__pb2.GetStateRequest.FromString,
-                    response_serializer=sarah_dot_v1_dot_sarah__pb2.GetStateResponse.SerializeToString,
+                    response_serializer=sarah_dot_v1_dot_sarah__pb2.Conversation.SerializeToString,
             ),
             'UpsertState': grpc.unary_unary_rpc_method_handler(
                     servicer.UpsertState,
                     request_deserializer=sarah_dot_v1_dot_sarah__pb2.UpsertStateRequest.FromString,
-                    response_serializer=sarah_dot_v1_dot_sarah__pb2.UpsertStateResponse.SerializeToString,
+                    response_serializer=sarah_dot_v1_dot_sarah__pb2.Conversation.SerializeToString,
             ),
             'ListLeads': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLeads,
@@ -164,7 +165,7 @@ class SarahService:
             target,
             '/sarah.v1.SarahService/GetState',
             sarah_dot_v1_dot_sarah__pb2.GetStateRequest.SerializeToString,
-            sarah_dot_v1_dot_sarah__pb2.GetStateResponse.FromString,
+            sarah_dot_v1_dot_sarah__pb2.Conversation.FromString,
             options,
             channel_credentials,
             insecure,
@@ -191,7 +192,7 @@ class SarahService:
             target,
             '/sarah.v1.SarahService/UpsertState',
             sarah_dot_v1_dot_sarah__pb2.UpsertStateRequest.SerializeToString,
-            sarah_dot_v1_dot_sarah__pb2.UpsertStateResponse.FromString,
+            sarah_dot_v1_dot_sarah__pb2.Conversation.FromString,
             options,
             channel_credentials,
             insecure,
@@ -273,6 +274,90 @@ class SarahService:
             '/sarah.v1.SarahService/DeleteState',
             sarah_dot_v1_dot_sarah__pb2.DeleteStateRequest.SerializeToString,
             sarah_dot_v1_dot_sarah__pb2.DeleteStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class SarahAdminServiceStub:
+    """SarahAdminService holds operators' operations, which Kapso never calls and Envoy does
+    not expose over HTTP/JSON.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ImportConversations = channel.unary_unary(
+                '/sarah.v1.SarahAdminService/ImportConversations',
+                request_serializer=sarah_dot_v1_dot_sarah__pb2.ImportConversationsRequest.SerializeToString,
+                response_deserializer=sarah_dot_v1_dot_sarah__pb2.ImportConversationsResponse.FromString,
+                _registered_method=True)
+
+
+class SarahAdminServiceServicer:
+    """SarahAdminService holds operators' operations, which Kapso never calls and Envoy does
+    not expose over HTTP/JSON.
+    """
+
+    def ImportConversations(self, request, context):
+        """ImportConversations writes conversations exported by the earlier backend, keeping
+        their original timestamps. Each conversation is validated and merged on its own: an
+        unknown lead is created; for a known one the newer conversation (by updated_at) wins
+        field by field and slots it lacks are filled from the older one; created_at keeps the
+        earliest, last_message_at and message_count the latest. Importing the same data again
+        changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SarahAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ImportConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportConversations,
+                    request_deserializer=sarah_dot_v1_dot_sarah__pb2.ImportConversationsRequest.FromString,
+                    response_serializer=sarah_dot_v1_dot_sarah__pb2.ImportConversationsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sarah.v1.SarahAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sarah.v1.SarahAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SarahAdminService:
+    """SarahAdminService holds operators' operations, which Kapso never calls and Envoy does
+    not expose over HTTP/JSON.
+    """
+
+    @staticmethod
+    def ImportConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sarah.v1.SarahAdminService/ImportConversations',
+            sarah_dot_v1_dot_sarah__pb2.ImportConversationsRequest.SerializeToString,
+            sarah_dot_v1_dot_sarah__pb2.ImportConversationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

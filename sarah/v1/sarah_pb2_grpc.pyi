@@ -39,12 +39,13 @@ class SarahServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SarahServiceAsyncStub: ...
-    GetState: _grpc.UnaryUnaryMultiCallable[_sarah_pb2.GetStateRequest, _sarah_pb2.GetStateResponse]
+    GetState: _grpc.UnaryUnaryMultiCallable[_sarah_pb2.GetStateRequest, _sarah_pb2.Conversation]
     """GetState returns the stored conversation of a lead, or for an unknown lead the
     default one (greeting, score 0, cold, id, 0 messages, no timestamps, empty etag),
-    which is returned but not stored.
+    which is returned but not stored. It returns the Conversation itself, so that the
+    HTTP body is the flat conversation Kapso already reads.
     """
-    UpsertState: _grpc.UnaryUnaryMultiCallable[_sarah_pb2.UpsertStateRequest, _sarah_pb2.UpsertStateResponse]
+    UpsertState: _grpc.UnaryUnaryMultiCallable[_sarah_pb2.UpsertStateRequest, _sarah_pb2.Conversation]
     """UpsertState creates or partially updates a conversation and returns it as stored.
     Only the fields present in the request change; extracted_data merges slot by slot.
     """
@@ -64,12 +65,13 @@ class SarahServiceAsyncStub(SarahServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    GetState: _aio.UnaryUnaryMultiCallable[_sarah_pb2.GetStateRequest, _sarah_pb2.GetStateResponse]  # type: ignore[assignment]
+    GetState: _aio.UnaryUnaryMultiCallable[_sarah_pb2.GetStateRequest, _sarah_pb2.Conversation]  # type: ignore[assignment]
     """GetState returns the stored conversation of a lead, or for an unknown lead the
     default one (greeting, score 0, cold, id, 0 messages, no timestamps, empty etag),
-    which is returned but not stored.
+    which is returned but not stored. It returns the Conversation itself, so that the
+    HTTP body is the flat conversation Kapso already reads.
     """
-    UpsertState: _aio.UnaryUnaryMultiCallable[_sarah_pb2.UpsertStateRequest, _sarah_pb2.UpsertStateResponse]  # type: ignore[assignment]
+    UpsertState: _aio.UnaryUnaryMultiCallable[_sarah_pb2.UpsertStateRequest, _sarah_pb2.Conversation]  # type: ignore[assignment]
     """UpsertState creates or partially updates a conversation and returns it as stored.
     Only the fields present in the request change; extracted_data merges slot by slot.
     """
@@ -92,10 +94,11 @@ class SarahServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _sarah_pb2.GetStateRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_sarah_pb2.GetStateResponse, _abc.Awaitable[_sarah_pb2.GetStateResponse]]:
+    ) -> _typing.Union[_sarah_pb2.Conversation, _abc.Awaitable[_sarah_pb2.Conversation]]:
         """GetState returns the stored conversation of a lead, or for an unknown lead the
         default one (greeting, score 0, cold, id, 0 messages, no timestamps, empty etag),
-        which is returned but not stored.
+        which is returned but not stored. It returns the Conversation itself, so that the
+        HTTP body is the flat conversation Kapso already reads.
         """
 
     @_abc_1.abstractmethod
@@ -103,7 +106,7 @@ class SarahServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _sarah_pb2.UpsertStateRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_sarah_pb2.UpsertStateResponse, _abc.Awaitable[_sarah_pb2.UpsertStateResponse]]:
+    ) -> _typing.Union[_sarah_pb2.Conversation, _abc.Awaitable[_sarah_pb2.Conversation]]:
         """UpsertState creates or partially updates a conversation and returns it as stored.
         Only the fields present in the request change; extracted_data merges slot by slot.
         """
@@ -135,3 +138,58 @@ class SarahServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_SarahServiceServicer_to_server(servicer: SarahServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class SarahAdminServiceStub:
+    """SarahAdminService holds operators' operations, which Kapso never calls and Envoy does
+    not expose over HTTP/JSON.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> SarahAdminServiceAsyncStub: ...
+    ImportConversations: _grpc.UnaryUnaryMultiCallable[_sarah_pb2.ImportConversationsRequest, _sarah_pb2.ImportConversationsResponse]
+    """ImportConversations writes conversations exported by the earlier backend, keeping
+    their original timestamps. Each conversation is validated and merged on its own: an
+    unknown lead is created; for a known one the newer conversation (by updated_at) wins
+    field by field and slots it lacks are filled from the older one; created_at keeps the
+    earliest, last_message_at and message_count the latest. Importing the same data again
+    changes nothing.
+    """
+
+@_typing.type_check_only
+class SarahAdminServiceAsyncStub(SarahAdminServiceStub):
+    """SarahAdminService holds operators' operations, which Kapso never calls and Envoy does
+    not expose over HTTP/JSON.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ImportConversations: _aio.UnaryUnaryMultiCallable[_sarah_pb2.ImportConversationsRequest, _sarah_pb2.ImportConversationsResponse]  # type: ignore[assignment]
+    """ImportConversations writes conversations exported by the earlier backend, keeping
+    their original timestamps. Each conversation is validated and merged on its own: an
+    unknown lead is created; for a known one the newer conversation (by updated_at) wins
+    field by field and slots it lacks are filled from the older one; created_at keeps the
+    earliest, last_message_at and message_count the latest. Importing the same data again
+    changes nothing.
+    """
+
+class SarahAdminServiceServicer(metaclass=_abc_1.ABCMeta):
+    """SarahAdminService holds operators' operations, which Kapso never calls and Envoy does
+    not expose over HTTP/JSON.
+    """
+
+    @_abc_1.abstractmethod
+    def ImportConversations(
+        self,
+        request: _sarah_pb2.ImportConversationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sarah_pb2.ImportConversationsResponse, _abc.Awaitable[_sarah_pb2.ImportConversationsResponse]]:
+        """ImportConversations writes conversations exported by the earlier backend, keeping
+        their original timestamps. Each conversation is validated and merged on its own: an
+        unknown lead is created; for a known one the newer conversation (by updated_at) wins
+        field by field and slots it lacks are filled from the older one; created_at keeps the
+        earliest, last_message_at and message_count the latest. Importing the same data again
+        changes nothing.
+        """
+
+def add_SarahAdminServiceServicer_to_server(servicer: SarahAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
