@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-## run: start the gRPC server on 127.0.0.1:50051 in the foreground (Ctrl-C stops it)
+## run: the gRPC server (127.0.0.1:50051) and Envoy (127.0.0.1:8080) in the foreground; Ctrl-C stops both
 run: $(STAMP)
-	$(PY) -m server
+	$(PY) -m server.stack
 
 ## test: the whole suite against real servers on free loopback ports
 test: $(STAMP)

@@ -38,10 +38,10 @@ class SarahService:
         after = decode_token(query)
         order_key = query.order_by.split()[0]
         # One extra row tells whether another page follows without a second query.
-        leads = self._store.page(query.filter, order_key, after, query.page_size + 1)
-        if len(leads) <= query.page_size:
+        fetched = self._store.page(query.filter, order_key, after, query.page_size + 1)
+        leads = fetched[: _fitting(fetched, query.page_size)]
+        if len(leads) == len(fetched):
             return leads, ""
-        leads = leads[: query.page_size]
         last = leads[-1]
         position = (getattr(last, order_key), last.contact_phone, last.workspace_id)
         return leads, encode_token(query, position)
@@ -49,3 +49,24 @@ class SarahService:
     def get_stats(self, lead_filter: LeadFilter) -> Stats:
         """Counts by temperature and state, and the mean score."""
         return self._store.stats(rules.validate_filter(lead_filter))
+
+
+# 500 leads with every text at its limit would be ~5 MB, over gRPC's default 4 MiB message
+# limit on the caller's side; a page stops early instead, and its token continues it.
+_PAGE_BYTES = 3 * 1024 * 1024
+_LEAD_OVERHEAD_BYTES = 200
+
+
+def _approx_size(lead: Lead) -> int:
+    texts = (lead.name, lead.business_type, lead.goals, *lead.pain_points)
+    return _LEAD_OVERHEAD_BYTES + sum(len(t.encode()) for t in texts if t)
+
+
+def _fitting(leads: list[Lead], page_size: int) -> int:
+    """How many of `leads` make the page: at most page_size, and within _PAGE_BYTES."""
+    total = 0
+    for count, lead in enumerate(leads[:page_size]):
+        total += _approx_size(lead)
+        if total > _PAGE_BYTES and count > 0:
+            return count
+    return min(len(leads), page_size)

@@ -114,3 +114,16 @@ def test_stats_count_by_temperature_and_state(stub, leads) -> None:
 def test_stats_of_nothing_are_zero(stub) -> None:
     stats = stub.GetStats(pb.GetStatsRequest(workspace_id="empty"), timeout=10)
     assert (stats.total, stats.hot, stats.avg_score, stats.by_state.greeting) == (0, 0, 0.0, 0)
+
+
+def test_page_of_big_leads_stops_under_the_grpc_message_limit(stub) -> None:
+    big = pb.ExtractedData(name="n" * 200, business_type="b" * 200, goals="g" * 500,
+                           pain_points=["p" * 500] * 20)
+    for i in range(400):
+        upsert(stub, contact_phone=_phone(i), extracted_data=big)
+    # The default client refuses messages over 4 MiB; 400 such leads would be ~4.4 MB.
+    first = stub.ListLeads(pb.ListLeadsRequest(page_size=500), timeout=30)
+    assert 0 < len(first.leads) < 400 and first.next_page_token
+    assert first.ByteSize() < 4 * 1024 * 1024
+    rest = _all_pages(stub, page_size=500)
+    assert sum(len(p) for p in rest) == 400
