@@ -271,3 +271,18 @@ def test_stopped_server_is_json_503_and_recovers(stack: Stack, ws: str) -> None:
     finally:
         stack.start_server()
     stack.wait_until(lambda: stack.envoy.call("GET", path)[0] == 200)
+
+
+def test_health_check_takes_a_draining_server_out_within_seconds(stack: Stack, ws: str) -> None:
+    from grpc_health.v1 import health_pb2
+
+    path = f"/sarah/stats?workspace_id={ws}"
+    assert stack.server is not None
+    stack.server.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        stack.wait_until(lambda: stack.envoy.call("GET", path)[0] == 503, timeout=5)
+        status, _, error = stack.envoy.call("GET", path)
+        assert status == 503 and error["code"] == 14
+    finally:
+        stack.server.health.set("", health_pb2.HealthCheckResponse.SERVING)
+    stack.wait_until(lambda: stack.envoy.call("GET", path)[0] == 200, timeout=5)
