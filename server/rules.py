@@ -174,3 +174,65 @@ def _check_filter(v: _Violations, f: LeadFilter) -> None:
     v.check_word("temperature", f.temperature, TEMPERATURES)
     v.check_word("state", f.state, STATES)
     v.check_range("min_score", f.min_score, 0, 100)
+
+
+def imported_lead(
+    patch: Patch, created_at: int | None, updated_at: int | None,
+    last_message_at: int | None, region: str,
+) -> Lead:
+    """Return a conversation exported by the earlier backend as a Lead with its own timestamps.
+
+    The fields are checked by the same rules as an upsert (the patch carries every field of
+    the conversation); InvalidArgument names every bad field, timestamps included.
+    """
+    v = _Violations()
+    try:
+        patch = validate_patch(patch, region)
+    except InvalidArgument as exc:
+        v.items.extend(exc.violations)
+    if created_at is None:
+        v.add("created_at", "is required")
+    if updated_at is None:
+        v.add("updated_at", "is required")
+    if created_at is not None and updated_at is not None and updated_at < created_at:
+        v.add("updated_at", "must not be before created_at")
+    v.raise_if_any()
+    assert created_at is not None and updated_at is not None
+    lead = apply_patch(patch, None, updated_at)
+    # An export without last_message_at still had its first message when it was created.
+    return replace(lead, created_at=created_at,
+                   last_message_at=created_at if last_message_at is None else last_message_at)
+
+
+_IMPORT_SLOTS = ("name", "business_type", "team_size", "goals")
+
+
+def merge_imported(stored: Lead | None, imported: Lead) -> Lead | None:
+    """Return the conversation after importing `imported` over `stored`, or None if the
+    stored one already holds everything (so importing the same data twice writes nothing).
+
+    The newer of the two by updated_at wins field by field (the stored one on a tie); slots
+    it lacks come from the older; created_at keeps the earliest, updated_at,
+    last_message_at and message_count the latest.
+    """
+    if stored is None:
+        return imported
+    newer, older = (imported, stored) if imported.updated_at > stored.updated_at else (
+        stored, imported)
+    slots = {
+        slot: getattr(older, slot) if getattr(newer, slot) is None else getattr(newer, slot)
+        for slot in _IMPORT_SLOTS
+    }
+    merged = replace(
+        newer,
+        **slots,
+        workspace_id=stored.workspace_id,
+        contact_phone=stored.contact_phone,
+        pain_points=newer.pain_points or older.pain_points,
+        message_count=max(stored.message_count, imported.message_count),
+        created_at=min(stored.created_at, imported.created_at),
+        updated_at=max(stored.updated_at, imported.updated_at),
+        last_message_at=max(stored.last_message_at, imported.last_message_at),
+        etag=stored.etag,
+    )
+    return None if merged == stored else replace(merged, etag=new_etag())

@@ -1,0 +1,123 @@
+"""AsyncSarahClient: the asyncio twin of SarahClient, over grpc.aio."""
+
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT, ClientSettings, RetryPolicy
+from client.requests import build, next_page
+from sarah.v1 import sarah_pb2 as pb
+from sarah.v1.sarah_pb2_grpc import SarahAdminServiceStub, SarahServiceStub
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class AsyncSarahClient:
+    """SarahClient for asyncio code: the same methods and settings, each awaited.
+
+    Create it inside the running event loop (grpc.aio channels belong to one loop) and use
+    it with ``async with``, or await close(). A failed call raises grpc.aio.AioRpcError.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.settings = ClientSettings(target, token, timeout, retry or RetryPolicy())
+        options = self.settings.channel_options()
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials, options)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target, options)
+        )
+        self._stub = SarahServiceStub(self._channel)
+        self._admin = SarahAdminServiceStub(self._channel)
+
+    async def __aenter__(self) -> "AsyncSarahClient":
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    async def get_state(
+        self, request: pb.GetStateRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> pb.Conversation:
+        """The lead's stored conversation, or the unsaved default for an unknown lead."""
+        return await self._stub.GetState(
+            build(pb.GetStateRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    async def upsert_state(
+        self, request: pb.UpsertStateRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> pb.Conversation:
+        """Create or partially update a conversation; returns it as stored."""
+        return await self._stub.UpsertState(
+            build(pb.UpsertStateRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    async def list_leads(
+        self, request: pb.ListLeadsRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> pb.ListLeadsResponse:
+        """One page of leads; see iter_leads for all of them."""
+        return await self._stub.ListLeads(
+            build(pb.ListLeadsRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    async def iter_leads(
+        self, request: pb.ListLeadsRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> AsyncIterator[pb.Conversation]:
+        """Every matching lead, one page in memory at a time; each page has its own deadline."""
+        page_request: pb.ListLeadsRequest | None = build(pb.ListLeadsRequest, request, fields)
+        while page_request is not None:
+            response = await self.list_leads(page_request, timeout=timeout)
+            for lead in response.leads:
+                yield lead
+            page_request = next_page(page_request, response)
+
+    async def get_stats(
+        self, request: pb.GetStatsRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> pb.GetStatsResponse:
+        """Counts by temperature and state, and the mean score."""
+        return await self._stub.GetStats(
+            build(pb.GetStatsRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    async def delete_state(
+        self, request: pb.DeleteStateRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> pb.DeleteStateResponse:
+        """Erase a conversation; `deleted` tells whether there was one."""
+        return await self._stub.DeleteState(
+            build(pb.DeleteStateRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    async def import_conversations(
+        self, request: pb.ImportConversationsRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> pb.ImportConversationsResponse:
+        """Admin: import up to 500 conversations keeping their timestamps; one result each."""
+        return await self._admin.ImportConversations(
+            build(pb.ImportConversationsRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)

@@ -1,0 +1,242 @@
+"""The `sarah` command line: one subcommand per RPC, plus export and import.
+
+Tables for people by default, the contract's exact JSON with --json. A failed call ends
+with the server's message on stderr and exit status 1, never a traceback.
+"""
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, BinaryIO, TextIO
+
+import click
+import grpc
+from google.protobuf.message import Message
+from rich.console import Console
+
+from client import render
+from client.errors import describe
+from client.formats import to_json, write_csv, write_jsonl
+from client.importing import MAX_BATCH, ImportSummary, import_lines
+from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT
+from client.sync import SarahClient
+from sarah.v1 import sarah_pb2 as pb
+
+_LOGGER = logging.getLogger(__name__)
+
+_Command = Callable[..., Any]
+_MAX_PAGE = 500
+# The enum words, from the generated enums: the same words as the contract's JSON.
+_STATES = click.Choice(pb.State.keys())
+_TEMPERATURES = click.Choice(pb.Temperature.keys())
+_LANGUAGES = click.Choice(pb.Language.keys())
+# Exit status of an import that finished but skipped lines, apart from 1 (a failed call).
+EXIT_REJECTED = 3
+
+
+def _int32(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Stop numbers that no int32 field can hold with a usage error; the server checks the
+    contract's own limits and names the field."""
+    if value is not None and not -(2**31) <= value < 2**31:
+        raise click.BadParameter(f"{value} does not fit in a 32-bit integer")
+    return value
+
+
+class _Group(click.Group):
+    """Ends any failed call with its description and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except grpc.RpcError as err:
+            raise click.ClickException(describe(err)) from None
+
+
+def _connected(command: _Command) -> _Command:
+    """Add --target, --token and --timeout, and pass the command a connected client."""
+
+    @click.option("--target", envvar="SARAH_TARGET", default=DEFAULT_TARGET, show_default=True,
+                  help="host:port of the gRPC server (env SARAH_TARGET)")
+    @click.option("--token", envvar="SARAH_TOKEN", default=None,
+                  help="bearer token sent with every call (env SARAH_TOKEN)")
+    @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_TIMEOUT,
+                  show_default=True, help="seconds each call may take, retries included")
+    @functools.wraps(command)
+    def with_client(target: str, token: str | None, timeout: float, **options: Any) -> Any:
+        with SarahClient(target, token=token, timeout=timeout) as client:
+            return command(client, **options)
+
+    return with_client
+
+
+_as_json = click.option("--json", "as_json", is_flag=True,
+                        help="print the contract's JSON instead of a table")
+_lead_workspace = click.option("--workspace", default="",
+                               help="the lead's workspace; the default workspace if omitted")
+
+
+def _filters(command: _Command) -> _Command:
+    """The ListLeads filters, shared by `leads` and `export`."""
+    for option in reversed([
+        click.option("--workspace", default=None, help="only this workspace (default: all)"),
+        click.option("--temperature", type=_TEMPERATURES, help="only this temperature"),
+        click.option("--state", type=_STATES, help="only this state"),
+        click.option("--min-score", type=int, callback=_int32,
+                     help="only leads scoring at least this"),
+    ]):
+        command = option(command)
+    return command
+
+
+def _list_request(workspace: str | None, temperature: str | None, state: str | None,
+                  min_score: int | None, **paging: Any) -> pb.ListLeadsRequest:
+    filters: dict[str, Any] = {"workspace_id": workspace, "temperature": temperature,
+                               "state": state, "min_score": min_score}
+    return pb.ListLeadsRequest(**{k: v for k, v in filters.items() if v is not None}, **paging)
+
+
+def _emit(as_json: bool, message: Message, table: Callable[[Console, Any], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(to_json(message), indent=2, ensure_ascii=False))
+    else:
+        table(render.console(), message)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Read and write Sarah's lead conversations over gRPC."""
+
+
+@cli.command()
+@_connected
+@click.argument("phone")
+@_lead_workspace
+@_as_json
+def get(client: SarahClient, phone: str, workspace: str, as_json: bool) -> None:
+    """Show the conversation of the lead PHONE (any spelling: 0812-3456-7890, 6281...)."""
+    lead = client.get_state(contact_phone=phone, workspace_id=workspace)
+    _emit(as_json, lead, render.conversation)
+
+
+@cli.command()
+@_connected
+@click.argument("phone")
+@_lead_workspace
+@click.option("--state", type=_STATES)
+@click.option("--score", type=int, callback=_int32, help="lead_score, 0 to 100")
+@click.option("--temperature", type=_TEMPERATURES)
+@click.option("--name")
+@click.option("--business-type")
+@click.option("--team-size", type=int, callback=_int32)
+@click.option("--goals")
+@click.option("--pain-point", "pain_points", multiple=True,
+              help="repeat for each; replaces the stored list")
+@click.option("--language", type=_LANGUAGES)
+@click.option("--message-count", type=int, callback=_int32, help="set message_count")
+@click.option("--add-messages", type=int, callback=_int32, help="add 1-1000 to message_count")
+@click.option("--etag", help="write only if the stored etag is this")
+@click.option("--request-id", default="", help="idempotency key: a retry applies nothing twice")
+@_as_json
+def upsert(client: SarahClient, phone: str, workspace: str, score: int | None,
+           temperature: str | None, pain_points: tuple[str, ...], request_id: str,
+           as_json: bool, **fields: Any) -> None:
+    """Create or update the conversation of PHONE; only the options given change."""
+    slots = {k: fields.pop(k) for k in ("name", "business_type", "team_size", "goals")}
+    fields |= {"lead_score": score, "lead_temperature": temperature}
+    request = pb.UpsertStateRequest(
+        contact_phone=phone, workspace_id=workspace, request_id=request_id,
+        extracted_data=pb.ExtractedData(
+            pain_points=pain_points, **{k: v for k, v in slots.items() if v is not None}),
+        **{k: v for k, v in fields.items() if v is not None},
+    )
+    _emit(as_json, client.upsert_state(request), render.conversation)
+
+
+@cli.command()
+@_connected
+@_filters
+@click.option("--order-by", default="",
+              help='"lead_score desc" (default), "last_message_at desc", "created_at desc" '
+                   'or "updated_at desc"')
+@click.option("--page-size", type=int, callback=_int32, default=0,
+              help="leads per page (server default 50)")
+@click.option("--page-token", default="", help="the token the previous page printed")
+@_as_json
+def leads(client: SarahClient, as_json: bool, **options: Any) -> None:
+    """List one page of leads, hottest first; `export` writes all of them."""
+    _emit(as_json, client.list_leads(_list_request(**options)), render.leads)
+
+
+@cli.command()
+@_connected
+@click.option("--workspace", default=None, help="only this workspace (default: all)")
+@_as_json
+def stats(client: SarahClient, workspace: str | None, as_json: bool) -> None:
+    """Count leads by temperature and state."""
+    request = pb.GetStatsRequest() if workspace is None else pb.GetStatsRequest(
+        workspace_id=workspace)
+    _emit(as_json, client.get_stats(request), render.stats)
+
+
+@cli.command()
+@_connected
+@click.argument("phone")
+@_lead_workspace
+@_as_json
+def delete(client: SarahClient, phone: str, workspace: str, as_json: bool) -> None:
+    """Erase the conversation of PHONE (the right to erasure); unknown leads succeed too."""
+    response = client.delete_state(contact_phone=phone, workspace_id=workspace)
+    if as_json:
+        click.echo(json.dumps(to_json(response)))
+    elif response.deleted:
+        click.echo(f"deleted the conversation of {phone}")
+    else:
+        click.echo(f"nothing to delete: no stored conversation of {phone}")
+
+
+@cli.command()
+@_connected
+@_filters
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
+              show_default=True, help="JSON Lines in the contract's words, or CSV")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8", lazy=True), default="-",
+              help="file to write (default: standard output)")
+def export(client: SarahClient, fmt: str, output: TextIO, **filters: Any) -> None:
+    """Write every matching lead, a page at a time, so memory stays constant."""
+    # created_at never changes on an update, so a lead written during the export keeps its
+    # place in this order: none is skipped or written twice.
+    request = _list_request(**filters, order_by="created_at desc", page_size=_MAX_PAGE)
+    write = write_csv if fmt == "csv" else write_jsonl
+    count = write(client.iter_leads(request), output)
+    click.echo(f"exported {count} leads", err=True)
+
+
+@cli.command("import")
+@_connected
+@click.argument("file", type=click.File("rb"))
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH,
+              show_default=True, help="conversations per ImportConversations call")
+@_as_json
+def import_(client: SarahClient, file: BinaryIO, batch_size: int, as_json: bool) -> None:
+    """Load the earlier backend's export FILE (JSON Lines; - for stdin), keeping timestamps.
+
+    Running it again changes nothing. Exit status 3 when lines were rejected.
+    """
+    summary = ImportSummary()
+    try:
+        with render.progress(file) as advance:
+            import_lines(client, file, summary, batch_size, advance)
+    finally:
+        # Also after a failed call: what the earlier batches did is still true.
+        if as_json:
+            click.echo(json.dumps(summary.as_json(), ensure_ascii=False))
+        else:
+            render.import_summary(render.console(), summary)
+    if summary.rejected:
+        raise click.exceptions.Exit(EXIT_REJECTED)
+
+
+def main() -> None:
+    """The `sarah` console script."""
+    cli(prog_name="sarah")

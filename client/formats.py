@@ -1,0 +1,81 @@
+"""The contract's JSON for messages, and the flat rows of tables and CSV built from it."""
+
+import csv
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from sarah.v1 import sarah_pb2 as pb
+
+_LOGGER = logging.getLogger(__name__)
+
+_SLOTS = ("name", "business_type", "team_size", "pain_points", "goals")
+# One column per field of the conversation, extracted_data's slots spread out.
+COLUMNS = (
+    "contact_phone", "workspace_id", "state", "lead_score", "lead_temperature", *_SLOTS,
+    "language", "message_count", "created_at", "updated_at", "last_message_at", "etag",
+)
+
+
+def _in_field_order(message: Message, doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with its keys in the proto's field order, as the HTTP side prints them
+    (MessageToDict puts the fields left at their default last)."""
+    ordered: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        if field.name not in doc:
+            continue
+        value = doc[field.name]
+        nested = field.message_type
+        if nested is not None and nested.full_name != "google.protobuf.Timestamp":
+            value = _in_field_order(getattr(message, field.name), value)
+        ordered[field.name] = value
+    return ordered
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """`message` in the contract's JSON: snake_case keys, enum words, RFC 3339 timestamps,
+    numbers as numbers, and primitive fields printed even when zero."""
+    doc = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return _in_field_order(message, doc)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        # A JSON array keeps pain points that contain commas apart.
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def flat(conversation: pb.Conversation) -> dict[str, str]:
+    """The conversation as one text cell per column of COLUMNS; "" for what is unset."""
+    doc = to_json(conversation)
+    doc.update(doc.pop("extracted_data", {}))
+    return {column: _cell(doc.get(column)) for column in COLUMNS}
+
+
+def write_jsonl(leads: Iterable[pb.Conversation], out: TextIO) -> int:
+    """Write one conversation per line in the contract's JSON; return how many."""
+    count = 0
+    for lead in leads:
+        out.write(json.dumps(to_json(lead), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def write_csv(leads: Iterable[pb.Conversation], out: TextIO) -> int:
+    """Write a header and one row per conversation; return how many."""
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for lead in leads:
+        writer.writerow(flat(lead))
+        count += 1
+    return count
