@@ -6,8 +6,13 @@ import signal
 import sys
 import threading
 
+import peewee
+
+from server import commands
 from server.app import create_server
+from server.commands import ADMIN_COMMANDS
 from server.config import Config, parse_args
+from server.errors import Unavailable
 
 _LOGGER = logging.getLogger("server")
 
@@ -32,11 +37,14 @@ def _setup_logging(config: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ADMIN_COMMANDS:
+        return commands.main(argv)
     config = parse_args(argv)
     _setup_logging(config)
     try:
         running = create_server(config)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError, peewee.PeeweeException, Unavailable) as exc:
         _LOGGER.error("cannot start: %s", exc)
         return 1
     host = config.listen.rsplit(":", 1)[0]
@@ -47,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda signum, _frame: stop.set())
     stop.wait()
     _LOGGER.info("shutting down: finishing calls in flight (grace %.0fs)", config.grace_seconds)
-    running.shutdown(config.grace_seconds)
+    running.shutdown(config.grace_seconds, drain=config.drain_seconds)
     _LOGGER.info("stopped")
     return 0
 

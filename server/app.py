@@ -1,6 +1,7 @@
 """Builds the gRPC server: the service, health, reflection and the call log, on one port."""
 
 import logging
+import time
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from server.admin import SarahAdminServicer
 from server.config import Config
 from server.database import open_database
 from server.interceptors import CallLogInterceptor
+from server.migrations import migrate, require_current
 from server.reflection import enable_reflection
 from server.service import SarahService
 from server.servicer import SarahServicer
@@ -31,16 +33,24 @@ class RunningServer:
     health: health.HealthServicer
     store: Store
 
-    def shutdown(self, grace: float | None) -> None:
-        """Report NOT_SERVING, stop accepting, let calls in flight finish, close the database."""
+    def shutdown(self, grace: float | None, drain: float = 0.0) -> None:
+        """Report NOT_SERVING, keep serving `drain` seconds while load balancers notice,
+        stop accepting, let calls in flight finish, close the database."""
         self.health.enter_graceful_shutdown()
+        if drain > 0:
+            time.sleep(drain)
         self.server.stop(grace).wait()
         self.store.close()
 
 
 def create_server(config: Config) -> RunningServer:
     """Start serving on `config.listen` (port 0 picks a free port) and return the handle."""
-    store = Store(open_database(config.database_url))
+    db = open_database(config.database_url, pool_size=config.db_pool_size)
+    if config.migrate:
+        migrate(db)
+    else:
+        require_current(db)
+    store = Store(db)
     service = SarahService(store, default_region=config.default_region)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sarah"),

@@ -14,8 +14,32 @@ class Config:
     database_url: str = DEFAULT_URL
     default_region: str = "ID"
     threads: int = 16
+    db_pool_size: int = 16
+    migrate: bool = True
     grace_seconds: float = 10.0
+    drain_seconds: float = 0.0
     log_format: str = "text"
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def add_database_args(parser: argparse.ArgumentParser, env: dict[str, str]) -> None:
+    """--database-url and --db-pool-size, shared by the server and its admin commands."""
+    d = Config()
+    parser.add_argument("--database-url", default=env.get("SARAH_DATABASE_URL", d.database_url),
+                        help="playhouse database URL: sqlite:///PATH or "
+                             "postgresql://USER:PASSWORD@HOST:PORT/DB "
+                             f"(env SARAH_DATABASE_URL, default {d.database_url})")
+    parser.add_argument("--db-pool-size", type=int,
+                        default=env.get("SARAH_DB_POOL_SIZE", str(d.db_pool_size)),
+                        help="most database connections held at once "
+                             f"(env SARAH_DB_POOL_SIZE, default {d.db_pool_size})")
 
 
 def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
@@ -23,14 +47,14 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     env = dict(os.environ) if env is None else env
     d = Config()
     parser = argparse.ArgumentParser(
-        prog="sarah-server", description="Serve sarah.v1.SarahService over gRPC."
+        prog="sarah-server",
+        description="Serve sarah.v1.SarahService over gRPC. Admin commands: "
+                    "`sarah-server migrate`, `sarah-server copy-data` (see --help of each).",
     )
     parser.add_argument("--listen", default=env.get("SARAH_LISTEN", d.listen),
                         help="host:port to listen on; port 0 picks a free one "
                              f"(env SARAH_LISTEN, default {d.listen})")
-    parser.add_argument("--database-url", default=env.get("SARAH_DATABASE_URL", d.database_url),
-                        help="playhouse database URL (env SARAH_DATABASE_URL, "
-                             f"default {d.database_url})")
+    add_database_args(parser, env)
     parser.add_argument("--default-region",
                         default=env.get("SARAH_DEFAULT_REGION", d.default_region),
                         help="region for phone numbers without a country code "
@@ -38,10 +62,18 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     parser.add_argument("--threads", type=int,
                         default=env.get("SARAH_THREADS", str(d.threads)),
                         help=f"worker threads (env SARAH_THREADS, default {d.threads})")
+    parser.add_argument("--migrate", type=_flag, default=env.get("SARAH_MIGRATE", "true"),
+                        help="bring the schema up to date at start-up; with false, refuse to "
+                             "start on an older schema (env SARAH_MIGRATE, default true)")
     parser.add_argument("--grace-seconds", type=float,
                         default=env.get("SARAH_GRACE_SECONDS", str(d.grace_seconds)),
                         help="how long calls in flight may finish at shutdown "
                              f"(env SARAH_GRACE_SECONDS, default {d.grace_seconds:g})")
+    parser.add_argument("--drain-seconds", type=float,
+                        default=env.get("SARAH_DRAIN_SECONDS", str(d.drain_seconds)),
+                        help="at shutdown, keep serving this long after reporting NOT_SERVING, "
+                             "so a load balancer's health check moves traffic away first "
+                             f"(env SARAH_DRAIN_SECONDS, default {d.drain_seconds:g})")
     parser.add_argument("--log-format", choices=("text", "json"),
                         default=env.get("SARAH_LOG_FORMAT", d.log_format),
                         help=f"log line format (env SARAH_LOG_FORMAT, default {d.log_format})")
@@ -52,11 +84,16 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         parser.error(str(exc))
     if args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.db_pool_size < 1:
+        parser.error("--db-pool-size must be at least 1")
     return Config(
         listen=args.listen,
         database_url=args.database_url,
         default_region=region,
         threads=args.threads,
+        db_pool_size=args.db_pool_size,
+        migrate=args.migrate,
         grace_seconds=args.grace_seconds,
+        drain_seconds=args.drain_seconds,
         log_format=args.log_format,
     )

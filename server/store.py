@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import peewee
+from playhouse.pool import MaxConnectionsExceeded
 
 from server.database import is_sqlite
 from server.domain import Lead, LeadFilter, Stats
@@ -78,6 +79,11 @@ class UpsertRequestRow(_Model):
 
 
 MODELS = (ConversationRow, UpsertRequestRow)
+
+
+def bind_models(db: peewee.Database) -> None:
+    """Point every model at `db`: one database per process, chosen at start-up."""
+    database_proxy.initialize(db)
 _LEAD_COLUMNS = [f.name for f in dataclasses.fields(Lead)]
 
 
@@ -108,6 +114,8 @@ def _database_errors() -> Iterator[None]:
     """Turn driver failures (locked, busy, disk full, connection lost) into Unavailable."""
     try:
         yield
+    except MaxConnectionsExceeded as exc:
+        raise Unavailable("every database connection is busy; retry shortly") from exc
     except (peewee.OperationalError, peewee.InterfaceError) as exc:
         _LOGGER.warning("database unavailable: %s", exc)
         raise Unavailable(f"database unavailable: {exc}; retry shortly") from exc
@@ -134,9 +142,13 @@ class Store:
         self._db = db
         self._clock = clock
         self._last_prune = 0.0
-        database_proxy.initialize(db)
-        with _database_errors():
-            db.create_tables(MODELS, safe=True)
+        bind_models(db)
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """A pooled connection for the duration, with driver errors mapped to Unavailable."""
+        with _database_errors(), self._db.connection_context():
+            yield
 
     def close(self) -> None:
         """Close every connection of every thread (the server has stopped calling)."""
@@ -157,7 +169,7 @@ class Store:
         )
 
     def get(self, workspace_id: str, phone: str) -> Lead | None:
-        with _database_errors():
+        with self._session():
             row = self._lead_query(workspace_id, phone).first()
         return _lead_from_row(row) if row else None
 
@@ -175,7 +187,7 @@ class Store:
         """
         for attempt in range(_INSERT_RACE_RETRIES):
             try:
-                with _database_errors(), self._write_transaction():
+                with self._session(), self._write_transaction():
                     return self._upsert_locked(workspace_id, phone, request_id, apply)
             except peewee.IntegrityError as exc:
                 # Only without SQLite's up-front lock: two first writes of one lead (or one
@@ -186,6 +198,12 @@ class Store:
 
     def _upsert_locked(self, workspace_id, phone, request_id, apply) -> Lead:  # type: ignore[no-untyped-def]
         now = self._clock()
+        # Lock the lead first: two retries of one request_id then run one after the other,
+        # and the second finds the first's record (on PostgreSQL; SQLite locks up front).
+        query = self._lead_query(workspace_id, phone)
+        if self._db.for_update:
+            query = query.for_update()
+        row = query.first()
         if request_id:
             seen = (
                 UpsertRequestRow.select(UpsertRequestRow.result)
@@ -199,10 +217,6 @@ class Store:
             )
             if seen:
                 return _lead_from_json(seen.result)
-        query = self._lead_query(workspace_id, phone)
-        if self._db.for_update:
-            query = query.for_update()
-        row = query.first()
         lead = apply(_lead_from_row(row) if row else None, now)
         if row is None:
             ConversationRow.insert(**_row_values(lead)).execute()
@@ -236,7 +250,7 @@ class Store:
 
     def delete(self, workspace_id: str, phone: str) -> bool:
         """Erase the lead and every request snapshot of it; True if it existed."""
-        with _database_errors(), self._write_transaction():
+        with self._session(), self._write_transaction():
             UpsertRequestRow.delete().where(
                 (UpsertRequestRow.workspace_id == workspace_id)
                 & (UpsertRequestRow.contact_phone == phone)
@@ -281,7 +295,7 @@ class Store:
                       ConversationRow.workspace_id.desc())
             .limit(limit)
         )
-        with _database_errors():
+        with self._session():
             return [_lead_from_row(row) for row in query]
 
     def stats(self, lead_filter: LeadFilter) -> Stats:
@@ -300,12 +314,12 @@ class Store:
         by_temperature: dict[str, int] = {}
         by_state: dict[str, int] = {}
         total = score_sum = 0
-        with _database_errors():
+        with self._session():
             for temperature, state, n, scores in query:
                 by_temperature[temperature] = by_temperature.get(temperature, 0) + n
                 by_state[state] = by_state.get(state, 0) + n
                 total += n
-                score_sum += scores or 0
+                score_sum += int(scores or 0)  # PostgreSQL sums to a Decimal
         return Stats(
             total=total,
             by_temperature=by_temperature,
@@ -324,7 +338,7 @@ class Store:
         """
         for attempt in range(_INSERT_RACE_RETRIES):
             try:
-                with _database_errors(), self._write_transaction():
+                with self._session(), self._write_transaction():
                     return [self._merge_locked(lead, merge) for lead in leads]
             except peewee.IntegrityError as exc:
                 # Only without SQLite's up-front lock: another writer created one of these

@@ -1,4 +1,8 @@
-"""Fixtures: a real SarahService on a free loopback port over a real SQLite file."""
+"""Fixtures: a real SarahService on a free loopback port, over SQLite and over PostgreSQL.
+
+Every test that asks for `database_url` (directly or through `running`, `stub`,
+`server_process`) runs twice: once on a SQLite file, once on a real PostgreSQL server.
+"""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,17 +13,39 @@ import pytest
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
+from tests.dbtools import empty_tables, fresh_postgres_database, postgres_server
 from tests.helpers import ServerProcess
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "sarah.db"
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str) -> str:
+    """One database for the session's function-scoped tests; emptied before each."""
+    return fresh_postgres_database(postgres_server_url)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture
-def running(db_path: Path) -> Iterator[RunningServer]:
-    server = create_server(Config(listen="127.0.0.1:0", database_url=f"sqlite:///{db_path}"))
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'sarah.db'}"
+    url = request.getfixturevalue("postgres_url")
+    empty_tables(url)
+    return url
+
+
+@pytest.fixture
+def running(database_url: str) -> Iterator[RunningServer]:
+    server = create_server(Config(listen="127.0.0.1:0", database_url=database_url))
     yield server
     server.shutdown(grace=None)
 
@@ -36,9 +62,15 @@ def stub(channel: grpc.Channel) -> sarah_pb2_grpc.SarahServiceStub:
 
 
 @pytest.fixture
-def server_process(db_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess("--listen", "127.0.0.1:0", "--database-url", f"sqlite:///{db_path}")
+def server_process(database_url: str) -> Iterator[ServerProcess]:
+    proc = ServerProcess("--listen", "127.0.0.1:0", "--database-url", database_url)
     yield proc
     if proc.proc.poll() is None:
         proc.proc.kill()
         proc.proc.wait()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """The SQLite file of the sqlite backend's database_url."""
+    return tmp_path / "sarah.db"

@@ -1,12 +1,12 @@
 """Every error row of the contract over gRPC: the code, each bad field named, nothing written."""
 
-import sqlite3
 import threading
 
 import grpc
 import pytest
 
 from sarah.v1 import sarah_pb2 as pb
+from tests.dbtools import write_lock
 from tests.helpers import PHONE, bad_fields, get, upsert
 
 LONG = "x" * 501
@@ -103,26 +103,19 @@ def test_stats_validates_workspace(stub) -> None:
     assert bad_fields(caught.value) == {"workspace_id"}
 
 
-def test_locked_database_is_unavailable_not_unknown(stub, db_path) -> None:
+def test_locked_database_is_unavailable_not_unknown(stub, database_url) -> None:
     upsert(stub, contact_phone=PHONE, lead_score=1)
-    blocker = sqlite3.connect(db_path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
+    with write_lock(database_url):
         with pytest.raises(grpc.RpcError) as caught:
             upsert(stub, contact_phone=PHONE, lead_score=2)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "locked" in caught.value.details()
-    finally:
-        blocker.rollback()
-        blocker.close()
+        assert "lock" in caught.value.details() and "retry" in caught.value.details()
     # It recovers by itself once the lock is gone.
     assert upsert(stub, contact_phone=PHONE, lead_score=3).lead_score == 3
 
 
-def test_writer_waits_for_a_short_lock_instead_of_failing(stub, db_path) -> None:
-    blocker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+def test_writer_waits_for_a_short_lock_instead_of_failing(stub, database_url) -> None:
     upsert(stub, contact_phone=PHONE, lead_score=1)
-    blocker.execute("BEGIN IMMEDIATE")
-    threading.Timer(0.5, blocker.rollback).start()
-    assert upsert(stub, contact_phone=PHONE, lead_score=2).lead_score == 2
-    blocker.close()
+    with write_lock(database_url) as lock:
+        threading.Timer(0.5, lock.release).start()
+        assert upsert(stub, contact_phone=PHONE, lead_score=2).lead_score == 2

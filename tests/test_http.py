@@ -12,6 +12,7 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
+from tests.dbtools import fresh_postgres_database
 from tests.envoy_stack import EnvoyProcess, free_port
 from tests.helpers import KAPSO_BODY, PHONE
 
@@ -21,9 +22,9 @@ _workspaces = itertools.count()
 class Stack:
     """A server and Envoy in front of it; the server can be stopped and started again."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, db_url: str):
         self.grpc_port = free_port()
-        self.db_url = f"sqlite:///{workdir / 'sarah.db'}"
+        self.db_url = db_url
         self.server: RunningServer | None = None
         self.start_server()
         self.envoy = EnvoyProcess(self.grpc_port, workdir)
@@ -51,8 +52,14 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("http"))
+def stack(tmp_path_factory: pytest.TempPathFactory, backend: str,
+          request: pytest.FixtureRequest) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("http")
+    if backend == "sqlite":
+        db_url = f"sqlite:///{workdir / 'sarah.db'}"
+    else:
+        db_url = fresh_postgres_database(request.getfixturevalue("postgres_server_url"))
+    running = Stack(workdir, db_url)
     yield running
     running.envoy.stop()
     if running.server:

@@ -2,7 +2,6 @@
 
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
+from tests.dbtools import query, write_lock
 from tests.helpers import PHONE, ROOT, ServerProcess
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
@@ -70,13 +70,12 @@ def test_one_log_line_per_call_with_method_status_and_duration(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_call_in_flight_at_shutdown_completes(server_process: ServerProcess, db_path, sig) -> None:
-    with grpc.insecure_channel(server_process.target) as channel:
+def test_call_in_flight_at_shutdown_completes(
+        server_process: ServerProcess, database_url, sig) -> None:
+    with grpc.insecure_channel(server_process.target) as channel, \
+            write_lock(database_url) as lock:
         stub = sarah_pb2_grpc.SarahServiceStub(channel)
-        stub.UpsertState(pb.UpsertStateRequest(contact_phone=PHONE), timeout=10)
-        # Hold the write lock so that the next upsert is still running when the signal lands.
-        blocker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-        blocker.execute("BEGIN IMMEDIATE")
+        # The held write lock keeps the next upsert running when the signal lands.
         result: dict = {}
 
         def call() -> None:
@@ -88,16 +87,14 @@ def test_call_in_flight_at_shutdown_completes(server_process: ServerProcess, db_
         time.sleep(0.5)
         server_process.proc.send_signal(sig)
         time.sleep(0.5)
-        blocker.rollback()
-        blocker.close()
+        lock.release()
         caller.join(timeout=15)
     assert result["reply"].lead_score == 77
+    assert server_process.proc.wait(timeout=20) == 0  # the one signal was enough
     log = server_process.stop()
-    assert server_process.proc.returncode == 0
     assert "shutting down" in log and "stopped" in log
     # The write is on disk: the closed database opens with the value in it.
-    row = sqlite3.connect(db_path).execute("SELECT lead_score FROM conversation").fetchone()
-    assert row == (77,)
+    assert query(database_url, "SELECT lead_score FROM conversation") == [(77,)]
 
 
 def test_new_calls_are_refused_after_shutdown(server_process: ServerProcess) -> None:
@@ -124,9 +121,9 @@ def test_bad_configuration_fails_clearly(args, says, tmp_path) -> None:
     assert says in done.stderr and "Traceback" not in done.stderr
 
 
-def test_environment_variables_configure_the_server(db_path) -> None:
+def test_environment_variables_configure_the_server(database_url) -> None:
     proc = ServerProcess(env={"SARAH_LISTEN": "127.0.0.1:0",
-                              "SARAH_DATABASE_URL": f"sqlite:///{db_path}",
+                              "SARAH_DATABASE_URL": database_url,
                               "SARAH_DEFAULT_REGION": "US"})
     try:
         with grpc.insecure_channel(proc.target) as channel:
@@ -135,4 +132,4 @@ def test_environment_variables_configure_the_server(db_path) -> None:
         assert reply.contact_phone == "+14155550123"
     finally:
         proc.stop()
-    assert db_path.exists()
+    assert query(database_url, "SELECT COUNT(*) FROM schema_migrations") == [(1,)]

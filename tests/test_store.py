@@ -1,9 +1,8 @@
 """Storage behaviour that needs a clock: request ids expire after 24 hours."""
 
-from pathlib import Path
-
 from server.database import open_database
 from server.domain import Patch
+from server.migrations import migrate
 from server.rules import apply_patch
 from server.store import REQUEST_ID_TTL_US, Store, UpsertRequestRow
 
@@ -24,9 +23,11 @@ def _add_one(store: Store, request_id: str) -> int:
     return lead.message_count
 
 
-def test_request_id_expires_after_24_hours_and_is_pruned(tmp_path: Path) -> None:
+def test_request_id_expires_after_24_hours_and_is_pruned(database_url: str) -> None:
     clock = _Clock()
-    store = Store(open_database(f"sqlite:///{tmp_path / 's.db'}"), clock=clock)
+    db = open_database(database_url)
+    migrate(db)
+    store = Store(db, clock=clock)
     try:
         assert _add_one(store, "wamid.1") == 1
         clock.now += REQUEST_ID_TTL_US - 1
@@ -36,6 +37,7 @@ def test_request_id_expires_after_24_hours_and_is_pruned(tmp_path: Path) -> None
         store._last_prune = 0.0  # let the next write prune at once
         clock.now += REQUEST_ID_TTL_US + 1
         assert _add_one(store, "wamid.2") == 3
-        assert [r.request_id for r in UpsertRequestRow.select()] == ["wamid.2"]
+        with db.connection_context():
+            assert [r.request_id for r in UpsertRequestRow.select()] == ["wamid.2"]
     finally:
         store.close()

