@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint protos clean
+.PHONY: run cluster test lint protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 ## run: the gRPC server (127.0.0.1:50051) and Envoy (127.0.0.1:8080) in the foreground; Ctrl-C stops both
 run: $(STAMP)
 	$(PY) -m server.stack
+
+## cluster: PostgreSQL, three replicas (127.0.0.1:50051-50053) and Envoy on 127.0.0.1:8080
+cluster: $(STAMP)
+	$(PY) -m server.cluster
 
 ## test: the whole suite against real servers on free loopback ports
 test: $(STAMP)

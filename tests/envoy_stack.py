@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from server.cluster import cluster_envoy_config
 from tests.helpers import ROOT
 
 ENVOY = str(Path(sys.executable).parent / "envoy")
@@ -32,11 +33,14 @@ def envoy_config(http_port: int, admin_port: int, upstream_port: int) -> str:
 class EnvoyProcess:
     """Envoy started from envoy.yaml on free ports, forwarding to `upstream_port`."""
 
-    def __init__(self, upstream_port: int, workdir: Path):
+    def __init__(self, upstream_port: int, workdir: Path, replica_ports: list[int] | None = None):
         self.port = free_port()
         self.admin_port = free_port()
         config = workdir / "envoy.yaml"
-        config.write_text(envoy_config(self.port, self.admin_port, upstream_port))
+        text = envoy_config(self.port, self.admin_port, upstream_port)
+        if replica_ports:
+            text = cluster_envoy_config(text, replica_ports)
+        config.write_text(text)
         self.log = open(workdir / "envoy.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [ENVOY, "-c", str(config), "--base-id", str(random.randrange(1, 1 << 30)),
@@ -58,6 +62,11 @@ class EnvoyProcess:
                 pass
             time.sleep(0.1)
         raise AssertionError("envoy did not become ready")
+
+    def stat(self, name: str) -> int:
+        """One of Envoy's counters or gauges, from its admin port."""
+        _, _, text = request("127.0.0.1", self.admin_port, "GET", f"/stats?filter=^{name}$")
+        return int(str(text).rsplit(":", 1)[1]) if text else 0
 
     def call(self, method: str, path: str, body: object = None,
              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:

@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +47,14 @@ class ServerProcess:
         )
         self.lines: list[str] = []
         self.port = self._wait_for_port()
+        # Keep reading, or a busy server blocks once the pipe's buffer is full of log lines.
+        self._reader = threading.Thread(target=self._read_rest, daemon=True)
+        self._reader.start()
+
+    def _read_rest(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
 
     def _wait_for_port(self) -> int:
         deadline = time.monotonic() + 20
@@ -69,8 +78,8 @@ class ServerProcess:
         """Send `sig`, wait for exit, return everything it logged."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=timeout)
-        self.lines.append(out)
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
         return "".join(self.lines)
 
 
