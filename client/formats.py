@@ -31,7 +31,9 @@ def _in_field_order(message: Message, doc: dict[str, Any]) -> dict[str, Any]:
         value = doc[field.name]
         nested = field.message_type
         if nested is not None and nested.full_name != "google.protobuf.Timestamp":
-            value = _in_field_order(getattr(message, field.name), value)
+            inner = getattr(message, field.name)
+            value = ([_in_field_order(m, d) for m, d in zip(inner, value, strict=True)]
+                     if isinstance(value, list) else _in_field_order(inner, value))
         ordered[field.name] = value
     return ordered
 

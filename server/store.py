@@ -327,6 +327,10 @@ class Store:
             avg_score=score_sum / total if total else 0.0,
         )
 
+    # Under SQLite's oldest limit of 999 variables per statement: 2 per key, 16 per row.
+    _KEYS_PER_QUERY = 400
+    _ROWS_PER_INSERT = 50
+
     def merge_many(
         self, leads: list[Lead], merge: Callable[[Lead | None, Lead], Lead | None]
     ) -> list[tuple[bool, bool]]:
@@ -339,7 +343,7 @@ class Store:
         for attempt in range(_INSERT_RACE_RETRIES):
             try:
                 with self._session(), self._write_transaction():
-                    return [self._merge_locked(lead, merge) for lead in leads]
+                    return self._merge_locked(leads, merge)
             except peewee.IntegrityError as exc:
                 # Only without SQLite's up-front lock: another writer created one of these
                 # leads meanwhile; the retry reads its row and merges into it.
@@ -348,19 +352,34 @@ class Store:
         raise AssertionError("unreachable")
 
     def _merge_locked(  # type: ignore[no-untyped-def]
-        self, lead: Lead, merge
-    ) -> tuple[bool, bool]:
-        query = self._lead_query(lead.workspace_id, lead.contact_phone)
-        if self._db.for_update:
-            query = query.for_update()
-        row = query.first()
-        merged = merge(_lead_from_row(row) if row else None, lead)
-        if merged is None:
-            return row is not None, False
-        if row is None:
-            ConversationRow.insert(**_row_values(merged)).execute()
-        else:
-            ConversationRow.update(**_row_values(merged)).where(
-                ConversationRow.id == row.id
+        self, leads: list[Lead], merge
+    ) -> list[tuple[bool, bool]]:
+        # The batch's stored leads come in a few queries (locked on PostgreSQL), the merges
+        # run in memory, and only what changed is written: importing a batch that is already
+        # held costs one read, not one query per lead.
+        keys = list({(lead.workspace_id, lead.contact_phone) for lead in leads})
+        key = peewee.Tuple(ConversationRow.workspace_id, ConversationRow.contact_phone)
+        rows: dict[tuple[str, str], ConversationRow] = {}
+        for part in peewee.chunked(keys, self._KEYS_PER_QUERY):
+            query = ConversationRow.select().where(key.in_(part))
+            if self._db.for_update:
+                query = query.for_update()
+            rows.update({(row.workspace_id, row.contact_phone): row for row in query})
+        current = {k: _lead_from_row(row) for k, row in rows.items()}
+        changed: set[tuple[str, str]] = set()
+        outcomes = []
+        for lead in leads:
+            k = (lead.workspace_id, lead.contact_phone)
+            merged = merge(current.get(k), lead)
+            outcomes.append((k in current, merged is not None))
+            if merged is not None:
+                current[k] = merged
+                changed.add(k)
+        created = [_row_values(current[k]) for k in changed - rows.keys()]
+        for part in peewee.chunked(created, self._ROWS_PER_INSERT):
+            ConversationRow.insert_many(part).execute()
+        for k in changed & rows.keys():
+            ConversationRow.update(**_row_values(current[k])).where(
+                ConversationRow.id == rows[k].id
             ).execute()
-        return row is not None, True
+        return outcomes
