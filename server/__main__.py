@@ -18,12 +18,15 @@ _LOGGER = logging.getLogger("server")
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, with a call's fields (method, code, ...) as keys."""
+
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps({
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "severity": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **getattr(record, "fields", {}),
         })
 
 
@@ -50,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     host = config.listen.rsplit(":", 1)[0]
     _LOGGER.info("listening on %s:%d (database %s, region %s, %d threads)",
                  host, running.port, config.database_url, config.default_region, config.threads)
+    if running.metrics_port is not None:
+        _LOGGER.info("metrics on http://%s:%d/metrics",
+                     config.metrics_listen.rpartition(":")[0], running.metrics_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stop.set())
+    if running.keys is not None:
+        keys = running.keys
+        signal.signal(signal.SIGHUP, lambda signum, _frame: keys.reload())
     stop.wait()
     _LOGGER.info("shutting down: finishing calls in flight (grace %.0fs)", config.grace_seconds)
     running.shutdown(config.grace_seconds, drain=config.drain_seconds)

@@ -1,18 +1,23 @@
-"""Builds the gRPC server: the service, health, reflection and the call log, on one port."""
+"""Builds the gRPC server: the services, health, reflection, keys, log and metrics."""
 
+import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sarah.v1 import sarah_pb2, sarah_pb2_grpc
 from server.admin import SarahAdminServicer
+from server.auth import KeyRing
 from server.config import Config
 from server.database import open_database
-from server.interceptors import CallLogInterceptor
+from server.interceptors import AuthInterceptor, ObserveInterceptor
+from server.metrics import Metrics
 from server.migrations import migrate, require_current
 from server.reflection import enable_reflection
 from server.service import SarahService
@@ -32,6 +37,9 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     store: Store
+    keys: KeyRing | None = None
+    metrics: Metrics | None = None
+    metrics_port: int | None = None
 
     def shutdown(self, grace: float | None, drain: float = 0.0) -> None:
         """Report NOT_SERVING, keep serving `drain` seconds while load balancers notice,
@@ -40,11 +48,45 @@ class RunningServer:
         if drain > 0:
             time.sleep(drain)
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.close()
         self.store.close()
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether host:port names a loopback address only (127.0.0.0/8, ::1, localhost)."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(config: Config) -> None:
+    """Without keys anyone who reaches the port may read every lead: loopback only."""
+    if config.api_keys_file or config.insecure:
+        return
+    for what, address in (("--listen", config.listen), ("--metrics-listen",
+                                                          config.metrics_listen)):
+        if address and not is_loopback(address):
+            raise ValueError(
+                f"refusing to serve on {address} ({what}) without API keys: set "
+                "SARAH_API_KEYS_FILE, or pass --insecure if something else guards it")
+
+
+def _bind(address: str, bind: Callable[[str], int]) -> int:
+    try:
+        return bind(address)
+    except (RuntimeError, OSError) as exc:
+        raise OSError(f"cannot listen on {address}: {exc}") from exc
 
 
 def create_server(config: Config) -> RunningServer:
     """Start serving on `config.listen` (port 0 picks a free port) and return the handle."""
+    _check_exposure(config)
+    keys = KeyRing(Path(config.api_keys_file)) if config.api_keys_file else None
     db = open_database(config.database_url, pool_size=config.db_pool_size)
     if config.migrate:
         migrate(db)
@@ -52,9 +94,13 @@ def create_server(config: Config) -> RunningServer:
         require_current(db)
     store = Store(db)
     service = SarahService(store, default_region=config.default_region)
+    metrics = Metrics(store.count) if config.metrics_listen else None
+    interceptors: list[grpc.ServerInterceptor] = [ObserveInterceptor(metrics)]
+    if keys is not None:
+        interceptors.append(AuthInterceptor(keys, open_reflection=config.open_reflection))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sarah"),
-        interceptors=[CallLogInterceptor()],
+        interceptors=interceptors,
     )
     sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(service), server)
     admin = SarahAdminServicer(store, default_region=config.default_region)
@@ -65,11 +111,18 @@ def create_server(config: Config) -> RunningServer:
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     try:
-        port = server.add_insecure_port(config.listen)
-    except RuntimeError as exc:
+        port = _bind(config.listen, server.add_insecure_port)
+        metrics_port = _bind(config.metrics_listen, metrics.serve) if metrics else None
+    except OSError:
         store.close()
-        raise OSError(f"cannot listen on {config.listen}: {exc}") from exc
+        raise
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, port=port, health=health_servicer, store=store)
+    if keys is None:
+        _LOGGER.warning("no API keys configured: every caller is let in, so the server "
+                        "serves on loopback only (set SARAH_API_KEYS_FILE to require keys)")
+    else:
+        _LOGGER.info("API keys required: %d loaded from %s", len(keys), config.api_keys_file)
+    return RunningServer(server=server, port=port, health=health_servicer, store=store,
+                         keys=keys, metrics=metrics, metrics_port=metrics_port)

@@ -1,4 +1,4 @@
-"""Admin commands of sarah-server: `migrate`, and `copy-data` from one database to another."""
+"""Admin commands of sarah-server: `migrate`, `copy-data` between databases, `hash-key`."""
 
 import argparse
 import logging
@@ -7,6 +7,7 @@ import sys
 
 import peewee
 
+from server.auth import hash_key
 from server.config import add_database_args
 from server.database import open_database
 from server.migrations import migrate
@@ -62,6 +63,16 @@ def _copy_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_key(args: argparse.Namespace) -> int:
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    if not key:
+        print("sarah-server hash-key: give the key as an argument or on standard input",
+              file=sys.stderr)
+        return 1
+    print(hash_key(key))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Run the admin command named by argv[0]."""
     env = dict(os.environ)
@@ -77,6 +88,10 @@ def main(argv: list[str]) -> int:
     copy_parser.add_argument("--source", required=True, help="URL of the database to read")
     add_database_args(copy_parser, env)
     copy_parser.set_defaults(run=_copy_data)
+    hash_parser = commands.add_parser(
+        "hash-key", help="print the sha256: form of an API key, for the keys file")
+    hash_parser.add_argument("key", nargs="?", help="the key (default: read standard input)")
+    hash_parser.set_defaults(run=_hash_key)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -87,4 +102,4 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-ADMIN_COMMANDS = ("migrate", "copy-data")
+ADMIN_COMMANDS = ("migrate", "copy-data", "hash-key")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from server.database import DEFAULT_URL
 from server.phones import check_region
 
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+
 
 @dataclass(frozen=True)
 class Config:
@@ -19,6 +21,11 @@ class Config:
     grace_seconds: float = 10.0
     drain_seconds: float = 0.0
     log_format: str = "text"
+    api_keys_file: str = ""
+    insecure: bool = False
+    open_reflection: bool = False
+    # Off for servers built in code (tests start many); the command line's default is on.
+    metrics_listen: str = ""
 
 
 def _flag(value: str) -> bool:
@@ -77,6 +84,22 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     parser.add_argument("--log-format", choices=("text", "json"),
                         default=env.get("SARAH_LOG_FORMAT", d.log_format),
                         help=f"log line format (env SARAH_LOG_FORMAT, default {d.log_format})")
+    parser.add_argument("--api-keys-file", default=env.get("SARAH_API_KEYS_FILE", ""),
+                        help="file of API keys (`KEY-or-sha256:HASH WORKSPACE-or-* [LABEL]` "
+                             "per line), re-read on SIGHUP; without it every call is let in, "
+                             "so the server listens on loopback only (env SARAH_API_KEYS_FILE)")
+    parser.add_argument("--insecure", action="store_true",
+                        default=_flag(env.get("SARAH_INSECURE", "false")),
+                        help="allow listening beyond loopback without API keys "
+                             "(env SARAH_INSECURE)")
+    parser.add_argument("--open-reflection", action="store_true",
+                        default=_flag(env.get("SARAH_OPEN_REFLECTION", "false")),
+                        help="serve reflection without an API key (env SARAH_OPEN_REFLECTION)")
+    parser.add_argument("--metrics-listen",
+                        default=env.get("SARAH_METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
+                        help="loopback host:port of the Prometheus /metrics page; port 0 picks "
+                             "one, empty turns it off "
+                             f"(env SARAH_METRICS_LISTEN, default {DEFAULT_METRICS_LISTEN})")
     args = parser.parse_args(argv)
     try:
         region = check_region(args.default_region)
@@ -96,4 +119,8 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         grace_seconds=args.grace_seconds,
         drain_seconds=args.drain_seconds,
         log_format=args.log_format,
+        api_keys_file=args.api_keys_file,
+        insecure=args.insecure,
+        open_reflection=args.open_reflection,
+        metrics_listen=args.metrics_listen,
     )

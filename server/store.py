@@ -298,6 +298,11 @@ class Store:
         with self._session():
             return [_lead_from_row(row) for row in query]
 
+    def count(self) -> int:
+        """How many conversations are stored, in every workspace."""
+        with self._session():
+            return int(ConversationRow.select().count())
+
     def stats(self, lead_filter: LeadFilter) -> Stats:
         """Count leads by temperature and state, and average their scores."""
         counts = ConversationRow.select(

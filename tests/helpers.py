@@ -42,7 +42,8 @@ class ServerProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", *args],
-            cwd=ROOT, env={**os.environ, **(env or {})},
+            # Many servers run at once in the tests: each gets its own metrics port.
+            cwd=ROOT, env={**os.environ, "SARAH_METRICS_LISTEN": "127.0.0.1:0", **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []

@@ -38,7 +38,8 @@ class RunningStack:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.stack", "--listen", f"127.0.0.1:{self.grpc}",
              "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
-            cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(config), "PATH": "/usr/bin:/bin"},
+            cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(config), "PATH": "/usr/bin:/bin",
+                           "SARAH_METRICS_LISTEN": "127.0.0.1:0"},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         deadline = time.monotonic() + 30
@@ -62,8 +63,9 @@ def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
     running = RunningStack(tmp_path)
     yield running
     if running.proc.poll() is None:
-        running.proc.kill()
-        running.proc.wait()
+        # SIGTERM, so the supervisor stops its children: a SIGKILL would orphan them.
+        running.proc.terminate()
+        running.finish()
 
 
 def _children(pid: int) -> list[int]:
