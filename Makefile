@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run cluster test lint protos clean
+.PHONY: run cluster test lint protos soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: $(STAMP)
 ## protos: regenerate sarah/v1 (stubs, .pyi, descriptor set) from protos/ alone
 protos: $(STAMP)
 	$(PY) protos/generate.py
+
+## soak: the crash test (tests/test_crash.py) with many more SIGKILLs, on both databases;
+## about 4 minutes. SARAH_CRASH_KILLS sets the kills, SARAH_CRASH_SEED replays a run.
+SARAH_CRASH_KILLS ?= 40
+soak: $(STAMP)
+	SARAH_CRASH_KILLS=$(SARAH_CRASH_KILLS) $(PY) -m pytest tests/test_crash.py -s
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
