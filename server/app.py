@@ -37,6 +37,7 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     store: Store
+    executor: futures.ThreadPoolExecutor
     keys: KeyRing | None = None
     metrics: Metrics | None = None
     metrics_port: int | None = None
@@ -48,6 +49,9 @@ class RunningServer:
         if drain > 0:
             time.sleep(drain)
         self.server.stop(grace).wait()
+        # A call past its grace is cancelled, but its thread may still be in the database:
+        # close connections only once every handler has returned.
+        self.executor.shutdown(wait=True)
         if self.metrics is not None:
             self.metrics.close()
         self.store.close()
@@ -98,10 +102,8 @@ def create_server(config: Config) -> RunningServer:
     interceptors: list[grpc.ServerInterceptor] = [ObserveInterceptor(metrics)]
     if keys is not None:
         interceptors.append(AuthInterceptor(keys, open_reflection=config.open_reflection))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sarah"),
-        interceptors=interceptors,
-    )
+    executor = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sarah")
+    server = grpc.server(executor, interceptors=interceptors)
     sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(service), server)
     admin = SarahAdminServicer(store, default_region=config.default_region)
     sarah_pb2_grpc.add_SarahAdminServiceServicer_to_server(admin, server)
@@ -125,4 +127,5 @@ def create_server(config: Config) -> RunningServer:
     else:
         _LOGGER.info("API keys required: %d loaded from %s", len(keys), config.api_keys_file)
     return RunningServer(server=server, port=port, health=health_servicer, store=store,
-                         keys=keys, metrics=metrics, metrics_port=metrics_port)
+                         executor=executor, keys=keys, metrics=metrics,
+                         metrics_port=metrics_port)

@@ -133,3 +133,21 @@ def test_environment_variables_configure_the_server(database_url) -> None:
     finally:
         proc.stop()
     assert query(database_url, "SELECT COUNT(*) FROM schema_migrations") == [(1,)]
+
+
+def test_call_past_its_grace_does_not_crash_the_shutdown(database_url) -> None:
+    proc = ServerProcess("--listen", "127.0.0.1:0", "--database-url", database_url,
+                         "--grace-seconds", "0.2")
+    with grpc.insecure_channel(proc.target) as channel, write_lock(database_url) as lock:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        stub.GetStats(pb.GetStatsRequest(), timeout=10)
+        caller = threading.Thread(target=lambda: pytest.raises(
+            grpc.RpcError, stub.UpsertState, pb.UpsertStateRequest(contact_phone=PHONE),
+            timeout=15))
+        caller.start()
+        time.sleep(0.5)  # the upsert now waits for the lock
+        proc.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)  # past the grace: the call is cancelled, its thread still waits
+        lock.release()
+        caller.join(timeout=15)
+    assert proc.proc.wait(timeout=20) == 0  # closed the database after the thread, no crash

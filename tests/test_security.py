@@ -272,3 +272,32 @@ def test_draining_server_reports_not_serving_while_it_still_answers(database_url
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert stub.GetStats(pb.GetStatsRequest(), timeout=10).total == 0
     assert proc.proc.wait(timeout=20) == 0
+
+
+def test_every_key_is_compared_in_constant_time(tmp_path: Path, monkeypatch) -> None:
+    from server import auth
+
+    ring = auth.KeyRing(_write_keys(tmp_path / "k.txt", *(f"key-{i} *" for i in range(5))))
+    compared: list[int] = []
+    real = auth.hmac.compare_digest
+    monkeypatch.setattr(auth.hmac, "compare_digest",
+                        lambda a, b: compared.append(1) or real(a, b))
+    for presented in ("key-0", "key-4", "nope"):
+        compared.clear()
+        ring.find(presented)
+        assert len(compared) == 5  # no early exit that would time the match's position
+
+
+def test_hash_key_prints_the_form_for_the_keys_file() -> None:
+    done = subprocess.run([sys.executable, "-m", "server", "hash-key"], input="s3cret\n",
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == hash_key("s3cret")
+    assert done.stdout.startswith("sha256:") and len(done.stdout.strip()) == 71
+
+
+def test_bad_keys_file_fails_at_start_naming_the_line(database_url: str, tmp_path) -> None:
+    bad = _write_keys(tmp_path / "bad.txt", f"{ADMIN_KEY} *", "lonely-key")
+    done = subprocess.run([sys.executable, "-m", "server", "--listen", "127.0.0.1:0",
+                           "--database-url", database_url, "--api-keys-file", str(bad)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "line 3" in done.stderr and "Traceback" not in done.stderr
