@@ -9,9 +9,10 @@ import peewee
 
 from server.auth import hash_key
 from server.config import add_database_args
+from server.counts import rebuild_counts
 from server.database import open_database
 from server.migrations import migrate
-from server.store import ConversationRow, UpsertRequestRow
+from server.models import ConversationRow, LeadCount, UpsertRequestRow
 
 _LOGGER = logging.getLogger("server.commands")
 _BATCH = 1000
@@ -58,6 +59,8 @@ def _copy_data(args: argparse.Namespace) -> int:
         ),
     )
     request_ids = _copy_table(source, target, UpsertRequestRow, lambda q: q.on_conflict_ignore())
+    with target.bind_ctx([ConversationRow, LeadCount]), target.atomic():
+        rebuild_counts()
     print(f"copied {copied} conversations and {request_ids} request ids "
           f"from {args.source} to {args.database_url}")
     return 0

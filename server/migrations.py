@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 import peewee
 
+from server.counts import rebuild_counts
 from server.database import is_sqlite
-from server.store import MODELS, bind_models, database_proxy
+from server.models import MODELS, LeadCount, bind_models, database_proxy
 
 _LOGGER = logging.getLogger(__name__)
 _ADVISORY_LOCK_KEY = 0x5A7A4  # any constant that is this service's own
@@ -33,8 +34,14 @@ def _initial_schema(db: peewee.Database) -> None:
     db.create_tables(MODELS, safe=True)
 
 
+def _lead_counts(db: peewee.Database) -> None:
+    db.create_tables([LeadCount], safe=True)
+    rebuild_counts()
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "conversations and request ids", _initial_schema),
+    (2, "lead counts for GetStats", _lead_counts),
 ]
 LATEST = MIGRATIONS[-1][0]
 

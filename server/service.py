@@ -48,7 +48,7 @@ class SarahService:
 
     def get_stats(self, lead_filter: LeadFilter) -> Stats:
         """Counts by temperature and state, and the mean score."""
-        return self._store.stats(rules.validate_filter(lead_filter))
+        return self._store.stats(rules.validate_filter(lead_filter).workspace_id)
 
 
 # 500 leads with every text at its limit would be ~5 MB, over gRPC's default 4 MiB message

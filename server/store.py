@@ -10,80 +10,18 @@ from collections.abc import Callable, Iterator
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
+from server.counts import CountDeltas, read_stats, total_leads
 from server.database import is_sqlite
 from server.domain import Lead, LeadFilter, Stats
 from server.errors import Unavailable
+from server.models import ConversationRow, UpsertRequestRow, bind_models
 
 _LOGGER = logging.getLogger(__name__)
-
-database_proxy = peewee.DatabaseProxy()
 
 REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000
 _PRUNE_EVERY_S = 60.0
 _INSERT_RACE_RETRIES = 3
 
-
-class _Model(peewee.Model):
-    class Meta:
-        database = database_proxy
-        legacy_table_names = False
-
-
-class ConversationRow(_Model):
-    """One lead's conversation; unique per (workspace_id, contact_phone)."""
-
-    workspace_id = peewee.CharField(max_length=64)
-    contact_phone = peewee.CharField(max_length=20)
-    state = peewee.CharField(max_length=16)
-    lead_score = peewee.IntegerField()
-    lead_temperature = peewee.CharField(max_length=8)
-    name = peewee.TextField(null=True)
-    business_type = peewee.TextField(null=True)
-    team_size = peewee.IntegerField(null=True)
-    pain_points = peewee.TextField()  # a JSON array of strings
-    goals = peewee.TextField(null=True)
-    language = peewee.CharField(max_length=4)
-    message_count = peewee.IntegerField()
-    created_at = peewee.BigIntegerField()
-    updated_at = peewee.BigIntegerField()
-    last_message_at = peewee.BigIntegerField()
-    etag = peewee.CharField(max_length=32)
-
-    class Meta:
-        table_name = "conversation"
-        indexes = (
-            (("workspace_id", "contact_phone"), True),
-            # One per ListLeads order: keyset pages walk these backwards.
-            (("workspace_id", "lead_score", "contact_phone"), False),
-            (("workspace_id", "last_message_at", "contact_phone"), False),
-            (("workspace_id", "created_at", "contact_phone"), False),
-            (("workspace_id", "updated_at", "contact_phone"), False),
-            # Covers GetStats: counts and score sums by temperature and state.
-            (("workspace_id", "lead_temperature", "state", "lead_score"), False),
-        )
-
-
-class UpsertRequestRow(_Model):
-    """A processed request_id and the conversation it left, kept for 24 hours."""
-
-    id = peewee.BigAutoField()
-    workspace_id = peewee.CharField(max_length=64)
-    contact_phone = peewee.CharField(max_length=20)
-    request_id = peewee.CharField(max_length=128)
-    created_at = peewee.BigIntegerField(index=True)
-    result = peewee.TextField()  # the Lead as JSON
-
-    class Meta:
-        table_name = "upsert_request"
-        indexes = ((("workspace_id", "contact_phone", "request_id"), True),)
-
-
-MODELS = (ConversationRow, UpsertRequestRow)
-
-
-def bind_models(db: peewee.Database) -> None:
-    """Point every model at `db`: one database per process, chosen at start-up."""
-    database_proxy.initialize(db)
 _LEAD_COLUMNS = [f.name for f in dataclasses.fields(Lead)]
 
 
@@ -109,6 +47,22 @@ def _lead_from_json(text: str) -> Lead:
     return Lead(**values)
 
 
+def _first_error(exc: BaseException) -> BaseException:
+    """The error that started it. SQLite rolls a transaction back by itself on a full disk
+    (and some I/O errors); peewee's ROLLBACK then fails with "no transaction is active", and
+    that second error would hide the first."""
+    first: BaseException | None = exc
+    while first is not None and "no transaction is active" in str(first):
+        first = first.__context__  # the driver's error, then the one before it
+    return first or exc
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL, or PostgreSQL's disk_full (SQLSTATE 53100) / ENOSPC."""
+    return (getattr(exc.__context__, "sqlstate", None) == "53100"  # psycopg's DiskFull
+            or "database or disk is full" in str(exc) or "No space left on device" in str(exc))
+
+
 @contextlib.contextmanager
 def _database_errors() -> Iterator[None]:
     """Turn driver failures (locked, busy, disk full, connection lost) into Unavailable."""
@@ -117,8 +71,13 @@ def _database_errors() -> Iterator[None]:
     except MaxConnectionsExceeded as exc:
         raise Unavailable("every database connection is busy; retry shortly") from exc
     except (peewee.OperationalError, peewee.InterfaceError) as exc:
-        _LOGGER.warning("database unavailable: %s", exc)
-        raise Unavailable(f"database unavailable: {exc}; retry shortly") from exc
+        first = _first_error(exc)
+        if _is_disk_full(first):
+            _LOGGER.error("database disk full: %s", first)
+            raise Unavailable("the database's disk is full: writes fail until space is freed "
+                              "where the database lives; reads still work") from exc
+        _LOGGER.warning("database unavailable: %s", first)
+        raise Unavailable(f"database unavailable: {first}; retry shortly") from exc
     except peewee.IntegrityError:
         raise
     except peewee.DatabaseError as exc:
@@ -217,13 +176,17 @@ class Store:
             )
             if seen:
                 return _lead_from_json(seen.result)
-        lead = apply(_lead_from_row(row) if row else None, now)
+        old = _lead_from_row(row) if row else None
+        lead = apply(old, now)
         if row is None:
             ConversationRow.insert(**_row_values(lead)).execute()
         else:
             ConversationRow.update(**_row_values(lead)).where(
                 ConversationRow.id == row.id
             ).execute()
+        deltas = CountDeltas()
+        deltas.change(old, lead)
+        deltas.apply()
         if request_id:
             self._prune_requests(now)
             UpsertRequestRow.insert(
@@ -255,11 +218,15 @@ class Store:
                 (UpsertRequestRow.workspace_id == workspace_id)
                 & (UpsertRequestRow.contact_phone == phone)
             ).execute()
-            gone = ConversationRow.delete().where(
-                (ConversationRow.workspace_id == workspace_id)
-                & (ConversationRow.contact_phone == phone)
-            ).execute()
-        return gone > 0
+            query = self._lead_query(workspace_id, phone)
+            row = (query.for_update() if self._db.for_update else query).first()
+            if row is None:
+                return False
+            ConversationRow.delete().where(ConversationRow.id == row.id).execute()
+            deltas = CountDeltas()
+            deltas.change(_lead_from_row(row), None)
+            deltas.apply()
+        return True
 
     @staticmethod
     def _where(lead_filter: LeadFilter) -> list[peewee.Expression]:
@@ -301,36 +268,12 @@ class Store:
     def count(self) -> int:
         """How many conversations are stored, in every workspace."""
         with self._session():
-            return int(ConversationRow.select().count())
+            return total_leads()
 
-    def stats(self, lead_filter: LeadFilter) -> Stats:
-        """Count leads by temperature and state, and average their scores."""
-        counts = ConversationRow.select(
-            ConversationRow.lead_temperature,
-            ConversationRow.state,
-            peewee.fn.COUNT(ConversationRow.id).alias("n"),
-            peewee.fn.SUM(ConversationRow.lead_score).alias("score_sum"),
-        )
-        query = (
-            _where_all(counts, self._where(lead_filter))
-            .group_by(ConversationRow.lead_temperature, ConversationRow.state)
-            .tuples()
-        )
-        by_temperature: dict[str, int] = {}
-        by_state: dict[str, int] = {}
-        total = score_sum = 0
+    def stats(self, workspace_id: str | None) -> Stats:
+        """Counts by temperature and state and the mean score, of one workspace or all."""
         with self._session():
-            for temperature, state, n, scores in query:
-                by_temperature[temperature] = by_temperature.get(temperature, 0) + n
-                by_state[state] = by_state.get(state, 0) + n
-                total += n
-                score_sum += int(scores or 0)  # PostgreSQL sums to a Decimal
-        return Stats(
-            total=total,
-            by_temperature=by_temperature,
-            by_state=by_state,
-            avg_score=score_sum / total if total else 0.0,
-        )
+            return read_stats(workspace_id)
 
     # Under SQLite's oldest limit of 999 variables per statement: 2 per key, 16 per row.
     _KEYS_PER_QUERY = 400
@@ -380,6 +323,10 @@ class Store:
             if merged is not None:
                 current[k] = merged
                 changed.add(k)
+        deltas = CountDeltas()
+        for k in changed:
+            deltas.change(_lead_from_row(rows[k]) if k in rows else None, current[k])
+        deltas.apply()
         created = [_row_values(current[k]) for k in changed - rows.keys()]
         for part in peewee.chunked(created, self._ROWS_PER_INSERT):
             ConversationRow.insert_many(part).execute()

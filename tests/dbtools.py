@@ -60,11 +60,13 @@ def _sqlite_path(url: str) -> str:
 
 
 def empty_tables(url: str) -> None:
-    """Delete every conversation and request id, keeping the schema."""
+    """Delete every row of every table but the schema's version, keeping the schema."""
     with psycopg.connect(url, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('conversation')").fetchone()
-        if exists and exists[0]:
-            conn.execute("TRUNCATE conversation, upsert_request")
+        tables = [name for (name,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'schema_migrations'")]
+        if tables:
+            conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
 
 
 def query(url: str, sql: str) -> list[tuple]:

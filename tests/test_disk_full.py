@@ -70,10 +70,6 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-class FullDiskNotSaid(AssertionError):
-    """The refusal does not tell the caller that the disk is full."""
-
-
 def _big_lead(i: int) -> pb.UpsertStateRequest:
     return pb.UpsertStateRequest(
         contact_phone=f"+62812{7000000 + i}", workspace_id="full", request_id=f"big-{i}",
@@ -115,18 +111,9 @@ def assert_full_disk_is_unavailable_then_recovers(server: ServerProcess, disk: P
     assert server.proc.poll() is None, "the server must not have died"
     log = server.stop()
     assert "Traceback" not in log and "INTERNAL" not in log, log[-2000:]
-    # Checked last, so that all of the above is checked while this one is known to fail.
-    if not _SAYS_FULL.search(refusal):
-        raise FullDiskNotSaid(refusal)
+    assert _SAYS_FULL.search(refusal), refusal
 
 
-# SQLite rolls the transaction back by itself on SQLITE_FULL; peewee's ROLLBACK then fails
-# with "cannot rollback - no transaction is active", and server/store.py's
-# _database_errors() reports that second error instead of "database or disk is full". The
-# fix (in store.py, whose owner will land it): report the first error of the chain, and say
-# plainly that the disk is full. Remove this marker with that fix (strict: it then fails).
-@pytest.mark.xfail(raises=FullDiskNotSaid, strict=True,
-                   reason="store.py reports SQLite's failed auto-rollback, not the full disk")
 def test_full_disk_is_unavailable_and_recovers_sqlite() -> None:
     with small_disk("2m") as disk:
         url = f"sqlite:///{disk / 'sarah.db'}"

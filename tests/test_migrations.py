@@ -60,7 +60,7 @@ def test_server_without_migrate_refuses_an_old_schema(empty_database_url) -> Non
 
 def test_database_made_before_migrations_is_adopted_with_its_data(empty_database_url) -> None:
     from server.database import open_database
-    from server.store import MODELS, bind_models
+    from server.models import MODELS, bind_models
 
     db = open_database(empty_database_url)
     bind_models(db)
@@ -75,11 +75,13 @@ def test_database_made_before_migrations_is_adopted_with_its_data(empty_database
     running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            lead = sarah_pb2_grpc.SarahServiceStub(channel).GetState(
-                pb.GetStateRequest(contact_phone=PHONE), timeout=10)
+            stub = sarah_pb2_grpc.SarahServiceStub(channel)
+            lead = stub.GetState(pb.GetStateRequest(contact_phone=PHONE), timeout=10)
+            stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
     finally:
         running.shutdown(grace=None)
     assert (lead.state, lead.lead_score, lead.message_count) == (pb.handoff, 88, 9)
+    assert (stats.total, stats.hot, stats.by_state.handoff, stats.avg_score) == (1, 1, 1, 88)
     assert _versions(empty_database_url)[-1] == (LATEST,)
 
 
@@ -108,3 +110,6 @@ def test_copy_data_moves_a_sqlite_file_into_postgresql(tmp_path, postgres_server
         assert "copied 2500 conversations and 2500 request ids" in done.stdout
         assert query(target, rows) == query(source, rows)
     assert query(target, "SELECT COUNT(*) FROM upsert_request") == [(2500,)]
+    counts = "SELECT workspace_id, lead_temperature, state, n, score_sum FROM lead_count " \
+             "ORDER BY 1, 2, 3"
+    assert query(target, counts) == query(source, counts)

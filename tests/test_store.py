@@ -3,8 +3,9 @@
 from server.database import open_database
 from server.domain import Patch
 from server.migrations import migrate
+from server.models import UpsertRequestRow
 from server.rules import apply_patch
-from server.store import REQUEST_ID_TTL_US, Store, UpsertRequestRow
+from server.store import REQUEST_ID_TTL_US, Store
 
 PHONE = "+6281234567890"
 
