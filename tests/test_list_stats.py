@@ -127,3 +127,27 @@ def test_page_of_big_leads_stops_under_the_grpc_message_limit(stub) -> None:
     assert first.ByteSize() < 4 * 1024 * 1024
     rest = _all_pages(stub, page_size=500)
     assert sum(len(p) for p in rest) == 400
+
+
+def test_stats_counts_follow_every_kind_of_write(stub, database_url) -> None:
+    from tests.dbtools import query
+
+    temps, states = [pb.cold, pb.warm, pb.hot], [pb.greeting, pb.qualifying, pb.handoff]
+    for i in range(12):
+        upsert(stub, contact_phone=_phone(i), workspace_id=f"w{i % 3}", lead_score=i * 5,
+               lead_temperature=temps[i % 3], state=states[i % 3])
+    for i in range(0, 12, 2):  # move leads between buckets and change scores
+        upsert(stub, contact_phone=_phone(i), workspace_id=f"w{i % 3}", lead_score=99,
+               lead_temperature=pb.hot, state=pb.completed)
+    for i in range(0, 12, 3):
+        stub.DeleteState(pb.DeleteStateRequest(contact_phone=_phone(i), workspace_id=f"w{i % 3}"),
+                         timeout=10)
+    for workspace in (None, "w0", "w1", "w2"):
+        where = f"WHERE workspace_id = '{workspace}'" if workspace else ""
+        [(total, avg)] = query(database_url, "SELECT COUNT(*), COALESCE(AVG(lead_score), 0) "
+                                             f"FROM conversation {where}")
+        hot = query(database_url, "SELECT COUNT(*) FROM conversation "
+                                  f"{where or 'WHERE 1 = 1'} AND lead_temperature = 'hot'")
+        stats = stub.GetStats(pb.GetStatsRequest(workspace_id=workspace), timeout=10)
+        assert (stats.total, stats.hot) == (total, hot[0][0])
+        assert stats.avg_score == pytest.approx(float(avg))
