@@ -5,6 +5,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import peewee
 
@@ -13,6 +14,7 @@ from server.app import create_server
 from server.commands import ADMIN_COMMANDS
 from server.config import Config, parse_args
 from server.errors import Unavailable
+from server.supervise import supervise
 
 _LOGGER = logging.getLogger("server")
 
@@ -39,11 +41,35 @@ def _setup_logging(config: Config) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
+def _moved(address: str, offset: int) -> str:
+    host, _, port = address.rpartition(":")
+    return f"{host}:{int(port) + offset}" if int(port) else address
+
+
+def _run_workers(config: Config, argv: list[str]) -> int:
+    """Run config.workers single-process servers, worker i on the ports + i, as one.
+
+    gRPC's SO_REUSEPORT would spread connections, not requests, and Envoy keeps few
+    connections open: on one shared port a process can sit idle. Own ports let Envoy
+    balance requests (list each as an endpoint of its cluster).
+    """
+    commands = {}
+    for i in range(config.workers):
+        own = ["--workers", "1", "--listen", _moved(config.listen, i)]
+        if config.metrics_listen:
+            own += ["--metrics-listen", _moved(config.metrics_listen, i)]
+        commands[f"worker-{i}"] = [sys.executable, "-m", "server", *argv, *own]
+    banner = f"SarahService: {config.workers} worker processes from {config.listen}"
+    return supervise(commands, banner, Path.cwd())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ADMIN_COMMANDS:
         return commands.main(argv)
     config = parse_args(argv)
+    if config.workers > 1:
+        return _run_workers(config, argv)
     _setup_logging(config)
     try:
         running = create_server(config)

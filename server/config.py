@@ -16,6 +16,7 @@ class Config:
     database_url: str = DEFAULT_URL
     default_region: str = "ID"
     threads: int = 16
+    workers: int = 1
     db_pool_size: int = 16
     migrate: bool = True
     grace_seconds: float = 10.0
@@ -69,6 +70,10 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     parser.add_argument("--threads", type=int,
                         default=env.get("SARAH_THREADS", str(d.threads)),
                         help=f"worker threads (env SARAH_THREADS, default {d.threads})")
+    parser.add_argument("--workers", type=int, default=env.get("SARAH_WORKERS", "1"),
+                        help="server processes; worker i listens on the --listen port + i "
+                             "(and metrics port + i), each a separate endpoint for Envoy "
+                             "(env SARAH_WORKERS, default 1)")
     parser.add_argument("--migrate", type=_flag, default=env.get("SARAH_MIGRATE", "true"),
                         help="bring the schema up to date at start-up; with false, refuse to "
                              "start on an older schema (env SARAH_MIGRATE, default true)")
@@ -107,6 +112,8 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         parser.error(str(exc))
     if args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.db_pool_size < 1:
         parser.error("--db-pool-size must be at least 1")
     return Config(
@@ -114,6 +121,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         database_url=args.database_url,
         default_region=region,
         threads=args.threads,
+        workers=args.workers,
         db_pool_size=args.db_pool_size,
         migrate=args.migrate,
         grace_seconds=args.grace_seconds,

@@ -152,3 +152,30 @@ def test_call_past_its_grace_does_not_crash_the_shutdown(database_url) -> None:
         lock.release()
         caller.join(timeout=15)
     assert proc.proc.wait(timeout=20) == 0  # closed the database after the thread, no crash
+
+
+def test_workers_serve_on_consecutive_ports_and_stop_together(database_url) -> None:
+    from tests.envoy_stack import free_port
+
+    base = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--workers", "2", "--listen", f"127.0.0.1:{base}",
+         "--database-url", database_url, "--metrics-listen", ""],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for port in (base, base + 1):
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = sarah_pb2_grpc.SarahServiceStub(channel)
+                stub.UpsertState(pb.UpsertStateRequest(contact_phone=PHONE, add_messages=1),
+                                 timeout=30, wait_for_ready=True)
+        with grpc.insecure_channel(f"127.0.0.1:{base}") as channel:
+            lead = sarah_pb2_grpc.SarahServiceStub(channel).GetState(
+                pb.GetStateRequest(contact_phone=PHONE), timeout=10)
+        assert lead.message_count == 2  # both processes wrote to the one database
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert out.count("stopped") >= 2 and "Traceback" not in out
