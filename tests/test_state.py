@@ -1,6 +1,8 @@
 """GetState, UpsertState and DeleteState over real gRPC, rule by rule of the contract."""
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -103,13 +105,23 @@ def test_etag_guards_the_write(stub) -> None:
     assert get(stub, PHONE).lead_score == 20
 
 
-def test_concurrent_readers_one_writer_wins_with_etag(stub) -> None:
+def test_two_writers_of_one_version_exactly_one_wins(stub) -> None:
     read = upsert(stub, contact_phone=PHONE)
-    upsert(stub, contact_phone=PHONE, lead_score=1, etag=read.etag)
-    with pytest.raises(grpc.RpcError) as caught:
-        upsert(stub, contact_phone=PHONE, lead_score=2, etag=read.etag)
-    assert caught.value.code() == grpc.StatusCode.ABORTED
-    assert get(stub, PHONE).lead_score == 1
+    start = threading.Barrier(8)
+
+    def write(score: int) -> grpc.StatusCode:
+        start.wait()
+        try:
+            upsert(stub, contact_phone=PHONE, lead_score=score, etag=read.etag)
+        except grpc.RpcError as err:
+            return err.code()
+        return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(write, range(1, 9)))
+    assert sorted(codes, key=str) == sorted(
+        [grpc.StatusCode.OK] + [grpc.StatusCode.ABORTED] * 7, key=str)
+    assert get(stub, PHONE).lead_score == codes.index(grpc.StatusCode.OK) + 1
 
 
 def test_request_id_retry_applies_nothing_twice(stub) -> None:
