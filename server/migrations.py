@@ -39,9 +39,18 @@ def _lead_counts(db: peewee.Database) -> None:
     rebuild_counts()
 
 
+def _model_indexes(db: peewee.Database) -> None:
+    # Creates whatever index of the models is missing (CREATE INDEX IF NOT EXISTS), and
+    # drops the one GetStats used before lead counts (migration 2) made it dead weight.
+    db.create_tables(MODELS, safe=True)
+    db.execute_sql("DROP INDEX IF EXISTS "
+                   "conversation_workspace_id_lead_temperature_state_lead_score")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "conversations and request ids", _initial_schema),
     (2, "lead counts for GetStats", _lead_counts),
+    (3, "indexes for lists across workspaces", _model_indexes),
 ]
 LATEST = MIGRATIONS[-1][0]
 

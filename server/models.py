@@ -41,8 +41,11 @@ class ConversationRow(_Model):
             (("workspace_id", "last_message_at", "contact_phone"), False),
             (("workspace_id", "created_at", "contact_phone"), False),
             (("workspace_id", "updated_at", "contact_phone"), False),
-            # Covers GetStats: counts and score sums by temperature and state.
-            (("workspace_id", "lead_temperature", "state", "lead_score"), False),
+            # Lists across every workspace (an operator's key): the same orders (migration 3).
+            (("lead_score", "contact_phone", "workspace_id"), False),
+            (("last_message_at", "contact_phone", "workspace_id"), False),
+            (("created_at", "contact_phone", "workspace_id"), False),
+            (("updated_at", "contact_phone", "workspace_id"), False),
         )
 
 
