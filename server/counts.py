@@ -5,6 +5,8 @@ GROUP BY over all of them (73 ms on a million leads even with a covering index).
 """
 
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import peewee
 
@@ -34,7 +36,8 @@ class CountDeltas:
             self._leads[_bucket(new)] += 1
             self._scores[_bucket(new)] += new.lead_score
 
-    def apply(self) -> None:
+    def apply(self, add_to_count: Callable[[dict[str, Any]], object]) -> None:
+        """Add each bucket's change with `add_to_count` (statements.add_to_count)."""
         # Sorted, so two transactions touching the same buckets lock them in one order
         # (no deadlock on PostgreSQL).
         for bucket in sorted(self._leads.keys() | self._scores.keys()):
@@ -42,15 +45,8 @@ class CountDeltas:
             if leads == 0 and scores == 0:
                 continue
             workspace, temperature, state = bucket
-            LeadCount.insert(
-                workspace_id=workspace, lead_temperature=temperature, state=state,
-                n=leads, score_sum=scores,
-            ).on_conflict(
-                conflict_target=[LeadCount.workspace_id, LeadCount.lead_temperature,
-                                 LeadCount.state],
-                update={LeadCount.n: LeadCount.n + peewee.EXCLUDED.n,
-                        LeadCount.score_sum: LeadCount.score_sum + peewee.EXCLUDED.score_sum},
-            ).execute()
+            add_to_count({"workspace_id": workspace, "lead_temperature": temperature,
+                          "state": state, "n": leads, "score_sum": scores})
 
 
 def rebuild_counts() -> None:

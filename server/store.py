@@ -15,6 +15,7 @@ from server.database import is_sqlite
 from server.domain import Lead, LeadFilter, Stats
 from server.errors import Unavailable
 from server.models import ConversationRow, UpsertRequestRow, bind_models
+from server.statements import LEAD_COLUMNS, Statements
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -22,23 +23,32 @@ REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000
 _PRUNE_EVERY_S = 60.0
 _INSERT_RACE_RETRIES = 3
 
-_LEAD_COLUMNS = [f.name for f in dataclasses.fields(Lead)]
+
+def _lead_values(lead: Lead) -> dict[str, object]:
+    # A shallow dataclasses.asdict: its deep copy cost a tenth of an upsert.
+    return {name: getattr(lead, name) for name in LEAD_COLUMNS}
+
+
+def _lead_from_tuple(row: tuple) -> Lead:
+    """A Lead from a statements.select_lead row: (id, *LEAD_COLUMNS)."""
+    lead = Lead(*row[1:])
+    return dataclasses.replace(lead, pain_points=tuple(json.loads(lead.pain_points)))
 
 
 def _lead_from_row(row: ConversationRow) -> Lead:
-    values = {name: getattr(row, name) for name in _LEAD_COLUMNS}
+    values = {name: getattr(row, name) for name in LEAD_COLUMNS}
     values["pain_points"] = tuple(json.loads(row.pain_points))
     return Lead(**values)
 
 
 def _row_values(lead: Lead) -> dict[str, object]:
-    values = dataclasses.asdict(lead)
+    values = _lead_values(lead)
     values["pain_points"] = json.dumps(list(lead.pain_points), ensure_ascii=False)
     return values
 
 
 def _lead_to_json(lead: Lead) -> str:
-    return json.dumps(dataclasses.asdict(lead), ensure_ascii=False)
+    return json.dumps(_lead_values(lead), ensure_ascii=False)
 
 
 def _lead_from_json(text: str) -> Lead:
@@ -102,6 +112,7 @@ class Store:
         self._clock = clock
         self._last_prune = 0.0
         bind_models(db)
+        self._sql = Statements(db)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
@@ -129,8 +140,9 @@ class Store:
 
     def get(self, workspace_id: str, phone: str) -> Lead | None:
         with self._session():
-            row = self._lead_query(workspace_id, phone).first()
-        return _lead_from_row(row) if row else None
+            row = self._sql.select_lead.run(
+                self._db, {"workspace_id": workspace_id, "contact_phone": phone}).fetchone()
+        return _lead_from_tuple(row) if row else None
 
     def upsert(
         self,
@@ -157,48 +169,35 @@ class Store:
 
     def _upsert_locked(self, workspace_id, phone, request_id, apply) -> Lead:  # type: ignore[no-untyped-def]
         now = self._clock()
+        key = {"workspace_id": workspace_id, "contact_phone": phone}
         # Lock the lead first: two retries of one request_id then run one after the other,
         # and the second finds the first's record (on PostgreSQL; SQLite locks up front).
-        query = self._lead_query(workspace_id, phone)
-        if self._db.for_update:
-            query = query.for_update()
-        row = query.first()
+        row = self._sql.lock_lead.run(self._db, key).fetchone()
         if request_id:
-            seen = (
-                UpsertRequestRow.select(UpsertRequestRow.result)
-                .where(
-                    (UpsertRequestRow.workspace_id == workspace_id)
-                    & (UpsertRequestRow.contact_phone == phone)
-                    & (UpsertRequestRow.request_id == request_id)
-                    & (UpsertRequestRow.created_at > now - REQUEST_ID_TTL_US)
-                )
-                .first()
-            )
+            seen = self._sql.select_request.run(self._db, {
+                **key, "request_id": request_id, "since": now - REQUEST_ID_TTL_US,
+            }).fetchone()
             if seen:
-                return _lead_from_json(seen.result)
-        old = _lead_from_row(row) if row else None
+                return _lead_from_json(seen[0])
+        old = _lead_from_tuple(row) if row else None
         lead = apply(old, now)
         if row is None:
-            ConversationRow.insert(**_row_values(lead)).execute()
+            self._sql.insert_lead.run(self._db, _row_values(lead))
         else:
-            ConversationRow.update(**_row_values(lead)).where(
-                ConversationRow.id == row.id
-            ).execute()
+            self._sql.update_lead.run(self._db, {**_row_values(lead), "id": row[0]})
         deltas = CountDeltas()
         deltas.change(old, lead)
-        deltas.apply()
+        deltas.apply(self._add_to_count)
         if request_id:
             self._prune_requests(now)
-            UpsertRequestRow.insert(
-                workspace_id=workspace_id, contact_phone=phone, request_id=request_id,
-                created_at=now, result=_lead_to_json(lead),
-            ).on_conflict(
-                conflict_target=[UpsertRequestRow.workspace_id, UpsertRequestRow.contact_phone,
-                                 UpsertRequestRow.request_id],
-                update={UpsertRequestRow.created_at: now,
-                        UpsertRequestRow.result: _lead_to_json(lead)},
-            ).execute()
+            self._sql.save_request.run(self._db, {
+                **key, "request_id": request_id, "created_at": now,
+                "result": _lead_to_json(lead),
+            })
         return lead
+
+    def _add_to_count(self, values: dict[str, object]) -> None:
+        self._sql.add_to_count.run(self._db, values)
 
     def _prune_requests(self, now: int) -> None:
         # Expired request ids go at most once a minute, inside a write that holds the lock.
@@ -225,7 +224,7 @@ class Store:
             ConversationRow.delete().where(ConversationRow.id == row.id).execute()
             deltas = CountDeltas()
             deltas.change(_lead_from_row(row), None)
-            deltas.apply()
+            deltas.apply(self._add_to_count)
         return True
 
     @staticmethod
@@ -326,7 +325,7 @@ class Store:
         deltas = CountDeltas()
         for k in changed:
             deltas.change(_lead_from_row(rows[k]) if k in rows else None, current[k])
-        deltas.apply()
+        deltas.apply(self._add_to_count)
         created = [_row_values(current[k]) for k in changed - rows.keys()]
         for part in peewee.chunked(created, self._ROWS_PER_INSERT):
             ConversationRow.insert_many(part).execute()
