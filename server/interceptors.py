@@ -15,11 +15,21 @@ REFLECTION_PREFIX = "/grpc.reflection."
 
 
 def _unary(handler: grpc.RpcMethodHandler, behavior) -> grpc.RpcMethodHandler:  # type: ignore[no-untyped-def]
+    """`handler` with `behavior`, decoding the request itself: grpc's own decoding answers
+    bytes that are not the method's message (or strings that are not UTF-8) with INTERNAL."""
+    deserialize = handler.request_deserializer
+
+    def decoding(raw, context):  # type: ignore[no-untyped-def]
+        try:
+            request = deserialize(raw) if deserialize else raw
+        except Exception:  # noqa: BLE001 - DecodeError, and whatever a codec may raise
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "the request does not decode as this method's message "
+                          "(malformed bytes, or text that is not UTF-8)")
+        return behavior(request, context)
+
     return grpc.unary_unary_rpc_method_handler(
-        behavior,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+        decoding, request_deserializer=None, response_serializer=handler.response_serializer)
 
 
 class ObserveInterceptor(grpc.ServerInterceptor):

@@ -4,9 +4,13 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 
 from server.domain import ListQuery
 from server.errors import InvalidArgument
+
+_PHONE_RE = re.compile(r"\+[0-9]{1,19}")
+_WORKSPACE_RE = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 # The position after a page: (order key value, contact_phone, workspace_id) of its last lead.
 Position = tuple[int, str, str]
@@ -36,7 +40,11 @@ def decode_token(query: ListQuery) -> Position | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         fingerprint, key, phone, workspace = json.loads(raw)
-        valid = isinstance(key, int) and isinstance(phone, str) and isinstance(workspace, str)
+        # Tokens are easy to forge: nothing may reach the database that a stored lead
+        # could not hold (a number past 64 bits, NUL, a lone surrogate).
+        valid = (type(key) is int and 0 <= key < 2**63
+                 and isinstance(phone, str) and bool(_PHONE_RE.fullmatch(phone))
+                 and isinstance(workspace, str) and bool(_WORKSPACE_RE.fullmatch(workspace)))
     except (binascii.Error, ValueError, TypeError):
         valid = False
     if not valid:
