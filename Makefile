@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run cluster test lint protos soak clean
+.PHONY: run cluster test lint protos bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ lint: $(STAMP)
 ## protos: regenerate sarah/v1 (stubs, .pyi, descriptor set) from protos/ alone
 protos: $(STAMP)
 	$(PY) protos/generate.py
+
+## bench: throughput, latency and memory against the framework's ceilings (bench/README.md);
+## about 15 minutes. Smaller: make bench BENCH_ARGS="--duration 2 --leads 1000,100000 --soak-minutes 0"
+BENCH_ARGS ?= --duration 10 --leads 1000,1000000 --soak-minutes 10
+bench: $(STAMP)
+	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
+	$(PY) -m bench $(BENCH_ARGS)
 
 ## soak: the crash test (tests/test_crash.py) with many more SIGKILLs, on both databases;
 ## about 4 minutes. SARAH_CRASH_KILLS sets the kills, SARAH_CRASH_SEED replays a run.

@@ -1,0 +1,121 @@
+"""`python -m bench` (`make bench`): measure SarahService against its ceilings, print tables.
+
+    python -m bench [--duration 10] [--leads 1000,1000000] [--soak-minutes 10]
+                    [--server-args "--threads 32"] ...
+
+Everything runs on free loopback ports in a temporary folder (kept with --keep).
+"""
+
+import argparse
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import h2load, report
+from bench.run import Options, Results, run_main, run_scale
+from bench.seed import seed
+from bench.soak import run_soak
+from bench.workload import RPCS
+
+_LOGGER = logging.getLogger("bench")
+
+
+def _counts(text: str) -> list[int]:
+    counts = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+    if not counts or counts[0] < 2:
+        raise argparse.ArgumentTypeError("lead counts are integers of at least 2")
+    return counts
+
+
+def _rpcs(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = set(chosen) - set(RPCS)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(RPCS)}")
+    return chosen
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="seconds measured per figure (default 10)")
+    p.add_argument("--warmup", type=float, default=1.0,
+                   help="seconds of load before each measurement (default 1)")
+    p.add_argument("--leads", type=_counts, default=[1000, 1_000_000],
+                   help="lead counts of the databases, comma-separated (default 1000,1000000); "
+                        "the main table uses the smallest, the scale targets compare the "
+                        "largest with the smallest")
+    p.add_argument("--concurrency", type=int, default=16,
+                   help="requests in flight for the main table (default 16)")
+    p.add_argument("--h2-connections", type=int, default=4,
+                   help="HTTP/2 connections the gRPC load spreads them over (default 4)")
+    p.add_argument("--deep-page", type=int, default=1000,
+                   help="the ListLeads page compared with page 1 (default 1000)")
+    p.add_argument("--soak-minutes", type=float, default=10.0,
+                   help="minutes of the memory soak; 0 skips it (default 10)")
+    p.add_argument("--server-args", default="",
+                   help='extra flags for `python -m server`, e.g. "--workers 2"')
+    p.add_argument("--bare-threads", type=int, default=16,
+                   help="the bare servicer's thread pool (default 16, the server's default)")
+    p.add_argument("--envoy-concurrency", type=int, default=os.cpu_count() or 1,
+                   help="Envoy worker threads (default: the machine's CPUs)")
+    p.add_argument("--rpcs", type=_rpcs, default=list(RPCS),
+                   help=f"RPCs of the main table (default {','.join(RPCS)})")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work folder (databases, logs, h2load logs)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+    binary = h2load.ensure_h2load()
+    version = subprocess.run([binary, "--version"], capture_output=True,
+                             text=True).stdout.strip()
+    workdir = Path(tempfile.mkdtemp(prefix="sarah-bench-"))
+    opts = Options(
+        duration=args.duration, warmup=args.warmup, leads=args.leads,
+        concurrency=args.concurrency, h2_connections=args.h2_connections,
+        deep_page=args.deep_page, server_args=shlex.split(args.server_args),
+        bare_threads=args.bare_threads, envoy_concurrency=args.envoy_concurrency,
+        rpcs=args.rpcs, workdir=workdir,
+    )
+    started = time.monotonic()
+    try:
+        dbs = {count: workdir / f"leads-{count}.db" for count in opts.leads}
+        for count, db in dbs.items():
+            seed(db, count, workdir, opts.server_args)
+        results = Results()
+        small = min(dbs)
+        run_main(opts, dbs[small], small, results)
+        run_scale(opts, dbs, results)
+        soak = None
+        if args.soak_minutes > 0:
+            soak = run_soak(dbs[small], small, args.soak_minutes * 60, opts.concurrency,
+                            workdir, opts.server_args)
+    finally:
+        if args.keep:
+            _LOGGER.info("work folder kept: %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    lines = [
+        *report.header(opts, version), "",
+        *report.main_table(opts, results), "",
+        *report.ceiling_table(opts, results), "",
+        *report.scale_table(opts, results), "",
+        *report.soak_lines(soak), "",
+        f"bench finished in {(time.monotonic() - started) / 60:.1f} min",
+    ]
+    print("\n".join(lines), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Databases of N leads, fast: the server makes its own schema, sqlite3 bulk-inserts rows."""
+
+import json
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import peewee
+
+from bench.procs import real_server
+from sarah.v1 import sarah_pb2 as pb
+from sarah.v1 import sarah_pb2_grpc
+
+_LOGGER = logging.getLogger(__name__)
+
+TABLE = "conversation"
+_STATES = ("greeting", "qualifying", "scoring", "handoff", "completed")
+_BUSINESSES = ("restaurant", "salon", "laundry", "bakery", "workshop", "clinic")
+_EPOCH_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+
+
+def phone(i: int) -> str:
+    """The i-th seeded lead's number: valid Indonesian mobile numbers, E.164."""
+    return f"+62812{i:08d}"
+
+
+def _temperature(score: int) -> str:
+    return "hot" if score >= 70 else "warm" if score >= 40 else "cold"
+
+
+def _values(i: int, rng: random.Random) -> dict[str, object]:
+    """Every column the server's conversation table had when this was written."""
+    score = rng.randrange(101)
+    created = _EPOCH_US + i * 1_000_000
+    updated = created + rng.randrange(86_400_000_000)
+    return {
+        "workspace_id": "", "contact_phone": phone(i), "state": _STATES[i % len(_STATES)],
+        "lead_score": score, "lead_temperature": _temperature(score),
+        "name": f"Lead {i}", "business_type": _BUSINESSES[i % len(_BUSINESSES)],
+        "team_size": rng.randrange(1, 50), "pain_points": json.dumps(["slow replies"]),
+        "goals": "more weekend bookings", "language": "id" if i % 4 else "en",
+        "message_count": rng.randrange(1, 40), "created_at": created, "updated_at": updated,
+        "last_message_at": updated, "etag": f"{i:016x}",
+    }
+
+
+def _columns(con: sqlite3.Connection) -> list[str]:
+    """The columns to fill; a required column this module does not know is an error."""
+    known = _values(0, random.Random(0))
+    columns = []
+    for _, name, _, not_null, default, pk in con.execute(f"PRAGMA table_info({TABLE})"):
+        if pk:
+            continue
+        if name in known:
+            columns.append(name)
+        elif not_null and default is None:
+            raise RuntimeError(f"bench/seed.py cannot fill the new required column "
+                               f"{TABLE}.{name}: teach _values() about it")
+    return columns
+
+
+def _rows(count: int, columns: list[str]) -> Iterator[tuple[object, ...]]:
+    rng = random.Random(count)
+    for i in range(count):
+        values = _values(i, rng)
+        yield tuple(values[c] for c in columns)
+
+
+def _rebuild_derived(db: Path) -> None:
+    """What the server derives from the conversations, rebuilt by the server's own code:
+    the lead counts GetStats reads (server/counts.py), as `sarah-server copy-data` does
+    after its bulk copy. run.py checks GetStats' total against the seeded count, so a
+    derived table added later and missed here stops the bench instead of skewing it."""
+    try:
+        from server.counts import rebuild_counts
+        from server.models import ConversationRow, LeadCount
+    except ImportError:  # a server without lead counts
+        return
+    database = peewee.SqliteDatabase(str(db), pragmas={"journal_mode": "wal"})
+    try:
+        with database.bind_ctx([ConversationRow, LeadCount]), database.atomic():
+            rebuild_counts()
+    finally:
+        database.close()
+
+
+def make_schema(db: Path, workdir: Path, server_args: list[str]) -> None:
+    """Start the real server on a new file, as an operator would, call it once, stop it."""
+    server = real_server(db, workdir, server_args, name=f"schema-{db.stem}")
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            sarah_pb2_grpc.SarahServiceStub(channel).GetStats(pb.GetStatsRequest(), timeout=30)
+    finally:
+        server.stop()
+
+
+def seed(db: Path, count: int, workdir: Path, server_args: list[str]) -> float:
+    """Create `db` with `count` leads (lead i has phone(i)); return the seconds it took.
+
+    Indexes are dropped during the insert and rebuilt after (a sort beats a million
+    B-tree insertions); triggers, if the schema ever has any, stay and fire; tables the
+    server derives from conversations are rebuilt after.
+    """
+    start = time.monotonic()
+    make_schema(db, workdir, server_args)
+    con = sqlite3.connect(db, isolation_level=None)
+    try:
+        columns = _columns(con)
+        indexes = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                              "AND tbl_name = ? AND sql IS NOT NULL", (TABLE,)).fetchall()
+        con.execute("PRAGMA journal_mode = OFF")
+        con.execute("PRAGMA synchronous = OFF")
+        con.execute("PRAGMA cache_size = -262144")  # 256 MiB for the index sorts
+        con.execute("BEGIN")
+        for name, _ in indexes:
+            con.execute(f'DROP INDEX "{name}"')
+        marks = ", ".join("?" * len(columns))
+        con.executemany(f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({marks})",
+                        _rows(count, columns))
+        for _, sql in indexes:
+            con.execute(sql)
+        con.execute("COMMIT")
+        con.execute("PRAGMA journal_mode = WAL")
+    finally:
+        con.close()
+    _rebuild_derived(db)
+    elapsed = time.monotonic() - start
+    _LOGGER.info("seeded %s with %d leads in %.1f s", db.name, count, elapsed)
+    return elapsed
