@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run cluster test lint protos bench soak clean
+.PHONY: run cluster test lint protos bench soak fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ bench: $(STAMP)
 SARAH_CRASH_KILLS ?= 40
 soak: $(STAMP)
 	SARAH_CRASH_KILLS=$(SARAH_CRASH_KILLS) $(PY) -m pytest tests/test_crash.py -s
+
+## fuzz: the hostile-input properties (tests/test_hostile_input.py) with 2,000 new examples
+## each instead of 60, on both databases; about 10 minutes. SARAH_FUZZ_EXAMPLES sets the number.
+SARAH_FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	SARAH_FUZZ_EXAMPLES=$(SARAH_FUZZ_EXAMPLES) SARAH_FUZZ_RANDOM=1 $(PY) -m pytest \
+		tests/test_hostile_input.py -k test_any_ --hypothesis-show-statistics
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -25,6 +25,12 @@ _MAX_PAIN_POINT_LEN = 500
 _MAX_REQUEST_ID = 128
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
+_SHOWN = 40
+
+
+def _shown(value: str) -> str:
+    """A caller's value quoted in an error, cut short: gRPC refuses a status over 8 KiB."""
+    return repr(value if len(value) <= _SHOWN else value[:_SHOWN] + "…")
 
 
 class _Violations:
@@ -42,11 +48,14 @@ class _Violations:
 
     def check_word(self, field: str, value: str | None, words: tuple[str, ...]) -> None:
         if value is not None and value not in words:
-            self.add(field, f"must be one of {', '.join(words)}, got {value!r}")
+            self.add(field, f"must be one of {', '.join(words)}, got {_shown(value)}")
 
-    def check_length(self, field: str, value: str | None, limit: int) -> None:
+    def check_text(self, field: str, value: str | None, limit: int) -> None:
         if value is not None and len(value) > limit:
             self.add(field, f"must be at most {limit} characters, got {len(value)}")
+        # PostgreSQL text cannot hold NUL; refused on SQLite too, so both stay alike.
+        if value is not None and "\x00" in value:
+            self.add(field, "must not contain NUL characters")
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -88,12 +97,12 @@ def validate_patch(patch: Patch, region: str) -> Patch:
     v.check_range("add_messages", patch.add_messages, 1, 1000)
     v.check_range("extracted_data.team_size", patch.team_size, 0, _MAX_COUNT)
     for slot, limit in _TEXT_LIMITS.items():
-        v.check_length(f"extracted_data.{slot}", getattr(patch, slot), limit)
+        v.check_text(f"extracted_data.{slot}", getattr(patch, slot), limit)
     if len(patch.pain_points) > _MAX_PAIN_POINTS:
         v.add("extracted_data.pain_points", f"must hold at most {_MAX_PAIN_POINTS} items")
     for i, point in enumerate(patch.pain_points):
-        v.check_length(f"extracted_data.pain_points[{i}]", point, _MAX_PAIN_POINT_LEN)
-    v.check_length("request_id", patch.request_id, _MAX_REQUEST_ID)
+        v.check_text(f"extracted_data.pain_points[{i}]", point, _MAX_PAIN_POINT_LEN)
+    v.check_text("request_id", patch.request_id, _MAX_REQUEST_ID)
     if patch.message_count is not None and patch.add_messages is not None:
         v.add("add_messages", "cannot be combined with message_count; send one of them")
     v.raise_if_any()
@@ -113,7 +122,7 @@ def apply_patch(patch: Patch, current: Lead | None, now_us: int) -> Lead:
     base = current or Lead(workspace_id=patch.workspace_id, contact_phone=patch.contact_phone)
     if patch.etag is not None and patch.etag != base.etag:
         raise EtagMismatch(
-            f"etag {patch.etag!r} does not match the stored etag {base.etag!r}; "
+            f"etag {_shown(patch.etag)} does not match the stored etag {base.etag!r}; "
             "read the conversation again and retry"
         )
     count = base.message_count
