@@ -113,7 +113,9 @@ def real_server(db: Path, workdir: Path, server_args: list[str], name: str = "se
     `--workers N` among `server_args`, worker i on the first port + i."""
     ports = free_ports(_workers(server_args))
     argv = [sys.executable, "-m", "server", "--listen", f"127.0.0.1:{ports[0]}",
-            "--database-url", f"sqlite:///{db}", *server_args]
+            "--database-url", f"sqlite:///{db}",
+            # Metrics stay on, as in production, on a free port rather than the default.
+            "--metrics-listen", "127.0.0.1:0", *server_args]
     return GrpcServer(name, argv, ports, workdir)
 
 

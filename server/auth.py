@@ -124,4 +124,5 @@ def scope_to_key(key: ApiKey, request: Message) -> None:
         return
     asked = request.workspace_id  # type: ignore[attr-defined]
     if asked != key.workspace:
-        raise PermissionDenied(f"this key is not allowed workspace {asked!r}")
+        # Cut short: a status message over 8 KiB would replace this error with another.
+        raise PermissionDenied(f"this key is not allowed workspace {asked[:64]!r}")

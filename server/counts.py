@@ -5,7 +5,7 @@ GROUP BY over all of them (73 ms on a million leads even with a covering index).
 """
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import peewee
@@ -61,16 +61,21 @@ def rebuild_counts() -> None:
                                     LeadCount.state, LeadCount.n, LeadCount.score_sum]).execute()
 
 
-def read_stats(workspace_id: str | None) -> Stats:
-    """Aggregates of one workspace's leads, or of every workspace's."""
+def select_counts(workspace_id: str | None) -> peewee.Query:
+    """The count rows of one workspace, or of all: (temperature, state, n, score_sum)."""
     query = LeadCount.select(LeadCount.lead_temperature, LeadCount.state, LeadCount.n,
                              LeadCount.score_sum)
     if workspace_id is not None:
         query = query.where(LeadCount.workspace_id == workspace_id)
+    return query
+
+
+def stats_of(rows: Iterable[tuple[str, str, int, int]]) -> Stats:
+    """Aggregates from select_counts rows."""
     by_temperature: Counter[str] = Counter()
     by_state: Counter[str] = Counter()
     total = score_sum = 0
-    for temperature, state, leads, scores in query.tuples():
+    for temperature, state, leads, scores in rows:
         by_temperature[temperature] += leads
         by_state[state] += leads
         total += leads

@@ -1,5 +1,7 @@
 """Phone number normalisation: every spelling of one number becomes one E.164 key."""
 
+import functools
+
 import phonenumbers
 
 _MAX_INPUT = 64
@@ -26,6 +28,8 @@ def _candidates(raw: str) -> list[str]:
     return [text]
 
 
+# Kapso asks about the same few leads over and over; parsing is 7% of a GetState.
+@functools.lru_cache(maxsize=16384)
 def normalize_phone(raw: str, default_region: str) -> str:
     """Return the E.164 form of `raw`, read in `default_region` when it has no country code."""
     if not raw.strip():

@@ -2,7 +2,7 @@
 
 Peewee builds a query's SQL anew on every call, and for GetState that costs more than
 SQLite takes to run it (two thirds of the call, measured with cProfile). The statements
-of GetState and UpsertState never change shape, so peewee generates each one once, here,
+of GetState, UpsertState and GetStats never change shape, so peewee generates each one once, here,
 and the store runs the text with execute_sql: the models stay the one source of the schema.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import peewee
 
+from server.counts import select_counts
 from server.domain import Lead
 from server.models import ConversationRow, LeadCount, UpsertRequestRow
 
@@ -76,6 +77,9 @@ class Statements:
                 update={r.created_at: peewee.EXCLUDED.created_at,
                         r.result: peewee.EXCLUDED.result}),
             r, [*key, "request_id", "created_at", "result"])
+        self.counts_of_workspace = _compile(
+            lambda v: select_counts(v["workspace_id"]), n, ["workspace_id"])
+        self.counts_of_all = _compile(lambda v: select_counts(None), n, [])
         self.add_to_count = _compile(
             lambda v: n.insert(workspace_id=v["workspace_id"],
                                lead_temperature=v["lead_temperature"], state=v["state"],

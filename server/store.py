@@ -4,14 +4,15 @@ import contextlib
 import dataclasses
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
-from server.counts import CountDeltas, read_stats, total_leads
-from server.database import is_sqlite
+from server.counts import CountDeltas, stats_of, total_leads
+from server.database import LOCK_WAIT_MS, is_sqlite
 from server.domain import Lead, LeadFilter, Stats
 from server.errors import Unavailable
 from server.models import ConversationRow, UpsertRequestRow, bind_models
@@ -111,6 +112,7 @@ class Store:
         self._db = db
         self._clock = clock
         self._last_prune = 0.0
+        self._writers = threading.Lock()
         bind_models(db)
         self._sql = Statements(db)
 
@@ -125,12 +127,24 @@ class Store:
         close_all = getattr(self._db, "close_all", self._db.close)
         close_all()
 
-    def _write_transaction(self):  # type: ignore[no-untyped-def]
-        # SQLite must take the write lock up front: a deferred transaction that later
-        # upgrades to a write fails at once with "database is locked" under concurrency.
-        if is_sqlite(self._db):
-            return self._db.atomic("IMMEDIATE")
-        return self._db.atomic()
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        if not is_sqlite(self._db):
+            with self._db.atomic():
+                yield
+            return
+        # SQLite has one writer at a time. Writers of this process queue on a lock, in
+        # order, rather than in SQLite's busy handler, which sleeps up to 100 ms a try
+        # (that was UpsertState's p99). The lock is taken up front (BEGIN IMMEDIATE): a
+        # deferred transaction that upgrades to a write fails at once with "database is
+        # locked" when another process writes.
+        if not self._writers.acquire(timeout=LOCK_WAIT_MS / 1000):
+            raise Unavailable("the database is busy with other writes; retry shortly")
+        try:
+            with self._db.atomic("IMMEDIATE"):
+                yield
+        finally:
+            self._writers.release()
 
     def _lead_query(self, workspace_id: str, phone: str) -> peewee.ModelSelect:
         return ConversationRow.select().where(
@@ -255,14 +269,16 @@ class Store:
         where = self._where(lead_filter)
         if after is not None:
             where.append(position < peewee.Tuple(*after))
+        columns = [ConversationRow.id, *(getattr(ConversationRow, c) for c in LEAD_COLUMNS)]
         query = (
-            _where_all(ConversationRow.select(), where)
+            _where_all(ConversationRow.select(*columns), where)
             .order_by(key.desc(), ConversationRow.contact_phone.desc(),
                       ConversationRow.workspace_id.desc())
             .limit(limit)
+            .tuples()  # a model object per row cost more than the query
         )
         with self._session():
-            return [_lead_from_row(row) for row in query]
+            return [_lead_from_tuple(row) for row in query]
 
     def count(self) -> int:
         """How many conversations are stored, in every workspace."""
@@ -272,7 +288,11 @@ class Store:
     def stats(self, workspace_id: str | None) -> Stats:
         """Counts by temperature and state and the mean score, of one workspace or all."""
         with self._session():
-            return read_stats(workspace_id)
+            if workspace_id is None:
+                rows = self._sql.counts_of_all.run(self._db, {})
+            else:
+                rows = self._sql.counts_of_workspace.run(self._db, {"workspace_id": workspace_id})
+            return stats_of(rows.fetchall())
 
     # Under SQLite's oldest limit of 999 variables per statement: 2 per key, 16 per row.
     _KEYS_PER_QUERY = 400
