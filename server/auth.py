@@ -15,6 +15,7 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
+from server.domain import WORKSPACE_ID
 from server.errors import SarahError
 
 _LOGGER = logging.getLogger(__name__)
@@ -22,7 +23,6 @@ _LOGGER = logging.getLogger(__name__)
 ALL_WORKSPACES = "*"
 _HASH_PREFIX = "sha256:"
 _HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
-_WORKSPACE_RE = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 
 class PermissionDenied(SarahError):
@@ -51,7 +51,7 @@ def parse_keys(text: str) -> list[ApiKey]:
         if len(words) < 2:
             raise ValueError(f"line {number}: expected `KEY WORKSPACE [LABEL]`")
         secret, workspace, label = words[0], words[1], " ".join(words[2:])
-        if workspace != ALL_WORKSPACES and not _WORKSPACE_RE.fullmatch(workspace):
+        if workspace != ALL_WORKSPACES and not WORKSPACE_ID.fullmatch(workspace):
             raise ValueError(f"line {number}: {workspace!r} is not a workspace id or *")
         if secret.startswith(_HASH_PREFIX) and not _HASH_RE.fullmatch(secret):
             raise ValueError(f"line {number}: a hash is sha256: and 64 lowercase hex digits")

@@ -1,5 +1,6 @@
 """The service's own values: a lead's conversation, an upsert patch, list queries, stats."""
 
+import re
 from dataclasses import dataclass, field
 
 STATES = ("greeting", "qualifying", "scoring", "handoff", "completed")
@@ -7,6 +8,8 @@ TEMPERATURES = ("cold", "warm", "hot")
 LANGUAGES = ("id", "en")
 ORDERS = ("lead_score desc", "last_message_at desc", "created_at desc", "updated_at desc")
 DEFAULT_ORDER = ORDERS[0]
+# A workspace id: at most 64 characters of A-Z a-z 0-9 _ - ("" is the default workspace).
+WORKSPACE_ID = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 
 @dataclass(frozen=True)

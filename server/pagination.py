@@ -6,11 +6,10 @@ import hashlib
 import json
 import re
 
-from server.domain import ListQuery
+from server.domain import WORKSPACE_ID, ListQuery
 from server.errors import InvalidArgument
 
 _PHONE_RE = re.compile(r"\+[0-9]{1,19}")
-_WORKSPACE_RE = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 # The position after a page: (order key value, contact_phone, workspace_id) of its last lead.
 Position = tuple[int, str, str]
@@ -44,7 +43,7 @@ def decode_token(query: ListQuery) -> Position | None:
         # could not hold (a number past 64 bits, NUL, a lone surrogate).
         valid = (type(key) is int and 0 <= key < 2**63
                  and isinstance(phone, str) and bool(_PHONE_RE.fullmatch(phone))
-                 and isinstance(workspace, str) and bool(_WORKSPACE_RE.fullmatch(workspace)))
+                 and isinstance(workspace, str) and bool(WORKSPACE_ID.fullmatch(workspace)))
     except (binascii.Error, ValueError, TypeError):
         valid = False
     if not valid:

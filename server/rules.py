@@ -1,6 +1,5 @@
 """The contract's rules as plain functions: validation, normalisation, merge and etag."""
 
-import re
 import secrets
 from dataclasses import replace
 
@@ -9,6 +8,7 @@ from server.domain import (
     ORDERS,
     STATES,
     TEMPERATURES,
+    WORKSPACE_ID,
     Lead,
     LeadFilter,
     ListQuery,
@@ -17,7 +17,6 @@ from server.domain import (
 from server.errors import EtagMismatch, InvalidArgument
 from server.phones import InvalidPhone, normalize_phone
 
-_WORKSPACE_RE = re.compile(r"[A-Za-z0-9_-]{0,64}")
 _MAX_COUNT = 1_000_000
 _TEXT_LIMITS = {"name": 200, "business_type": 200, "goals": 500}
 _MAX_PAIN_POINTS = 20
@@ -63,7 +62,7 @@ class _Violations:
 
 
 def _check_workspace(v: _Violations, workspace_id: str | None) -> None:
-    if workspace_id is not None and not _WORKSPACE_RE.fullmatch(workspace_id):
+    if workspace_id is not None and not WORKSPACE_ID.fullmatch(workspace_id):
         v.add("workspace_id", "must be at most 64 characters of A-Z a-z 0-9 _ -")
 
 
