@@ -22,6 +22,7 @@ from bench.run import Options, Results, run_main, run_scale
 from bench.seed import seed
 from bench.soak import run_soak
 from bench.workload import RPCS
+from server.config import Config
 
 _LOGGER = logging.getLogger("bench")
 
@@ -61,8 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="minutes of the memory soak; 0 skips it (default 10)")
     p.add_argument("--server-args", default="",
                    help='extra flags for `python -m server`, e.g. "--workers 2"')
-    p.add_argument("--bare-threads", type=int, default=16,
-                   help="the bare servicer's thread pool (default 16, the server's default)")
+    p.add_argument("--bare-threads", type=int, default=Config().threads,
+                   help="the bare servicer's thread pool (default: the server's default, "
+                        f"{Config().threads})")
     p.add_argument("--envoy-concurrency", type=int, default=os.cpu_count() or 1,
                    help="Envoy worker threads (default: the machine's CPUs)")
     p.add_argument("--rpcs", type=_rpcs, default=list(RPCS),

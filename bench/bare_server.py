@@ -1,6 +1,6 @@
 """The ceiling: a bare grpcio sarah.v1.SarahService that answers every call with a constant.
 
-    python -m bench.bare_server --listen 127.0.0.1:PORT --responses FILE [--threads 16]
+    python -m bench.bare_server --listen 127.0.0.1:PORT --responses FILE [--threads 8]
 
 FILE is JSON, {"GetState": "<base64 of a serialized response>", ...}: the real server's
 own answers to the bench's requests, so each constant is the same size as the real one.
@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
+from server.config import Config
 
 _LOGGER = logging.getLogger("bench.bare_server")
 
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.bare_server", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", required=True, help="host:port; port 0 picks a free one")
     parser.add_argument("--responses", required=True, type=Path, help="JSON of constants")
-    parser.add_argument("--threads", type=int, default=16,
-                        help="worker threads (default 16, the real server's default)")
+    parser.add_argument("--threads", type=int, default=Config().threads,
+                        help="worker threads (default: the real server's default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server, port = create_server(args.listen, load_responses(args.responses), args.threads)

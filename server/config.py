@@ -15,7 +15,7 @@ class Config:
     listen: str = "127.0.0.1:50051"
     database_url: str = DEFAULT_URL
     default_region: str = "ID"
-    threads: int = 16
+    threads: int = 8
     workers: int = 1
     db_pool_size: int = 16
     migrate: bool = True
