@@ -71,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     if config.workers > 1:
         return _run_workers(config, argv)
     _setup_logging(config)
+    # Handlers first: a signal that lands while the server starts (or right after it says
+    # it listens) must not find Python's defaults, which end the process on the spot.
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop.set())
+    reload_keys = threading.Event()
+    signal.signal(signal.SIGHUP, lambda signum, _frame: reload_keys.set())
     try:
         running = create_server(config)
     except (OSError, ValueError, RuntimeError, peewee.PeeweeException, Unavailable) as exc:
@@ -82,13 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     if running.metrics_port is not None:
         _LOGGER.info("metrics on http://%s:%d/metrics",
                      config.metrics_listen.rpartition(":")[0], running.metrics_port)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: stop.set())
-    if running.keys is not None:
-        keys = running.keys
-        signal.signal(signal.SIGHUP, lambda signum, _frame: keys.reload())
-    stop.wait()
+    while not stop.wait(timeout=0.2):
+        if reload_keys.is_set():
+            reload_keys.clear()
+            if running.keys is not None:
+                running.keys.reload()
     _LOGGER.info("shutting down: finishing calls in flight (grace %.0fs)", config.grace_seconds)
     running.shutdown(config.grace_seconds, drain=config.drain_seconds)
     _LOGGER.info("stopped")
