@@ -10,10 +10,9 @@ from google.protobuf import timestamp_pb2
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from server import convert, rules
+from server import convert, rules, status
 from server.domain import Lead, Patch
 from server.errors import InvalidArgument
-from server.servicer import _statuses
 from server.store import Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ class SarahAdminServicer(sarah_pb2_grpc.SarahAdminServiceServicer):
         self._store = store
         self._region = default_region
 
-    @_statuses
+    @status.mapped
     def ImportConversations(  # type: ignore[no-untyped-def]
         self, request: pb.ImportConversationsRequest, context
     ) -> pb.ImportConversationsResponse:

@@ -1,7 +1,9 @@
 """The one place where domain errors become gRPC status codes."""
 
+import functools
 import logging
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -40,3 +42,20 @@ def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     # A bug: the caller gets no traceback, the log gets all of it.
     _LOGGER.exception("unexpected error")
     context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def mapped(handler: _Handler) -> _Handler:
+    """Decorates a servicer method: every exception ends the call with its mapped status,
+    never UNKNOWN."""
+
+    @functools.wraps(handler)
+    def wrapper(self, request, context):  # type: ignore[no-untyped-def]
+        try:
+            return handler(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - abort() maps every kind
+            abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]
