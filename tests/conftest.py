@@ -43,9 +43,19 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     return url
 
 
+
 @pytest.fixture
 def running(database_url: str) -> Iterator[RunningServer]:
     server = create_server(Config(listen="127.0.0.1:0", database_url=database_url))
+    yield server
+    server.shutdown(grace=None)
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[RunningServer]:
+    """A server on a SQLite file only, for tests whose subject is not the database."""
+    server = create_server(
+        Config(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 'sarah.db'}"))
     yield server
     server.shutdown(grace=None)
 
@@ -68,9 +78,3 @@ def server_process(database_url: str) -> Iterator[ServerProcess]:
     if proc.proc.poll() is None:
         proc.proc.kill()
         proc.proc.wait()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    """The SQLite file of the sqlite backend's database_url."""
-    return tmp_path / "sarah.db"

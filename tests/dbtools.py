@@ -107,3 +107,11 @@ class _Held:
         if not self._released:
             self._released = True
             self._conn.rollback()
+
+
+def new_database_url(backend: str, workdir: Path, request) -> str:  # type: ignore[no-untyped-def]
+    """An empty database of its own on `backend` ("sqlite" or "postgresql"), for
+    module-scoped stacks and migration tests; `request` reaches the session's server."""
+    if backend == "sqlite":
+        return f"sqlite:///{workdir / 'sarah.db'}"
+    return fresh_postgres_database(request.getfixturevalue("postgres_server_url"))

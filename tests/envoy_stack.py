@@ -100,3 +100,16 @@ def request(host: str, port: int, method: str, path: str, body: object = None,
         return response.status, reply_headers, parsed
     finally:
         conn.close()
+
+
+def start_stack(workdir: Path, envoy_yaml: Path, grpc_port: int) -> subprocess.Popen:
+    """`python -m server.stack` as `make run` starts it, with Envoy reading `envoy_yaml`
+    and the server on `grpc_port` over a SQLite file in `workdir`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.stack", "--listen", f"127.0.0.1:{grpc_port}",
+         "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
+        # Its own metrics port: other servers may hold the default one.
+        cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(envoy_yaml), "PATH": "/usr/bin:/bin",
+                       "SARAH_METRICS_LISTEN": "127.0.0.1:0"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )

@@ -9,7 +9,6 @@ import pty
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,8 @@ from tests.helpers import PHONE, ROOT
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RunningServer]:
-    running = create_server(
-        Config(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 'sarah.db'}"))
-    yield running
-    running.shutdown(grace=None)
-
-
-@pytest.fixture
-def target(server: RunningServer) -> str:
-    return f"127.0.0.1:{server.port}"
+def target(sqlite_server: RunningServer) -> str:
+    return f"127.0.0.1:{sqlite_server.port}"
 
 
 def _sarah(target: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -29,7 +29,7 @@ from client import SarahClient
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.edge_tls import tls_envoy_config
-from tests.envoy_stack import envoy_config, free_port, request
+from tests.envoy_stack import envoy_config, free_port, request, start_stack
 from tests.helpers import KAPSO_BODY, PHONE, ROOT
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -92,14 +92,7 @@ class TlsStack:
     def __init__(self, workdir: Path, config: Path, grpc_port: int, https_port: int,
                  admin_port: int):
         self.port, self.admin_port = https_port, admin_port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.stack", "--listen", f"127.0.0.1:{grpc_port}",
-             "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
-            # Its own metrics port: other servers may hold the default one.
-            cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(config), "PATH": "/usr/bin:/bin",
-                           "SARAH_METRICS_LISTEN": "127.0.0.1:0"},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        self.proc = start_stack(workdir, config, grpc_port)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.proc.communicate()[0]

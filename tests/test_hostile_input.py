@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, currently_in_test_context, event, given, set
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests import contract_shapes as shapes
-from tests.dbtools import fresh_postgres_database
+from tests.dbtools import new_database_url
 from tests.helpers import KAPSO_BODY, PHONE
 from tests.hostile import (
     METHOD_OF,
@@ -100,11 +100,7 @@ class Target:
 def target(tmp_path_factory: pytest.TempPathFactory, backend: str,
            request: pytest.FixtureRequest) -> Iterator[Target]:
     workdir = tmp_path_factory.mktemp("hostile")
-    if backend == "sqlite":
-        db_url = f"sqlite:///{workdir / 'sarah.db'}"
-    else:
-        db_url = fresh_postgres_database(request.getfixturevalue("postgres_server_url"))
-    stack = Stack(workdir, db_url)
+    stack = Stack(workdir, new_database_url(backend, workdir, request))
     running = Target(stack)
     yield running
     running.channel.close()

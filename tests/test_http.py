@@ -12,7 +12,7 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
-from tests.dbtools import fresh_postgres_database
+from tests.dbtools import new_database_url
 from tests.envoy_stack import EnvoyProcess, free_port
 from tests.helpers import KAPSO_BODY, PHONE
 
@@ -55,11 +55,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory, backend: str,
           request: pytest.FixtureRequest) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("http")
-    if backend == "sqlite":
-        db_url = f"sqlite:///{workdir / 'sarah.db'}"
-    else:
-        db_url = fresh_postgres_database(request.getfixturevalue("postgres_server_url"))
-    running = Stack(workdir, db_url)
+    running = Stack(workdir, new_database_url(backend, workdir, request))
     yield running
     running.envoy.stop()
     if running.server:

@@ -15,8 +15,7 @@ from google.protobuf import timestamp_pb2
 
 from client import SarahClient
 from sarah.v1 import sarah_pb2 as pb
-from server.app import RunningServer, create_server
-from server.config import Config
+from server.app import RunningServer
 from tests.helpers import PHONE, ROOT
 
 _T0 = 1_700_000_000_000  # milliseconds since the epoch, as the old backend wrote them
@@ -161,14 +160,6 @@ def _write_export(path: Path) -> dict[int, str]:
     assert len(lines) == 10_000
     path.write_text("\n".join(lines) + "\n")
     return {slot + 1: _REASONS[kind] for slot, kind in zip(slots, kinds, strict=True)}
-
-
-@pytest.fixture
-def sqlite_server(tmp_path: Path) -> Iterator[RunningServer]:
-    running = create_server(
-        Config(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 'sarah.db'}"))
-    yield running
-    running.shutdown(grace=None)
 
 
 def _sarah_import(target: str, path: Path) -> tuple[int, dict[str, object]]:

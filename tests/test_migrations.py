@@ -12,15 +12,13 @@ from sarah.v1 import sarah_pb2_grpc
 from server.app import create_server
 from server.config import Config
 from server.migrations import LATEST
-from tests.dbtools import fresh_postgres_database, is_postgres, query
+from tests.dbtools import fresh_postgres_database, is_postgres, new_database_url, query
 from tests.helpers import PHONE, ROOT
 
 
 @pytest.fixture
 def empty_database_url(backend: str, tmp_path, request) -> str:  # type: ignore[no-untyped-def]
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'fresh.db'}"
-    return fresh_postgres_database(request.getfixturevalue("postgres_server_url"))
+    return new_database_url(backend, tmp_path, request)
 
 
 def _sarah_server(*args: str) -> subprocess.CompletedProcess[str]:

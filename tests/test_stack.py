@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.envoy_stack import ENVOY, envoy_config, free_port, request
+from tests.envoy_stack import ENVOY, envoy_config, free_port, request, start_stack
 from tests.helpers import ROOT
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -35,13 +35,7 @@ class RunningStack:
         self.http, self.admin, self.grpc = free_port(), free_port(), free_port()
         config = workdir / "envoy.yaml"
         config.write_text(envoy_config(self.http, self.admin, self.grpc))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.stack", "--listen", f"127.0.0.1:{self.grpc}",
-             "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
-            cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(config), "PATH": "/usr/bin:/bin",
-                           "SARAH_METRICS_LISTEN": "127.0.0.1:0"},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        self.proc = start_stack(workdir, config, self.grpc)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
