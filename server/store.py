@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
@@ -23,6 +24,7 @@ _LOGGER = logging.getLogger(__name__)
 REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000
 _PRUNE_EVERY_S = 60.0
 _INSERT_RACE_RETRIES = 3
+_T = TypeVar("_T")
 
 
 def _lead_values(lead: Lead) -> dict[str, object]:
@@ -146,12 +148,6 @@ class Store:
         finally:
             self._writers.release()
 
-    def _lead_query(self, workspace_id: str, phone: str) -> peewee.ModelSelect:
-        return ConversationRow.select().where(
-            (ConversationRow.workspace_id == workspace_id)
-            & (ConversationRow.contact_phone == phone)
-        )
-
     def get(self, workspace_id: str, phone: str) -> Lead | None:
         with self._session():
             row = self._sql.select_lead.run(
@@ -170,10 +166,14 @@ class Store:
         With a request_id seen for this lead in the last 24 hours, return what that
         request left and write nothing.
         """
+        return self._write(lambda: self._upsert_locked(workspace_id, phone, request_id, apply))
+
+    def _write(self, locked: Callable[[], _T]) -> _T:
+        """Run `locked` in one write transaction, again if a concurrent first insert won."""
         for attempt in range(_INSERT_RACE_RETRIES):
             try:
                 with self._session(), self._write_transaction():
-                    return self._upsert_locked(workspace_id, phone, request_id, apply)
+                    return locked()
             except peewee.IntegrityError as exc:
                 # Only without SQLite's up-front lock: two first writes of one lead (or one
                 # request_id) raced; the retry sees the winner's row.
@@ -231,13 +231,13 @@ class Store:
                 (UpsertRequestRow.workspace_id == workspace_id)
                 & (UpsertRequestRow.contact_phone == phone)
             ).execute()
-            query = self._lead_query(workspace_id, phone)
-            row = (query.for_update() if self._db.for_update else query).first()
+            row = self._sql.lock_lead.run(
+                self._db, {"workspace_id": workspace_id, "contact_phone": phone}).fetchone()
             if row is None:
                 return False
-            ConversationRow.delete().where(ConversationRow.id == row.id).execute()
+            ConversationRow.delete().where(ConversationRow.id == row[0]).execute()
             deltas = CountDeltas()
-            deltas.change(_lead_from_row(row), None)
+            deltas.change(_lead_from_tuple(row), None)
             deltas.apply(self._add_to_count)
         return True
 
@@ -307,16 +307,7 @@ class Store:
         the caller can send the batch again; a later lead with the same key as an earlier
         one sees the earlier one's write. Returns (existed, written) per lead.
         """
-        for attempt in range(_INSERT_RACE_RETRIES):
-            try:
-                with self._session(), self._write_transaction():
-                    return self._merge_locked(leads, merge)
-            except peewee.IntegrityError as exc:
-                # Only without SQLite's up-front lock: another writer created one of these
-                # leads meanwhile; the retry reads its row and merges into it.
-                if attempt == _INSERT_RACE_RETRIES - 1:
-                    raise Unavailable(f"write conflict, retry: {exc}") from exc
-        raise AssertionError("unreachable")
+        return self._write(lambda: self._merge_locked(leads, merge))
 
     def _merge_locked(  # type: ignore[no-untyped-def]
         self, leads: list[Lead], merge
