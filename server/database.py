@@ -16,9 +16,9 @@ LOCK_WAIT_MS = 5000
 # process crash (only an OS crash can lose the last transactions); the busy timeout makes
 # a writer wait for the lock instead of failing at once.
 _SQLITE_PRAGMAS = {
+    "busy_timeout": LOCK_WAIT_MS,  # first, so that the pragmas after it wait too
     "journal_mode": "wal",
     "synchronous": "normal",
-    "busy_timeout": LOCK_WAIT_MS,
 }
 
 # Every call borrows a pooled connection and gives it back, so no call pays for opening

@@ -17,6 +17,7 @@ from server.models import MODELS, LeadCount, bind_models, database_proxy
 
 _LOGGER = logging.getLogger(__name__)
 _ADVISORY_LOCK_KEY = 0x5A7A4  # any constant that is this service's own
+_SQLITE_TRIES = 5
 
 
 class SchemaMigration(peewee.Model):
@@ -77,6 +78,22 @@ def current_version(db: peewee.Database) -> int:
 def migrate(db: peewee.Database) -> tuple[int, int]:
     """Apply every pending migration; return (version before, version after)."""
     bind_models(db)
+    for attempt in range(_SQLITE_TRIES):
+        try:
+            return _migrate_once(db)
+        except peewee.OperationalError as exc:
+            # Replicas opening a new SQLite file at once: the first connection switches it
+            # to WAL, and SQLite answers another's switch "database is locked" at once,
+            # without waiting in its busy handler (seen under load in CI). Once the file
+            # is in WAL mode the switch is a no-op, so a short retry gets through.
+            if not is_sqlite(db) or "locked" not in str(exc) or attempt == _SQLITE_TRIES - 1:
+                raise
+            _LOGGER.info("database locked while migrating; trying again")
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _migrate_once(db: peewee.Database) -> tuple[int, int]:
     with db.connection_context(), _exclusive(db):
         if not is_sqlite(db):
             db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
