@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 
 ## run: the gRPC server (127.0.0.1:50051) and Envoy (127.0.0.1:8080) in the foreground; Ctrl-C stops both
 run: $(STAMP)
-	$(PY) -m server.stack
+	$(PY) -m tools.stack
 
 ## cluster: PostgreSQL, three replicas (127.0.0.1:50051-50053) and Envoy on 127.0.0.1:8080
 cluster: $(STAMP)
-	$(PY) -m server.cluster
+	$(PY) -m tools.cluster
 
 ## test: the whole suite against real servers on free loopback ports
 test: $(STAMP)
@@ -40,18 +40,18 @@ bench: $(STAMP)
 	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
 	$(PY) -m bench $(BENCH_ARGS)
 
-## soak: the crash test (tests/test_crash.py) with many more SIGKILLs, on both databases;
+## soak: the crash test (tests/e2e/test_crash.py) with many more SIGKILLs, on both databases;
 ## about 4 minutes. SARAH_CRASH_KILLS sets the kills, SARAH_CRASH_SEED replays a run.
 SARAH_CRASH_KILLS ?= 40
 soak: $(STAMP)
-	SARAH_CRASH_KILLS=$(SARAH_CRASH_KILLS) $(PY) -m pytest tests/test_crash.py -s
+	SARAH_CRASH_KILLS=$(SARAH_CRASH_KILLS) $(PY) -m pytest tests/e2e/test_crash.py -s
 
-## fuzz: the hostile-input properties (tests/test_hostile_input.py) with 2,000 new examples
+## fuzz: the hostile-input properties (tests/e2e/test_hostile_input.py) with 2,000 new examples
 ## each instead of 60, on both databases; about 10 minutes. SARAH_FUZZ_EXAMPLES sets the number.
 SARAH_FUZZ_EXAMPLES ?= 2000
 fuzz: $(STAMP)
 	SARAH_FUZZ_EXAMPLES=$(SARAH_FUZZ_EXAMPLES) SARAH_FUZZ_RANDOM=1 $(PY) -m pytest \
-		tests/test_hostile_input.py -k test_any_ --hypothesis-show-statistics
+		tests/e2e/test_hostile_input.py -k test_any_ --hypothesis-show-statistics
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

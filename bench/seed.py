@@ -76,8 +76,8 @@ def _rebuild_derived(db: Path) -> None:
     after its bulk copy. run.py checks GetStats' total against the seeded count, so a
     derived table added later and missed here stops the bench instead of skewing it."""
     try:
-        from server.counts import rebuild_counts
-        from server.models import ConversationRow, LeadCount
+        from server.storage.counts import rebuild_counts
+        from server.storage.models import ConversationRow, LeadCount
     except ImportError:  # a server without lead counts
         return
     database = peewee.SqliteDatabase(str(db), pragmas={"journal_mode": "wal"})

@@ -13,7 +13,7 @@ from server import commands
 from server.app import create_server
 from server.commands import ADMIN_COMMANDS
 from server.config import Config, parse_args
-from server.errors import Unavailable
+from server.core.errors import Unavailable
 from server.supervise import supervise
 
 _LOGGER = logging.getLogger("server")

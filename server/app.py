@@ -12,17 +12,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sarah.v1 import sarah_pb2, sarah_pb2_grpc
-from server.admin import SarahAdminServicer
-from server.auth import KeyRing
+from server.api.admin import SarahAdminServicer
+from server.api.auth import KeyRing
+from server.api.interceptors import AuthInterceptor, ObserveInterceptor
+from server.api.metrics import Metrics
+from server.api.reflection import enable_reflection
+from server.api.servicer import SarahServicer
 from server.config import Config
-from server.database import open_database
-from server.interceptors import AuthInterceptor, ObserveInterceptor
-from server.metrics import Metrics
-from server.migrations import migrate, require_current
-from server.reflection import enable_reflection
-from server.service import SarahService
-from server.servicer import SarahServicer
-from server.store import Store
+from server.core.service import SarahService
+from server.storage.database import open_database
+from server.storage.migrations import migrate, require_current
+from server.storage.store import Store
 
 _LOGGER = logging.getLogger(__name__)
 

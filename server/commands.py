@@ -7,12 +7,12 @@ import sys
 
 import peewee
 
-from server.auth import hash_key
+from server.api.auth import hash_key
 from server.config import add_database_args
-from server.counts import rebuild_counts
-from server.database import open_database
-from server.migrations import migrate
-from server.models import ConversationRow, LeadCount, UpsertRequestRow
+from server.storage.counts import rebuild_counts
+from server.storage.database import open_database
+from server.storage.migrations import migrate
+from server.storage.models import ConversationRow, LeadCount, UpsertRequestRow
 
 _LOGGER = logging.getLogger("server.commands")
 _BATCH = 1000

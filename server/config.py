@@ -4,8 +4,8 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from server.database import DEFAULT_URL
-from server.phones import check_region
+from server.core.phones import check_region
+from server.storage.database import DEFAULT_URL
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 

@@ -13,8 +13,8 @@ import pytest
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
-from tests.dbtools import empty_tables, fresh_postgres_database, postgres_server
-from tests.helpers import ServerProcess
+from tests.support.dbtools import empty_tables, fresh_postgres_database, postgres_server
+from tests.support.helpers import ServerProcess
 
 
 @pytest.fixture(scope="session")

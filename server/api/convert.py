@@ -1,0 +1,95 @@
+"""Translation between protobuf messages and the service's own values."""
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
+from sarah.v1 import sarah_pb2 as pb
+from server.core.domain import Lead, LeadFilter, Patch, Stats
+
+
+def _word(enum: EnumTypeWrapper, number: int) -> str:
+    """The enum word of `number`; an unknown number stays a number, which rules reject."""
+    try:
+        return enum.Name(number)
+    except ValueError:
+        return str(number)
+
+
+def _optional_word(message, field: str, enum: EnumTypeWrapper) -> str | None:  # type: ignore[no-untyped-def]
+    return _word(enum, getattr(message, field)) if message.HasField(field) else None
+
+
+def _optional(message, field: str):  # type: ignore[no-untyped-def]
+    return getattr(message, field) if message.HasField(field) else None
+
+
+def _timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
+    if us is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(us)
+    return stamp
+
+
+def lead_to_proto(lead: Lead) -> pb.Conversation:
+    extracted = pb.ExtractedData(
+        name=lead.name, business_type=lead.business_type, team_size=lead.team_size,
+        pain_points=lead.pain_points, goals=lead.goals,
+    )
+    return pb.Conversation(
+        contact_phone=lead.contact_phone,
+        workspace_id=lead.workspace_id,
+        state=pb.State.Value(lead.state),
+        lead_score=lead.lead_score,
+        lead_temperature=pb.Temperature.Value(lead.lead_temperature),
+        extracted_data=extracted,
+        language=pb.Language.Value(lead.language),
+        message_count=lead.message_count,
+        created_at=_timestamp(lead.created_at),
+        updated_at=_timestamp(lead.updated_at),
+        last_message_at=_timestamp(lead.last_message_at),
+        etag=lead.etag,
+    )
+
+
+def patch_from_proto(request: pb.UpsertStateRequest) -> Patch:
+    data = request.extracted_data
+    return Patch(
+        contact_phone=request.contact_phone,
+        workspace_id=request.workspace_id,
+        state=_optional_word(request, "state", pb.State),
+        lead_score=_optional(request, "lead_score"),
+        lead_temperature=_optional_word(request, "lead_temperature", pb.Temperature),
+        name=_optional(data, "name"),
+        business_type=_optional(data, "business_type"),
+        team_size=_optional(data, "team_size"),
+        pain_points=tuple(data.pain_points),
+        goals=_optional(data, "goals"),
+        language=_optional_word(request, "language", pb.Language),
+        message_count=_optional(request, "message_count"),
+        add_messages=_optional(request, "add_messages"),
+        etag=_optional(request, "etag"),
+        request_id=request.request_id,
+    )
+
+
+def filter_from_proto(request: pb.ListLeadsRequest | pb.GetStatsRequest) -> LeadFilter:
+    if isinstance(request, pb.GetStatsRequest):
+        return LeadFilter(workspace_id=_optional(request, "workspace_id"))
+    return LeadFilter(
+        workspace_id=_optional(request, "workspace_id"),
+        temperature=_optional_word(request, "temperature", pb.Temperature),
+        state=_optional_word(request, "state", pb.State),
+        min_score=_optional(request, "min_score"),
+    )
+
+
+def stats_to_proto(stats: Stats) -> pb.GetStatsResponse:
+    return pb.GetStatsResponse(
+        total=stats.total,
+        hot=stats.by_temperature.get("hot", 0),
+        warm=stats.by_temperature.get("warm", 0),
+        cold=stats.by_temperature.get("cold", 0),
+        avg_score=stats.avg_score,
+        by_state=pb.StateCounts(**{s: n for s, n in stats.by_state.items()}),
+    )

@@ -1,0 +1,61 @@
+"""The one place where domain errors become gRPC status codes."""
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.core.errors import EtagMismatch, InvalidArgument, SarahError, Unavailable
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _bad_request(exc: InvalidArgument) -> status_pb2.Status:
+    details = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=why)
+            for field, why in exc.violations
+        ]
+    )
+    packed = any_pb2.Any()
+    packed.Pack(details)
+    return status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message=f"invalid request: {exc}", details=[packed]
+    )
+
+
+def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+    """End the call with the status that `exc` stands for."""
+    if isinstance(exc, InvalidArgument):
+        context.abort_with_status(rpc_status.to_status(_bad_request(exc)))
+    if isinstance(exc, EtagMismatch):
+        context.abort(grpc.StatusCode.ABORTED, str(exc))
+    if isinstance(exc, Unavailable):
+        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    if isinstance(exc, SarahError):
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    # A bug: the caller gets no traceback, the log gets all of it.
+    _LOGGER.exception("unexpected error")
+    context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def mapped(handler: _Handler) -> _Handler:
+    """Decorates a servicer method: every exception ends the call with its mapped status,
+    never UNKNOWN."""
+
+    @functools.wraps(handler)
+    def wrapper(self, request, context):  # type: ignore[no-untyped-def]
+        try:
+            return handler(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - abort() maps every kind
+            abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]

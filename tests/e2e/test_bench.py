@@ -1,0 +1,63 @@
+"""The benchmark harness at a tiny size, so that `make bench` never rots: it must work and
+print every figure beside its ceiling. Speed is not asserted; bench/README.md says why."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.helpers import ROOT
+
+RPCS = ("GetState", "UpsertState", "ListLeads", "GetStats", "DeleteState")
+TINY = ["--duration", "0.3", "--warmup", "0", "--leads", "60,400", "--deep-page", "5",
+        "--soak-minutes", "0.05"]
+
+
+def _rows(output: str, first_header: str) -> list[list[str]]:
+    """The rows of the table whose header starts with `first_header`, split into cells."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.strip():
+            break
+        rows.append(re.split(r"\s{2,}", line.strip()))
+    return rows
+
+
+@pytest.mark.skipif(not shutil.which("h2load") and (os.geteuid() != 0
+                                                   or not shutil.which("apt-get")),
+                    reason="h2load (nghttp2-client) is missing and cannot be installed here")
+def test_bench_prints_every_figure_beside_its_ceiling() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", *TINY], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    out = done.stdout
+
+    main = {(row[0], row[1]): row for row in _rows(out, "RPC ")}
+    assert set(main) == {(rpc, path) for rpc in RPCS for path in ("gRPC", "HTTP/JSON")}
+    for (_, path), row in main.items():
+        rps, p50, p99, errors, ceiling, of_ceiling, of_grpc = (
+            row[2], row[3], row[4], row[5], row[8], row[9], row[10])
+        assert float(rps) > 0 and float(ceiling) > 0, row
+        assert float(p50) <= float(p99), row
+        assert errors == "0", row
+        assert float(of_ceiling) > 0, row
+        assert (of_grpc == "-") == (path == "gRPC"), row
+    assert re.match(r"pass|short by ", main[("GetState", "gRPC")][-1])
+    assert main[("UpsertState", "HTTP/JSON")][-2] == ">= 0.80 x gRPC"
+
+    ceilings = _rows(out, "ceiling ")
+    assert len(ceilings) == 2 * len(RPCS)
+
+    checks = {row[0]: row for row in _rows(out, "scale target")}
+    assert set(checks) == {"GetStats: p50 on 400 / on 60 leads",
+                           "ListLeads page 1: p50 on 400 / on 60 leads",
+                           "ListLeads page 5 / page 1 p50, 400 leads"}
+    for row in checks.values():
+        assert float(row[1]) > 0 and re.match(r"pass|over by ", row[3]), row
+
+    assert re.search(r"growth [+-]\d+\.\d%, target <= 5%: (pass|over by )", out)

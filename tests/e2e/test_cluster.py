@@ -1,0 +1,148 @@
+"""Three replicas over one PostgreSQL behind Envoy: writers lose nothing, through a replica
+killed mid-load and a replica draining on SIGTERM."""
+
+import itertools
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client import SarahClient
+from tests.support.dbtools import fresh_postgres_database
+from tests.support.envoy_stack import EnvoyProcess, free_port
+from tests.support.helpers import ServerProcess
+
+WRITERS = 8
+LEADS = ("+6281234567001", "+6281234567002")
+_request_ids = itertools.count()
+
+
+class Cluster:
+    def __init__(self, workdir: Path, database_url: str):
+        self.database_url = database_url
+        self.ports = [free_port() for _ in range(3)]
+        self.replicas = {port: self._start(port) for port in self.ports}
+        self.envoy = EnvoyProcess(self.ports[0], workdir, replica_ports=self.ports)
+        self.wait_healthy(3)
+
+    def _start(self, port: int) -> ServerProcess:
+        return ServerProcess("--listen", f"127.0.0.1:{port}", "--database-url",
+                             self.database_url, "--drain-seconds", "2")
+
+    def restart(self, port: int) -> None:
+        self.replicas[port] = self._start(port)
+
+    def wait_healthy(self, count: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while self.envoy.stat("cluster.sarah_grpc.membership_healthy") != count:
+            assert time.monotonic() < deadline, "replicas did not become healthy"
+            time.sleep(0.2)
+
+    def client(self) -> SarahClient:
+        return SarahClient(f"127.0.0.1:{self.envoy.port}", timeout=20)
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        for replica in self.replicas.values():
+            replica.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory,
+            postgres_server_url: str) -> Iterator[Cluster]:
+    running = Cluster(tmp_path_factory.mktemp("cluster"),
+                      fresh_postgres_database(postgres_server_url, "sarah_cluster"))
+    yield running
+    running.stop()
+
+
+class Writers:
+    """WRITERS threads adding messages to LEADS through Envoy, each with its own slot.
+
+    Every call carries a request_id, so the client library's retries are safe; `acked`
+    counts the messages whose call returned OK, `errors` every call that failed anyway.
+    """
+
+    def __init__(self, cluster: Cluster, workspace: str):
+        self.workspace = workspace
+        self.acked = dict.fromkeys(LEADS, 0)
+        self.errors: list[Exception] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(cluster, i))
+                         for i in range(WRITERS)]
+
+    def _run(self, cluster: Cluster, writer: int) -> None:
+        with cluster.client() as sarah:
+            for round_ in itertools.count():
+                if self._stop.is_set():
+                    return
+                phone = LEADS[round_ % len(LEADS)]
+                try:
+                    sarah.upsert_state(
+                        contact_phone=phone, workspace_id=self.workspace, add_messages=1,
+                        request_id=f"w{writer}-{next(_request_ids)}",
+                        extracted_data={"goals": f"writer {writer}"} if writer % 2 else
+                        {"name": f"writer {writer}"},
+                    )
+                except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                    with self._lock:
+                        self.errors.append(exc)
+                    continue
+                with self._lock:
+                    self.acked[phone] += 1
+
+    def __enter__(self) -> "Writers":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def assert_nothing_lost(self, cluster: Cluster) -> None:
+        assert not self.errors, self.errors[:3]
+        assert all(self.acked.values())
+        with cluster.client() as sarah:
+            for phone, count in self.acked.items():
+                lead = sarah.get_state(contact_phone=phone, workspace_id=self.workspace)
+                assert lead.message_count == count, phone
+                assert lead.extracted_data.name and lead.extracted_data.goals
+
+
+def test_writers_across_all_replicas_lose_nothing(cluster: Cluster) -> None:
+    with Writers(cluster, "plain") as writers:
+        time.sleep(3)
+    writers.assert_nothing_lost(cluster)
+    served = [sum("UpsertState code=OK" in line for line in r.lines)
+              for r in cluster.replicas.values()]
+    assert all(served), f"Envoy should spread writes over every replica: {served}"
+
+
+def test_replica_killed_mid_load_fails_no_call(cluster: Cluster) -> None:
+    victim = cluster.ports[1]
+    with Writers(cluster, "killed") as writers:
+        time.sleep(1)
+        cluster.replicas[victim].stop(signal.SIGKILL)
+        time.sleep(1)
+        cluster.restart(victim)
+        cluster.wait_healthy(3)
+        time.sleep(1)
+    writers.assert_nothing_lost(cluster)
+
+
+def test_replica_draining_on_sigterm_fails_no_call(cluster: Cluster) -> None:
+    victim = cluster.ports[2]
+    with Writers(cluster, "drained") as writers:
+        time.sleep(1)
+        log = cluster.replicas[victim].stop(signal.SIGTERM)
+        assert "stopped" in log
+        cluster.restart(victim)
+        cluster.wait_healthy(3)
+        time.sleep(1)
+    writers.assert_nothing_lost(cluster)

@@ -1,0 +1,291 @@
+"""TLS at the edge: `python -m tools.edge_tls` derives a TLS Envoy config from envoy.yaml;
+HTTPS and gRPC over TLS work through it, plaintext does not, and the README's commands run."""
+
+import datetime
+import http.client
+import ipaddress
+import json
+import re
+import shlex
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from client import SarahClient
+from sarah.v1 import sarah_pb2 as pb
+from sarah.v1 import sarah_pb2_grpc
+from tests.support.envoy_stack import envoy_config, free_port, request, start_stack
+from tests.support.helpers import KAPSO_BODY, PHONE, ROOT
+from tools.edge_tls import tls_envoy_config
+
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a leaf it signs for localhost and 127.0.0.1: (ca, cert, key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("SarahService test CA")).issuer_name(_name("SarahService test CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+            key_encipherment=False, data_encipherment=False, key_agreement=False,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.crt", folder / "tls.crt", folder / "tls.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+class TlsStack:
+    """`python -m tools.stack` with SARAH_ENVOY_CONFIG naming a TLS config, as the README
+    starts it (`SARAH_ENVOY_CONFIG=data/envoy-tls.yaml make run`), on free ports."""
+
+    def __init__(self, workdir: Path, config: Path, grpc_port: int, https_port: int,
+                 admin_port: int):
+        self.port, self.admin_port = https_port, admin_port
+        self.proc = start_stack(workdir, config, grpc_port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[0]
+            try:
+                _, _, stats = request("127.0.0.1", admin_port, "GET",
+                                      "/stats?filter=^cluster.sarah_grpc.membership_healthy$")
+                if str(stats).strip().endswith(": 1"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError("TLS stack did not become healthy")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        return out
+
+
+def _envoy_ports() -> tuple[int, int, int]:
+    return free_port(), free_port(), free_port()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def tls_stack(tmp_path_factory: pytest.TempPathFactory,
+              certs: tuple[Path, Path, Path]) -> Iterator[TlsStack]:
+    workdir = tmp_path_factory.mktemp("edge-tls")
+    https_port, admin_port, grpc_port = _envoy_ports()
+    base = workdir / "envoy.yaml"
+    base.write_text(envoy_config(https_port, admin_port, grpc_port))
+    out = workdir / "envoy-tls.yaml"
+    _, cert, key = certs
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.edge_tls", "--cert", str(cert), "--key", str(key),
+         "--base", str(base), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    stack = TlsStack(workdir, out, grpc_port, https_port, admin_port)
+    yield stack
+    assert "Traceback" not in stack.stop()
+
+
+def _https(port: int, ca: Path, method: str, path: str,
+           body: object = None) -> tuple[int, object]:
+    context = ssl.create_default_context(cafile=str(ca))
+    conn = http.client.HTTPSConnection("localhost", port, timeout=20, context=context)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body),
+                     headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_tls_config_adds_tls_to_the_listener_and_keeps_the_rest() -> None:
+    base = (ROOT / "envoy.yaml").read_text()
+    derived = yaml.safe_load(tls_envoy_config(base, "/etc/sarah/tls.crt", "/etc/sarah/tls.key"))
+    original = yaml.safe_load(base)
+    (listener,) = derived["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    tls = chain.pop("transport_socket")["typed_config"]
+    assert tls["@type"].endswith("DownstreamTlsContext")
+    common = tls["common_tls_context"]
+    assert common["alpn_protocols"] == ["h2", "http/1.1"]
+    assert common["tls_params"] == {"tls_minimum_protocol_version": "TLSv1_2"}
+    assert common["tls_certificates"] == [{
+        "certificate_chain": {"filename": "/etc/sarah/tls.crt"},
+        "private_key": {"filename": "/etc/sarah/tls.key"},
+    }]
+    assert derived == original, "only the transport socket may differ from envoy.yaml"
+    moved = yaml.safe_load(tls_envoy_config(base, "c", "k", listen="0.0.0.0:8443"))
+    address = moved["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert address == {"address": "0.0.0.0", "port_value": 8443}
+    assert moved["admin"] == original["admin"], "admin stays on loopback"
+
+
+def test_cli_refuses_a_missing_certificate(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.edge_tls", "--cert", str(tmp_path / "none.crt"),
+         "--key", str(tmp_path / "none.key"), "--out", str(tmp_path / "out.yaml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no such file" in done.stderr
+    assert not (tmp_path / "out.yaml").exists()
+
+
+def test_https_post_and_get_state(tls_stack: TlsStack, certs: tuple[Path, Path, Path]) -> None:
+    ca = certs[0]
+    status, stored = _https(tls_stack.port, ca, "POST", "/sarah/state",
+                            {**KAPSO_BODY, "workspace_id": "tls-http"})
+    assert status == 200, stored
+    assert isinstance(stored, dict) and stored["lead_temperature"] == "warm"
+    status, read = _https(tls_stack.port, ca, "GET",
+                          "/sarah/state?contact_phone=%2B6281234567890&workspace_id=tls-http")
+    assert status == 200 and isinstance(read, dict)
+    assert read["lead_score"] == 45 and read["extracted_data"]["name"] == "Budi"
+
+
+def test_grpc_over_tls_with_a_secure_channel_and_the_client_library(
+        tls_stack: TlsStack, certs: tuple[Path, Path, Path]) -> None:
+    credentials = grpc.ssl_channel_credentials(root_certificates=certs[0].read_bytes())
+    target = f"localhost:{tls_stack.port}"
+    with grpc.secure_channel(target, credentials) as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        stored = stub.UpsertState(pb.UpsertStateRequest(
+            contact_phone=PHONE, workspace_id="tls-grpc", lead_score=71), timeout=10)
+        assert stored.lead_score == 71
+    with SarahClient(f"127.0.0.1:{tls_stack.port}", credentials=credentials) as sarah:
+        lead = sarah.get_state(contact_phone="0812-3456-7890", workspace_id="tls-grpc")
+        assert lead.lead_score == 71
+        assert sarah.get_stats(workspace_id="tls-grpc").total == 1
+
+
+def test_alpn_offers_h2_and_http11_at_tls_12_or_newer(
+        tls_stack: TlsStack, certs: tuple[Path, Path, Path]) -> None:
+    for offered, chosen in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")):
+        context = ssl.create_default_context(cafile=str(certs[0]))
+        context.set_alpn_protocols(offered)
+        with socket.create_connection(("127.0.0.1", tls_stack.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() == chosen
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    # A client that offers TLS 1.1 at most is turned away by Envoy with a protocol_version
+    # alert (SECLEVEL=0 lets this OpenSSL offer 1.1 at all).
+    old = ssl.create_default_context(cafile=str(certs[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("ALL:@SECLEVEL=0")
+    with socket.create_connection(("127.0.0.1", tls_stack.port), timeout=10) as raw, \
+            pytest.raises(ssl.SSLError, match="(?i)protocol.version"):
+        old.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_plaintext_to_the_tls_port_fails(tls_stack: TlsStack) -> None:
+    with pytest.raises((OSError, http.client.HTTPException)):
+        request("127.0.0.1", tls_stack.port, "GET", "/sarah/stats")
+    with grpc.insecure_channel(f"127.0.0.1:{tls_stack.port}") as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetStats(pb.GetStatsRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _readme_tls_commands() -> list[str]:
+    """The shell lines of the README's "### TLS at the edge" code blocks."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### TLS at the edge", 1)[1]
+    section = re.split(r"\n#{2,3} ", section, maxsplit=1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the README makes its certificate "
+                    "with the openssl command")
+def test_readme_tls_commands_work(tmp_path: Path) -> None:
+    """Each README line, run as written, with its ports moved to free ones."""
+    commands = _readme_tls_commands()
+    https_port, admin_port, grpc_port = _envoy_ports()
+    base = tmp_path / "envoy.yaml"
+    base.write_text(envoy_config(8443, admin_port, grpc_port))
+    (tmp_path / "data").mkdir()
+    started: TlsStack | None = None
+    checked = 0
+    try:
+        for command in commands:
+            argv = shlex.split(command.replace(":8443", f":{https_port}"), comments=True)
+            if argv[0] == ".venv/bin/python":
+                argv = [sys.executable, *argv[1:], "--base", str(base)]
+            if argv[0].startswith("SARAH_ENVOY_CONFIG="):
+                assert argv[1:] == ["make", "run"], command
+                started = TlsStack(tmp_path, tmp_path / argv[0].split("=", 1)[1], grpc_port,
+                                   https_port, admin_port)
+                continue
+            if argv[0] == ".venv/bin/grpcurl":
+                argv[0] = GRPCURL
+            done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+            if argv[0] in ("curl", GRPCURL):
+                assert started is not None, f"{command} runs before the stack starts"
+                assert '"total"' in done.stdout or "sarah.v1.SarahService" in done.stdout, (
+                    command, done.stdout)
+                checked += 1
+    finally:
+        if started is not None:
+            started.stop()
+    assert started is not None and checked >= 2, commands

@@ -1,0 +1,302 @@
+"""The `sarah` command line end to end against a real server: every command, --json, the
+error exits, export round trips, and import from a pipe and on a terminal."""
+
+import csv
+import io
+import json
+import os
+import pty
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from client import SarahClient
+from client.cli import EXIT_REJECTED, cli
+from client.formats import flat, to_json
+from sarah.v1 import sarah_pb2 as pb
+from server.app import RunningServer, create_server
+from server.config import Config
+from tests.support.helpers import PHONE, ROOT
+
+
+@pytest.fixture
+def target(sqlite_server: RunningServer) -> str:
+    return f"127.0.0.1:{sqlite_server.port}"
+
+
+def _sarah(target: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m client ...` in a child process, the server found through SARAH_TARGET."""
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args], cwd=ROOT, input=stdin, capture_output=True,
+        text=True, timeout=60, env={**os.environ, "SARAH_TARGET": target},
+    )
+
+
+def _invoke(target: str, *args: str) -> Result:
+    """The same command line in this process, through click's runner: quicker."""
+    return CliRunner().invoke(cli, [*args, "--target", target], catch_exceptions=False)
+
+
+def test_upsert_then_get_in_the_contracts_json(target: str) -> None:
+    upsert = _sarah(
+        target, "upsert", "0812-3456-7890", "--state", "qualifying", "--score", "45",
+        "--temperature", "warm", "--name", "Budi", "--team-size", "5",
+        "--business-type", "restaurant", "--goals", "more bookings", "--pain-point", "no-shows",
+        "--pain-point", "manual, booking", "--language", "en", "--message-count", "3",
+        "--request-id", "wamid.1", "--json",
+    )
+    assert upsert.returncode == 0, upsert.stderr
+    stored = json.loads(upsert.stdout)
+    assert {k: stored[k] for k in ("contact_phone", "workspace_id", "state", "lead_score",
+                                   "lead_temperature", "language", "message_count")} == {
+        "contact_phone": PHONE, "workspace_id": "", "state": "qualifying", "lead_score": 45,
+        "lead_temperature": "warm", "language": "en", "message_count": 3}
+    assert stored["extracted_data"] == {
+        "name": "Budi", "business_type": "restaurant", "team_size": 5,
+        "pain_points": ["no-shows", "manual, booking"], "goals": "more bookings"}
+    assert stored["created_at"].endswith("Z") and stored["etag"]
+    got = _sarah(target, "get", "6281234567890", "--json")
+    assert got.returncode == 0 and json.loads(got.stdout) == stored
+    added = _invoke(target, "upsert", PHONE, "--add-messages", "2", "--etag", stored["etag"],
+                    "--json")
+    assert json.loads(added.stdout)["message_count"] == 5
+
+
+def test_get_prints_a_table_of_every_field(target: str) -> None:
+    _invoke(target, "upsert", PHONE, "--name", "[bold]Budi", "--score", "45")
+    result = _invoke(target, "get", "+62 812 3456 7890")
+    assert result.exit_code == 0
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in result.stdout.splitlines() if line.count("│") == 3}
+    assert rows["contact_phone"] == PHONE and rows["lead_score"] == "45"
+    assert rows["name"] == "[bold]Budi"  # shown as written, not as rich markup
+    assert rows.keys() >= {"state", "goals", "created_at", "etag"}
+
+
+def test_leads_filters_and_pages(target: str) -> None:
+    for i, temperature in enumerate(["hot", "warm", "hot", "hot"]):
+        _invoke(target, "upsert", f"+62812000000{i:02d}", "--workspace", "w1", "--temperature",
+                temperature, "--score", str(90 - i))
+    _invoke(target, "upsert", PHONE, "--workspace", "w2", "--temperature", "hot")
+    hot = json.loads(_invoke(target, "leads", "--workspace", "w1", "--temperature", "hot",
+                             "--json").stdout)
+    assert [lead["contact_phone"] for lead in hot["leads"]] == [
+        "+6281200000000", "+6281200000002", "+6281200000003"]
+    assert hot["next_page_token"] == ""
+    page = _invoke(target, "leads", "--temperature", "hot", "--page-size", "2")
+    assert "+6281200000000" in page.stdout and "+6281200000002" in page.stdout
+    token = page.stdout.split("--page-token ")[1].split()[0]
+    rest = _invoke(target, "leads", "--temperature", "hot", "--page-size", "2",
+                   "--page-token", token)
+    assert "+6281200000003" in rest.stdout and "+6281200000000" not in rest.stdout
+    assert "--page-token" not in rest.stdout
+
+
+def test_stats_counts_as_numbers(target: str) -> None:
+    _invoke(target, "upsert", PHONE, "--temperature", "hot", "--score", "80",
+            "--state", "handoff")
+    _invoke(target, "upsert", "+6281200000001", "--workspace", "w", "--score", "20")
+    every = json.loads(_invoke(target, "stats", "--json").stdout)
+    assert every == {"total": 2, "hot": 1, "warm": 0, "cold": 1, "avg_score": 50.0,
+                     "by_state": {"greeting": 1, "qualifying": 0, "scoring": 0, "handoff": 1,
+                                  "completed": 0}}
+    one = json.loads(_invoke(target, "stats", "--workspace", "w", "--json").stdout)
+    assert (one["total"], one["avg_score"]) == (1, 20.0)
+    table = _invoke(target, "stats").stdout
+    assert "avg_score" in table and "50.0" in table and "state handoff" in table
+
+
+def test_delete_erases_and_then_succeeds_again(target: str) -> None:
+    _invoke(target, "upsert", PHONE, "--score", "30")
+    assert "deleted the conversation" in _invoke(target, "delete", "0812-3456-7890").stdout
+    again = _invoke(target, "delete", PHONE, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout) == {"deleted": False}
+    assert json.loads(_invoke(target, "get", PHONE, "--json").stdout)["etag"] == ""
+
+
+def test_invalid_request_exits_1_naming_each_bad_field(target: str) -> None:
+    result = _sarah(target, "upsert", "08123", "--score", "150", "--team-size", "-1")
+    assert result.returncode == 1
+    assert "INVALID_ARGUMENT" in result.stderr and "Traceback" not in result.stderr
+    for field in ("contact_phone", "lead_score", "extracted_data.team_size"):
+        assert f"\n  {field}: " in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_stale_etag_exits_1_with_aborted(target: str) -> None:
+    _invoke(target, "upsert", PHONE, "--score", "30")
+    result = CliRunner().invoke(cli, ["upsert", PHONE, "--score", "40", "--etag", "stale",
+                                      "--target", target])
+    assert result.exit_code == 1
+    assert "ABORTED" in result.stderr and "does not match" in result.stderr
+
+
+def test_unreachable_server_exits_1_without_traceback() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"
+    result = _sarah(closed, "stats")
+    assert result.returncode == 1
+    assert "UNAVAILABLE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_number_beyond_int32_is_a_usage_error(target: str) -> None:
+    result = CliRunner().invoke(cli, ["upsert", PHONE, "--score", "99999999999",
+                                      "--target", target])
+    assert result.exit_code == 2 and "does not fit in a 32-bit integer" in result.stderr
+
+
+def _seed(target: str, count: int) -> None:
+    """`count` leads in workspace "w", some with text that CSV must quote, through import."""
+    conversations = []
+    for i in range(count):
+        conversation = pb.Conversation(
+            contact_phone=f"+62812{i:08d}", workspace_id="w", lead_score=i % 101,
+            lead_temperature=("cold", "warm", "hot")[i % 3],  # type: ignore[arg-type]
+            extracted_data=pb.ExtractedData(name=f'Ibu "Sri", {i}', pain_points=["a,b", "ü"]),
+            message_count=i)
+        conversation.created_at.FromSeconds(1_700_000_000 + i)
+        conversation.updated_at.FromSeconds(1_700_000_000 + 2 * i)
+        conversations.append(conversation)
+    with SarahClient(target) as sarah:
+        for start in range(0, count, 500):
+            sarah.import_conversations(conversations=conversations[start:start + 500])
+        sarah.upsert_state(contact_phone=PHONE, workspace_id="other")
+
+
+def test_export_round_trips_through_jsonl_and_csv(target: str, tmp_path: Path) -> None:
+    _seed(target, 1_203)  # three pages of 500
+    with SarahClient(target) as sarah:
+        stored = {lead.contact_phone: lead for lead in sarah.iter_leads(workspace_id="w")}
+    assert len(stored) == 1_203
+
+    jsonl = _sarah(target, "export", "--workspace", "w")
+    assert jsonl.returncode == 0 and "exported 1203 leads" in jsonl.stderr
+    docs = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert {doc["contact_phone"]: doc for doc in docs} == {
+        phone: to_json(lead) for phone, lead in stored.items()}
+
+    warm_csv = tmp_path / "warm.csv"
+    result = _sarah(target, "export", "--format", "csv", "--workspace", "w",
+                    "--temperature", "warm", "-o", str(warm_csv))
+    assert result.returncode == 0 and result.stdout == ""
+    rows = list(csv.DictReader(io.StringIO(warm_csv.read_text(encoding="utf-8"))))
+    warm = {p: flat(lead) for p, lead in stored.items() if lead.lead_temperature == pb.warm}
+    assert {row["contact_phone"]: row for row in rows} == warm
+    assert json.loads(rows[0]["pain_points"]) == ["a,b", "ü"]
+
+    # The JSON Lines export loads back into an empty server as the same conversations.
+    other = create_server(
+        Config(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 'copy.db'}"))
+    try:
+        copy_target = f"127.0.0.1:{other.port}"
+        loaded = _sarah(copy_target, "import", "-", "--json", stdin=jsonl.stdout)
+        assert loaded.returncode == 0
+        assert json.loads(loaded.stdout)["imported"] == 1_203
+        with SarahClient(copy_target) as copy:
+            for lead in copy.iter_leads(workspace_id="w"):
+                original = stored[lead.contact_phone]
+                lead.etag = original.etag
+                assert lead == original
+    finally:
+        other.shutdown(grace=None)
+
+
+_EXPORT = "\n".join([
+    json.dumps({"_id": "a", "_creationTime": 1.5, "contact_phone": "0812-3456-7890",
+                "lead_score": 70, "lead_temperature": "hot",
+                "created_at": 1_700_000_000_000, "updated_at": 1_700_000_360_000}),
+    "{not json",
+    json.dumps({"contact_phone": "6281234567890", "lead_score": 71,
+                "created_at": 1_700_000_000_000, "updated_at": 1_700_000_720_000}),
+    "",
+    json.dumps({"contact_phone": "+6281200000001", "lead_temperature": "lukewarm",
+                "created_at": 1, "updated_at": 2}),
+]) + "\n"
+
+
+def test_import_from_stdin_prints_a_summary_and_no_progress_bar(target: str) -> None:
+    result = _sarah(target, "import", "-", stdin=_EXPORT)
+    assert result.returncode == EXIT_REJECTED
+    assert result.stderr == ""  # no progress bar off a terminal, no traceback
+    counts = {line.split("│")[1].strip(): line.split("│")[2].strip()
+              for line in result.stdout.splitlines() if line.count("│") == 3}
+    assert counts == {"imported": "1", "merged": "1", "unchanged": "0", "rejected": "2"}
+    assert "line 2: not valid JSON" in result.stdout
+    assert "line 5: Failed to parse lead_temperature field: Invalid enum value lukewarm" in (
+        result.stdout)
+    lead = json.loads(_invoke(target, "get", PHONE, "--json").stdout)
+    # The newer line wins field by field; its temperature is left out, so the default.
+    assert (lead["lead_score"], lead["lead_temperature"]) == (71, "cold")
+    assert (lead["created_at"], lead["updated_at"]) == (
+        "2023-11-14T22:13:20Z", "2023-11-14T22:25:20Z")
+
+
+def test_import_draws_a_progress_bar_on_a_terminal(target: str, tmp_path: Path) -> None:
+    export = tmp_path / "export.jsonl"
+    export.write_text(_EXPORT)
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "client", "import", str(export), "--batch-size", "1",
+             "--target", target],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal, text=True,
+            env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+        )
+        out, _ = proc.communicate(timeout=60)
+        os.close(terminal)
+        drawn = b""
+        while chunk := _read(controller):
+            drawn += chunk
+    finally:
+        os.close(controller)
+    assert proc.returncode == EXIT_REJECTED and "line 2:" in out
+    assert b"importing" in drawn
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # the terminal side is closed and drained
+        return b""
+
+
+def _readme_blocks(language: str) -> list[str]:
+    """The ```language code blocks of the README's command line and client section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Command line and Python client\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n```", 1)[0] for block in section.split(f"```{language}\n")[1:]]
+
+
+def test_readme_newcomer_flow_works_as_written(target: str, tmp_path: Path) -> None:
+    lines = [json.dumps({"_id": str(i), "contact_phone": f"0812-0000-{i:04d}",
+                         "lead_score": 90 - i, "lead_temperature": "hot" if i < 3 else "cold",
+                         "created_at": 1_700_000_000_000, "updated_at": 1_700_000_000_000})
+             for i in range(5)]
+    (tmp_path / "export.jsonl").write_text("\n".join(lines) + "\n")
+    [commands] = _readme_blocks("sh")
+    outputs = []
+    for command in commands.splitlines():
+        result = subprocess.run(
+            command.replace(".venv/bin/sarah", f"{sys.executable} -m client"), shell=True,
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "SARAH_TARGET": target, "PYTHONPATH": str(ROOT)},
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        outputs.append(result.stdout)
+    imported, hot, _ = outputs
+    assert "imported  │ 5" in imported
+    assert [f"+6281200000{i:03d}" in hot for i in range(5)] == [True] * 3 + [False] * 2
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "leads.csv").read_text())))
+    assert len(rows) == 5 and rows[0]["contact_phone"].startswith("+62812")
+
+
+def test_readme_library_example_runs(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    [example] = _readme_blocks("python")
+    exec(example.replace("127.0.0.1:50051", target), {})  # our own README, run as written
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"{PHONE} hot", f"{PHONE} 82"]

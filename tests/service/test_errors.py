@@ -1,0 +1,121 @@
+"""Every error row of the contract over gRPC: the code, each bad field named, nothing written."""
+
+import threading
+
+import grpc
+import pytest
+
+from sarah.v1 import sarah_pb2 as pb
+from tests.support.dbtools import write_lock
+from tests.support.helpers import PHONE, bad_fields, get, upsert
+
+LONG = "x" * 501
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"contact_phone": "08123"}, {"contact_phone"}),
+        ({"contact_phone": ""}, {"contact_phone"}),
+        ({"contact_phone": PHONE, "lead_score": 101}, {"lead_score"}),
+        ({"contact_phone": PHONE, "lead_score": -1}, {"lead_score"}),
+        ({"contact_phone": PHONE, "message_count": -1}, {"message_count"}),
+        ({"contact_phone": PHONE, "message_count": 1_000_001}, {"message_count"}),
+        ({"contact_phone": PHONE, "add_messages": 0}, {"add_messages"}),
+        ({"contact_phone": PHONE, "add_messages": 1001}, {"add_messages"}),
+        ({"contact_phone": PHONE, "message_count": 3, "add_messages": 1}, {"add_messages"}),
+        ({"contact_phone": PHONE, "workspace_id": "w" * 65}, {"workspace_id"}),
+        ({"contact_phone": PHONE, "workspace_id": "toko a"}, {"workspace_id"}),
+        ({"contact_phone": PHONE, "request_id": "r" * 129}, {"request_id"}),
+        ({"contact_phone": PHONE, "state": 42}, {"state"}),
+        ({"contact_phone": PHONE, "lead_temperature": 7}, {"lead_temperature"}),
+        ({"contact_phone": PHONE, "language": 9}, {"language"}),
+        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(name="n" * 201)},
+         {"extracted_data.name"}),
+        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(business_type="b" * 201)},
+         {"extracted_data.business_type"}),
+        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(goals=LONG)},
+         {"extracted_data.goals"}),
+        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(team_size=-5)},
+         {"extracted_data.team_size"}),
+        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(pain_points=["p"] * 21)},
+         {"extracted_data.pain_points"}),
+        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(pain_points=["ok", LONG])},
+         {"extracted_data.pain_points[1]"}),
+        ({"contact_phone": "08123", "lead_score": 500, "workspace_id": "a b"},
+         {"contact_phone", "lead_score", "workspace_id"}),
+    ],
+)
+def test_invalid_upsert_names_each_bad_field_and_writes_nothing(stub, fields, named) -> None:
+    upsert(stub, contact_phone=PHONE, lead_score=33)
+    with pytest.raises(grpc.RpcError) as caught:
+        upsert(stub, **fields)
+    assert bad_fields(caught.value) == named
+    assert get(stub, PHONE).lead_score == 33
+    assert stub.GetStats(pb.GetStatsRequest(), timeout=10).total == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.GetState(pb.GetStateRequest(contact_phone="08123"), timeout=10),
+        lambda s: s.DeleteState(pb.DeleteStateRequest(contact_phone="not a phone"), timeout=10),
+        lambda s: s.GetState(pb.GetStateRequest(contact_phone=PHONE, workspace_id="?"),
+                             timeout=10),
+    ],
+)
+def test_reads_and_deletes_validate_the_key(stub, call) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(stub)
+    assert bad_fields(caught.value) & {"contact_phone", "workspace_id"}
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "named"),
+    [
+        ({"order_by": "name asc"}, {"order_by"}),
+        ({"page_token": "not-a-token"}, {"page_token"}),
+        ({"page_size": -1}, {"page_size"}),
+        ({"min_score": 101}, {"min_score"}),
+        ({"temperature": 5}, {"temperature"}),
+        ({"workspace_id": "bad/ws"}, {"workspace_id"}),
+    ],
+)
+def test_invalid_list_request_is_invalid_argument(stub, request_fields, named) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListLeads(pb.ListLeadsRequest(**request_fields), timeout=10)
+    assert bad_fields(caught.value) == named
+
+
+def test_page_token_of_another_query_is_refused(stub) -> None:
+    for i in range(3):
+        upsert(stub, contact_phone=f"+1415555012{i}", lead_score=i)
+    page = stub.ListLeads(pb.ListLeadsRequest(page_size=1), timeout=10)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListLeads(pb.ListLeadsRequest(page_size=1, order_by="created_at desc",
+                                           page_token=page.next_page_token), timeout=10)
+    assert bad_fields(caught.value) == {"page_token"}
+
+
+def test_stats_validates_workspace(stub) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetStats(pb.GetStatsRequest(workspace_id="x" * 65), timeout=10)
+    assert bad_fields(caught.value) == {"workspace_id"}
+
+
+def test_locked_database_is_unavailable_not_unknown(stub, database_url) -> None:
+    upsert(stub, contact_phone=PHONE, lead_score=1)
+    with write_lock(database_url):
+        with pytest.raises(grpc.RpcError) as caught:
+            upsert(stub, contact_phone=PHONE, lead_score=2)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "lock" in caught.value.details() and "retry" in caught.value.details()
+    # It recovers by itself once the lock is gone.
+    assert upsert(stub, contact_phone=PHONE, lead_score=3).lead_score == 3
+
+
+def test_writer_waits_for_a_short_lock_instead_of_failing(stub, database_url) -> None:
+    upsert(stub, contact_phone=PHONE, lead_score=1)
+    with write_lock(database_url) as lock:
+        threading.Timer(0.5, lock.release).start()
+        assert upsert(stub, contact_phone=PHONE, lead_score=2).lead_score == 2

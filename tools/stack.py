@@ -1,0 +1,48 @@
+"""`make run`: the gRPC server and Envoy together in the foreground.
+
+    python -m tools.stack [SERVER FLAGS...]
+
+Envoy reads envoy.yaml (or $SARAH_ENVOY_CONFIG) from the repository root. Ctrl-C (SIGINT)
+or SIGTERM stops both cleanly, Envoy first. If either dies, the other is stopped and the
+exit status is non-zero.
+"""
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from server.supervise import supervise
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def envoy_command(config: Path) -> list[str]:
+    beside_python = Path(sys.executable).parent / "envoy"
+    binary = str(beside_python) if beside_python.exists() else (shutil.which("envoy") or "envoy")
+    return [binary, "-c", str(config), "--log-level", "warn", "--disable-hot-restart",
+            "--file-flush-interval-msec", "1000"]
+
+
+def envoy_addresses(config: Path) -> str:
+    """Where the config makes Envoy listen: its admin and listener socket addresses."""
+    found = re.findall(r"address: ([\d.]+)[^\n]*\s+port_value: (\d+)", config.read_text())
+    named = zip(("admin", "HTTP/JSON and gRPC"), found, strict=False)
+    return ", ".join(f"{what} on {host}:{port}" for what, (host, port) in named)
+
+
+def main(argv: list[str] | None = None) -> int:
+    server_args = sys.argv[1:] if argv is None else argv
+    config = Path(os.environ.get("SARAH_ENVOY_CONFIG", ROOT / "envoy.yaml"))
+    commands = {
+        "server": [sys.executable, "-m", "server", *server_args],
+        "envoy": envoy_command(config),
+    }
+    banner = (f"Envoy: {envoy_addresses(config)} (the server logs its own address below). "
+              "Ctrl-C stops both.")
+    return supervise(commands, banner, ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
