@@ -1,6 +1,6 @@
 """The contract's JSON shapes, checked key by key: what any successful answer must look like.
 
-Written from /work/shared/CONTRACT.md, not from the server's code, so a server bug cannot
+Written from docs/api.md, not from the server's code, so a server bug cannot
 teach the checker its own mistake. gRPC answers are checked too, printed as the
 transcoder prints them (`grpc_json`).
 """
