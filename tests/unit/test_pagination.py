@@ -1,0 +1,79 @@
+"""ListLeads page tokens: a token continues its own query, and nothing forged gets through."""
+
+import base64
+import json
+from dataclasses import replace
+
+import pytest
+
+from server.core.domain import LeadFilter, ListQuery
+from server.core.errors import InvalidArgument
+from server.core.pagination import decode_token, encode_token
+
+QUERY = ListQuery(filter=LeadFilter(temperature="hot"), order_by="lead_score desc",
+                  page_size=20)
+
+
+def _with_token(token: str, query: ListQuery = QUERY) -> ListQuery:
+    return replace(query, page_token=token)
+
+
+def _raw_token(payload: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def _violation(query: ListQuery) -> str:
+    with pytest.raises(InvalidArgument) as caught:
+        decode_token(query)
+    [(field, why)] = caught.value.violations
+    assert field == "page_token"
+    return why
+
+
+def test_the_first_page_has_no_position() -> None:
+    assert decode_token(QUERY) is None
+
+
+def test_a_token_brings_back_the_position_it_was_made_from() -> None:
+    position = (82, "+6281234567890", "acme")
+    token = encode_token(QUERY, position)
+    assert decode_token(_with_token(token)) == position
+
+
+def test_a_token_is_url_safe_and_unpadded() -> None:
+    token = encode_token(QUERY, (2**63 - 1, "+6281234567890", ""))
+    assert "=" not in token and "+" not in token and "/" not in token
+
+
+@pytest.mark.parametrize("other", [
+    replace(QUERY, order_by="last_message_at desc"),
+    replace(QUERY, filter=LeadFilter(temperature="warm")),
+    replace(QUERY, filter=LeadFilter(temperature="hot", workspace_id="acme")),
+    replace(QUERY, filter=LeadFilter(temperature="hot", min_score=10)),
+    replace(QUERY, filter=LeadFilter(temperature="hot", state="handoff")),
+])
+def test_a_token_of_other_filters_or_order_is_refused(other: ListQuery) -> None:
+    token = encode_token(QUERY, (82, "+6281234567890", ""))
+    assert "other filters or order" in _violation(_with_token(token, other))
+
+
+def test_the_page_size_is_not_part_of_what_a_token_is_tied_to() -> None:
+    token = encode_token(QUERY, (82, "+6281234567890", ""))
+    assert decode_token(_with_token(token, replace(QUERY, page_size=5))) is not None
+
+
+@pytest.mark.parametrize("token", [
+    "not base64!",
+    "e30",  # {}
+    _raw_token(["x", 2**63, "+6281234567890", ""]),  # past 64 bits
+    _raw_token(["x", -1, "+6281234567890", ""]),
+    _raw_token(["x", 1.5, "+6281234567890", ""]),
+    _raw_token(["x", True, "+6281234567890", ""]),
+    _raw_token(["x", 1, "6281234567890", ""]),  # not E.164
+    _raw_token(["x", 1, "+62\u0000812", ""]),  # NUL
+    _raw_token(["x", 1, "+6281234567890", "bad workspace!"]),
+    _raw_token(["x", 1, "+6281234567890"]),  # too short
+    base64.urlsafe_b64encode(b'["x", 1, "+6281234567890", "\\ud800"]').decode(),  # lone surrogate
+])
+def test_a_forged_token_is_refused_before_it_reaches_the_database(token: str) -> None:
+    assert _violation(_with_token(token)) == "is not a token this service issued"
