@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import peewee
 
 from bench.procs import real_server
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
+from server.storage.database import open_database
+from server.storage.repository import Repository
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,20 +73,14 @@ def _rows(count: int, columns: list[str]) -> Iterator[tuple[object, ...]]:
 
 def _rebuild_derived(db: Path) -> None:
     """What the server derives from the conversations, rebuilt by the server's own code:
-    the lead counts GetStats reads (server/counts.py), as `sarah-server copy-data` does
-    after its bulk copy. run.py checks GetStats' total against the seeded count, so a
-    derived table added later and missed here stops the bench instead of skewing it."""
+    the lead counts GetStats reads, as `sarah-server copy-data` does after its bulk copy.
+    run.py checks GetStats' total against the seeded count, so a derived table added later
+    and missed here stops the bench instead of skewing it."""
+    database = open_database(f"sqlite:///{db}", pool_size=1)
     try:
-        from server.storage.counts import rebuild_counts
-        from server.storage.models import ConversationRow, LeadCount
-    except ImportError:  # a server without lead counts
-        return
-    database = peewee.SqliteDatabase(str(db), pragmas={"journal_mode": "wal"})
-    try:
-        with database.bind_ctx([ConversationRow, LeadCount]), database.atomic():
-            rebuild_counts()
+        Repository(database).rebuild_counts()
     finally:
-        database.close()
+        database.close_all()
 
 
 def make_schema(db: Path, workdir: Path, server_args: list[str]) -> None:

@@ -22,7 +22,7 @@ from server.config import Config
 from server.core.service import SarahService
 from server.storage.database import open_database
 from server.storage.migrations import migrate, require_current
-from server.storage.store import Store
+from server.storage.repository import Repository
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
-    store: Store
+    store: Repository
     executor: futures.ThreadPoolExecutor
     keys: KeyRing | None = None
     metrics: Metrics | None = None
@@ -96,7 +96,7 @@ def create_server(config: Config) -> RunningServer:
         migrate(db)
     else:
         require_current(db)
-    store = Store(db)
+    store = Repository(db)
     service = SarahService(store, default_region=config.default_region)
     metrics = Metrics(store.count) if config.metrics_listen else None
     interceptors: list[grpc.ServerInterceptor] = [ObserveInterceptor(metrics)]

@@ -9,12 +9,11 @@ import peewee
 
 from server.api.auth import hash_key
 from server.config import add_database_args
-from server.storage.counts import rebuild_counts
 from server.storage.database import open_database
 from server.storage.migrations import migrate
-from server.storage.models import ConversationRow, LeadCount, UpsertRequestRow
+from server.storage.models import ConversationRow, UpsertRequestRow
+from server.storage.repository import Repository
 
-_LOGGER = logging.getLogger("server.commands")
 _BATCH = 1000
 
 
@@ -59,8 +58,7 @@ def _copy_data(args: argparse.Namespace) -> int:
         ),
     )
     request_ids = _copy_table(source, target, UpsertRequestRow, lambda q: q.on_conflict_ignore())
-    with target.bind_ctx([ConversationRow, LeadCount]), target.atomic():
-        rebuild_counts()
+    Repository(target).rebuild_counts()
     print(f"copied {copied} conversations and {request_ids} request ids "
           f"from {args.source} to {args.database_url}")
     return 0

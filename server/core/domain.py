@@ -6,8 +6,16 @@ from dataclasses import dataclass, field
 STATES = ("greeting", "qualifying", "scoring", "handoff", "completed")
 TEMPERATURES = ("cold", "warm", "hot")
 LANGUAGES = ("id", "en")
-ORDERS = ("lead_score desc", "last_message_at desc", "created_at desc", "updated_at desc")
+# Each ListLeads order, as its normalised words, and the lead field it sorts by (descending).
+ORDER_KEYS = {
+    "lead_score desc": "lead_score",
+    "last_message_at desc": "last_message_at",
+    "created_at desc": "created_at",
+    "updated_at desc": "updated_at",
+}
+ORDERS = tuple(ORDER_KEYS)
 DEFAULT_ORDER = ORDERS[0]
+DEFAULT_PAGE_SIZE = 50
 # A workspace id: at most 64 characters of A-Z a-z 0-9 _ - ("" is the default workspace).
 WORKSPACE_ID = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
@@ -71,7 +79,7 @@ class ListQuery:
 
     filter: LeadFilter = field(default_factory=LeadFilter)
     order_by: str = DEFAULT_ORDER
-    page_size: int = 50
+    page_size: int = DEFAULT_PAGE_SIZE
     page_token: str = ""
 
 

@@ -4,6 +4,8 @@ import secrets
 from dataclasses import replace
 
 from server.core.domain import (
+    DEFAULT_ORDER,
+    DEFAULT_PAGE_SIZE,
     LANGUAGES,
     ORDERS,
     STATES,
@@ -23,7 +25,6 @@ _MAX_PAIN_POINTS = 20
 _MAX_PAIN_POINT_LEN = 500
 _MAX_REQUEST_ID = 128
 MAX_PAGE_SIZE = 500
-DEFAULT_PAGE_SIZE = 50
 _SHOWN = 40
 
 
@@ -160,7 +161,7 @@ def validate_list_query(query: ListQuery) -> ListQuery:
     """Return the query with defaults filled in, or raise InvalidArgument."""
     v = _Violations()
     _check_filter(v, query.filter)
-    order = " ".join(query.order_by.split()).lower() or ORDERS[0]
+    order = " ".join(query.order_by.split()).lower() or DEFAULT_ORDER
     v.check_word("order_by", order, ORDERS)
     if query.page_size < 0:
         v.add("page_size", f"must not be negative, got {query.page_size}")

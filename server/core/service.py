@@ -1,44 +1,105 @@
-"""The service's use cases: each takes plain values, applies the rules, and calls the store."""
+"""The service's use cases: each takes plain values, applies the rules, and owns its unit
+of work (what a write reads, checks and writes, in one transaction of the repository)."""
+
+from __future__ import annotations
 
 import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from server.core import rules
-from server.core.domain import Lead, LeadFilter, ListQuery, Patch, Stats
+from server.core.counts import CountDeltas, stats_of
+from server.core.domain import ORDER_KEYS, Lead, LeadFilter, ListQuery, Patch, Stats
 from server.core.pagination import decode_token, encode_token
-from server.storage.store import Store
+
+if TYPE_CHECKING:
+    from server.storage.repository import Repository, WriteTx
+
+_LOGGER = logging.getLogger(__name__)
+
+# A request_id is answered from its record for 24 hours (the contract's window).
+REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000
+# Expired records go at most once a minute, inside a write that holds the lock anyway.
+PRUNE_EVERY_US = 60 * 1_000_000
+
+
+def now_us() -> int:
+    """The wall clock in microseconds since the epoch."""
+    return time.time_ns() // 1000
 
 
 class SarahService:
     """Conversation state of leads, independent of any transport."""
 
-    def __init__(self, store: Store, default_region: str = "ID"):
-        self._store = store
+    def __init__(self, repo: Repository, default_region: str = "ID",
+                 clock: Callable[[], int] = now_us):
+        self._repo = repo
         self._region = default_region
+        self._clock = clock
+        self._last_prune: int | None = None
 
     def get_state(self, contact_phone: str, workspace_id: str) -> Lead:
         """The stored conversation, or the unsaved default one for an unknown lead."""
         workspace_id, phone = rules.validate_key(contact_phone, workspace_id, self._region)
-        stored = self._store.get(workspace_id, phone)
+        stored = self._repo.get(workspace_id, phone)
         return stored or Lead(workspace_id=workspace_id, contact_phone=phone)
 
     def upsert_state(self, patch: Patch) -> Lead:
-        """Create or partially update a conversation; return it as stored."""
+        """Create or partially update a conversation; return it as stored.
+
+        With a request_id seen for this lead in the last 24 hours, return what that
+        request left and write nothing.
+        """
         patch = rules.validate_patch(patch, self._region)
-        apply = functools.partial(rules.apply_patch, patch)
-        return self._store.upsert(patch.workspace_id, patch.contact_phone, patch.request_id, apply)
+        return self._repo.write(functools.partial(self._upsert, patch))
+
+    def _upsert(self, patch: Patch, tx: WriteTx) -> Lead:
+        now = self._clock()
+        # Lock the lead first: two retries of one request_id then run one after the other,
+        # and the second finds the first's record.
+        old = tx.lock_lead(patch.workspace_id, patch.contact_phone)
+        if patch.request_id:
+            seen = tx.find_request(patch.workspace_id, patch.contact_phone, patch.request_id,
+                                   since=now - REQUEST_ID_TTL_US)
+            if seen is not None:
+                return seen
+        lead = rules.apply_patch(patch, old, now)
+        if old is None:
+            tx.insert_lead(lead)
+        else:
+            tx.update_lead(lead)
+        deltas = CountDeltas()
+        deltas.change(old, lead)
+        tx.add_counts(deltas)
+        if patch.request_id:
+            self._prune_requests(tx, now)
+            tx.save_request(patch.request_id, now, lead)
+        return lead
+
+    def _prune_requests(self, tx: WriteTx, now: int) -> None:
+        last = self._last_prune
+        # A clock set back (now < last) prunes at once rather than waiting to catch up.
+        if last is not None and 0 <= now - last < PRUNE_EVERY_US:
+            return
+        self._last_prune = now
+        gone = tx.prune_requests(created_up_to=now - REQUEST_ID_TTL_US)
+        if gone:
+            _LOGGER.info("pruned %d expired request ids", gone)
 
     def delete_state(self, contact_phone: str, workspace_id: str) -> bool:
-        """Erase a conversation; True if there was one."""
+        """Erase a conversation and every request record of it; True if there was one."""
         workspace_id, phone = rules.validate_key(contact_phone, workspace_id, self._region)
-        return self._store.delete(workspace_id, phone)
+        return self._repo.write(functools.partial(_delete, workspace_id, phone))
 
     def list_leads(self, query: ListQuery) -> tuple[list[Lead], str]:
         """One page of leads and the token of the next page ("" on the last)."""
         query = rules.validate_list_query(query)
         after = decode_token(query)
-        order_key = query.order_by.split()[0]
+        order_key = ORDER_KEYS[query.order_by]
         # One extra row tells whether another page follows without a second query.
-        fetched = self._store.page(query.filter, order_key, after, query.page_size + 1)
+        fetched = self._repo.page(query.filter, order_key, after, query.page_size + 1)
         leads = fetched[: _fitting(fetched, query.page_size)]
         if len(leads) == len(fetched):
             return leads, ""
@@ -48,7 +109,20 @@ class SarahService:
 
     def get_stats(self, lead_filter: LeadFilter) -> Stats:
         """Counts by temperature and state, and the mean score."""
-        return self._store.stats(rules.validate_filter(lead_filter).workspace_id)
+        workspace_id = rules.validate_filter(lead_filter).workspace_id
+        return stats_of(self._repo.counts(workspace_id))
+
+
+def _delete(workspace_id: str, phone: str, tx: WriteTx) -> bool:
+    tx.delete_requests(workspace_id, phone)
+    old = tx.lock_lead(workspace_id, phone)
+    if old is None:
+        return False
+    tx.delete_lead(workspace_id, phone)
+    deltas = CountDeltas()
+    deltas.change(old, None)
+    tx.add_counts(deltas)
+    return True
 
 
 # 500 leads with every text at its limit would be ~5 MB, over gRPC's default 4 MiB message

@@ -1,13 +1,10 @@
 """Opens the one database the service uses, chosen by a playhouse URL."""
 
-import logging
 import os
 from urllib.parse import urlparse
 
 import peewee
 from playhouse import db_url
-
-_LOGGER = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///data/sarah.db"
 LOCK_WAIT_MS = 5000

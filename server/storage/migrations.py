@@ -3,55 +3,97 @@
 Each migration runs once, in order, and is recorded in `schema_migrations`. Replicas that
 start at once take turns: PostgreSQL holds a transaction-scoped advisory lock, SQLite the
 write lock (BEGIN IMMEDIATE), and each re-reads the version under the lock.
+
+Each migration states its own DDL, written out as peewee generated it from the models of
+its day, so it means the same forever whatever the models become; a test compares the
+schema they build with the models. The SQL is the same on both databases but for the
+integer types, which {serial}, {bigserial} and {bigint} stand for.
 """
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import peewee
 
-from server.storage.counts import rebuild_counts
 from server.storage.database import is_sqlite
-from server.storage.models import MODELS, LeadCount, bind_models, database_proxy
 
 _LOGGER = logging.getLogger(__name__)
 _ADVISORY_LOCK_KEY = 0x5A7A4  # any constant that is this service's own
 _SQLITE_TRIES = 5
 
+_TYPES = {
+    "sqlite": {"serial": "INTEGER", "bigserial": "INTEGER", "bigint": "INTEGER"},
+    "postgresql": {"serial": "SERIAL", "bigserial": "BIGSERIAL", "bigint": "BIGINT"},
+}
 
-class SchemaMigration(peewee.Model):
-    version = peewee.IntegerField(primary_key=True)
-    name = peewee.TextField()
-    applied_at = peewee.BigIntegerField()
+_SCHEMA_MIGRATIONS = (
+    'CREATE TABLE IF NOT EXISTS "schema_migrations" ("version" INTEGER NOT NULL PRIMARY KEY, '
+    '"name" TEXT NOT NULL, "applied_at" {bigint} NOT NULL)'
+)
 
-    class Meta:
-        database = database_proxy
-        table_name = "schema_migrations"
+# IF NOT EXISTS throughout: migration 1 adopts a database made before migrations existed.
+_CONVERSATIONS_AND_REQUEST_IDS = (
+    'CREATE TABLE IF NOT EXISTS "conversation" ("id" {serial} NOT NULL PRIMARY KEY, '
+    '"workspace_id" VARCHAR(64) NOT NULL, "contact_phone" VARCHAR(20) NOT NULL, '
+    '"state" VARCHAR(16) NOT NULL, "lead_score" INTEGER NOT NULL, '
+    '"lead_temperature" VARCHAR(8) NOT NULL, "name" TEXT, "business_type" TEXT, '
+    '"team_size" INTEGER, "pain_points" TEXT NOT NULL, "goals" TEXT, '
+    '"language" VARCHAR(4) NOT NULL, "message_count" INTEGER NOT NULL, '
+    '"created_at" {bigint} NOT NULL, "updated_at" {bigint} NOT NULL, '
+    '"last_message_at" {bigint} NOT NULL, "etag" VARCHAR(32) NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "conversation_workspace_id_contact_phone" '
+    'ON "conversation" ("workspace_id", "contact_phone")',
+    'CREATE INDEX IF NOT EXISTS "conversation_workspace_id_lead_score_contact_phone" '
+    'ON "conversation" ("workspace_id", "lead_score", "contact_phone")',
+    'CREATE INDEX IF NOT EXISTS "conversation_workspace_id_last_message_at_contact_phone" '
+    'ON "conversation" ("workspace_id", "last_message_at", "contact_phone")',
+    'CREATE INDEX IF NOT EXISTS "conversation_workspace_id_created_at_contact_phone" '
+    'ON "conversation" ("workspace_id", "created_at", "contact_phone")',
+    'CREATE INDEX IF NOT EXISTS "conversation_workspace_id_updated_at_contact_phone" '
+    'ON "conversation" ("workspace_id", "updated_at", "contact_phone")',
+    # Covered GetStats until lead counts (migration 2); migration 3 drops it.
+    'CREATE INDEX IF NOT EXISTS "conversation_workspace_id_lead_temperature_state_lead_score" '
+    'ON "conversation" ("workspace_id", "lead_temperature", "state", "lead_score")',
+    'CREATE TABLE IF NOT EXISTS "upsert_request" ("id" {bigserial} NOT NULL PRIMARY KEY, '
+    '"workspace_id" VARCHAR(64) NOT NULL, "contact_phone" VARCHAR(20) NOT NULL, '
+    '"request_id" VARCHAR(128) NOT NULL, "created_at" {bigint} NOT NULL, '
+    '"result" TEXT NOT NULL)',
+    'CREATE INDEX IF NOT EXISTS "upsert_request_created_at" ON "upsert_request" ("created_at")',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "upsert_request_workspace_id_contact_phone_request_id" '
+    'ON "upsert_request" ("workspace_id", "contact_phone", "request_id")',
+)
 
+_LEAD_COUNTS = (
+    'CREATE TABLE IF NOT EXISTS "lead_count" ("id" {serial} NOT NULL PRIMARY KEY, '
+    '"workspace_id" VARCHAR(64) NOT NULL, "lead_temperature" VARCHAR(8) NOT NULL, '
+    '"state" VARCHAR(16) NOT NULL, "n" {bigint} NOT NULL, "score_sum" {bigint} NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "lead_count_workspace_id_lead_temperature_state" '
+    'ON "lead_count" ("workspace_id", "lead_temperature", "state")',
+    # Count the conversations already stored.
+    'DELETE FROM "lead_count"',
+    'INSERT INTO "lead_count" ("workspace_id", "lead_temperature", "state", "n", "score_sum") '
+    'SELECT "workspace_id", "lead_temperature", "state", COUNT("id"), SUM("lead_score") '
+    'FROM "conversation" GROUP BY "workspace_id", "lead_temperature", "state"',
+)
 
-def _initial_schema(db: peewee.Database) -> None:
-    # safe=True (IF NOT EXISTS) adopts a database made before migrations existed.
-    db.create_tables(MODELS, safe=True)
+_INDEXES_ACROSS_WORKSPACES = (
+    'CREATE INDEX IF NOT EXISTS "conversation_lead_score_contact_phone_workspace_id" '
+    'ON "conversation" ("lead_score", "contact_phone", "workspace_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_last_message_at_contact_phone_workspace_id" '
+    'ON "conversation" ("last_message_at", "contact_phone", "workspace_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_created_at_contact_phone_workspace_id" '
+    'ON "conversation" ("created_at", "contact_phone", "workspace_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_updated_at_contact_phone_workspace_id" '
+    'ON "conversation" ("updated_at", "contact_phone", "workspace_id")',
+    # Dead weight since lead counts (migration 2).
+    'DROP INDEX IF EXISTS "conversation_workspace_id_lead_temperature_state_lead_score"',
+)
 
-
-def _lead_counts(db: peewee.Database) -> None:
-    db.create_tables([LeadCount], safe=True)
-    rebuild_counts()
-
-
-def _model_indexes(db: peewee.Database) -> None:
-    # Creates whatever index of the models is missing (CREATE INDEX IF NOT EXISTS), and
-    # drops the one GetStats used before lead counts (migration 2) made it dead weight.
-    db.create_tables(MODELS, safe=True)
-    db.execute_sql("DROP INDEX IF EXISTS "
-                   "conversation_workspace_id_lead_temperature_state_lead_score")
-
-
-MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
-    (1, "conversations and request ids", _initial_schema),
-    (2, "lead counts for GetStats", _lead_counts),
-    (3, "indexes for lists across workspaces", _model_indexes),
+MIGRATIONS: list[tuple[int, str, Sequence[str]]] = [
+    (1, "conversations and request ids", _CONVERSATIONS_AND_REQUEST_IDS),
+    (2, "lead counts for GetStats", _LEAD_COUNTS),
+    (3, "indexes for lists across workspaces", _INDEXES_ACROSS_WORKSPACES),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -60,24 +102,26 @@ class SchemaBehind(RuntimeError):
     """The database's schema is older than this server needs."""
 
 
-def _exclusive(db: peewee.Database):  # type: ignore[no-untyped-def]
-    if is_sqlite(db):
-        return db.atomic("IMMEDIATE")
-    return db.atomic()
+def _run(db: peewee.Database, statements: Sequence[str]) -> None:
+    types = _TYPES["sqlite" if is_sqlite(db) else "postgresql"]
+    for sql in statements:
+        db.execute_sql(sql.format(**types))
+
+
+def _newest(db: peewee.Database) -> int:
+    newest = db.execute_sql('SELECT MAX("version") FROM "schema_migrations"').fetchone()[0]
+    return int(newest or 0)
 
 
 def current_version(db: peewee.Database) -> int:
-    bind_models(db)
     with db.connection_context():
-        if not db.table_exists(SchemaMigration._meta.table_name):
+        if not db.table_exists("schema_migrations"):
             return 0
-        newest = SchemaMigration.select(peewee.fn.MAX(SchemaMigration.version)).scalar()
-        return int(newest or 0)
+        return _newest(db)
 
 
 def migrate(db: peewee.Database) -> tuple[int, int]:
     """Apply every pending migration; return (version before, version after)."""
-    bind_models(db)
     for attempt in range(_SQLITE_TRIES):
         try:
             return _migrate_once(db)
@@ -94,18 +138,20 @@ def migrate(db: peewee.Database) -> tuple[int, int]:
 
 
 def _migrate_once(db: peewee.Database) -> tuple[int, int]:
-    with db.connection_context(), _exclusive(db):
+    exclusive = db.atomic("IMMEDIATE") if is_sqlite(db) else db.atomic()
+    with db.connection_context(), exclusive:
         if not is_sqlite(db):
             db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-        db.create_tables([SchemaMigration], safe=True)
-        before = int(SchemaMigration.select(peewee.fn.MAX(SchemaMigration.version)).scalar()
-                     or 0)
-        for version, name, step in MIGRATIONS:
+        _run(db, [_SCHEMA_MIGRATIONS])
+        before = _newest(db)
+        for version, name, statements in MIGRATIONS:
             if version > before:
                 _LOGGER.info("migrating to schema %d: %s", version, name)
-                step(db)
-                SchemaMigration.create(version=version, name=name,
-                                       applied_at=time.time_ns() // 1000)
+                _run(db, statements)
+                db.execute_sql(
+                    'INSERT INTO "schema_migrations" ("version", "name", "applied_at") '
+                    f"VALUES ({db.param}, {db.param}, {db.param})",
+                    (version, name, time.time_ns() // 1000))
     return before, LATEST
 
 

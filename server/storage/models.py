@@ -1,9 +1,11 @@
-"""The database schema as peewee models, bound at start-up to the one database in use."""
+"""The database schema as peewee models, bound at start-up to the one database in use.
+
+The migrations (migrations.py) make the schema; tests/service/test_migrations.py checks
+that these models describe exactly what they make."""
 
 import peewee
 
 database_proxy = peewee.DatabaseProxy()
-
 
 
 class _Model(peewee.Model):
@@ -64,14 +66,6 @@ class UpsertRequestRow(_Model):
         indexes = ((("workspace_id", "contact_phone", "request_id"), True),)
 
 
-MODELS = (ConversationRow, UpsertRequestRow)  # the schema of migration 1
-
-
-def bind_models(db: peewee.Database) -> None:
-    """Point every model at `db`: one database per process, chosen at start-up."""
-    database_proxy.initialize(db)
-
-
 class LeadCount(_Model):
     """How many leads, and their summed score, per (workspace, temperature, state).
 
@@ -88,3 +82,11 @@ class LeadCount(_Model):
     class Meta:
         table_name = "lead_count"
         indexes = ((("workspace_id", "lead_temperature", "state"), True),)
+
+
+MODELS = (ConversationRow, UpsertRequestRow, LeadCount)  # every table but schema_migrations
+
+
+def bind_models(db: peewee.Database) -> None:
+    """Point every model at `db`: one database per process, chosen at start-up."""
+    database_proxy.initialize(db)

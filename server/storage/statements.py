@@ -3,7 +3,7 @@
 Peewee builds a query's SQL anew on every call, and for GetState that costs more than
 SQLite takes to run it (two thirds of the call, measured with cProfile). The statements
 of GetState, UpsertState and GetStats never change shape, so peewee generates each one once, here,
-and the store runs the text with execute_sql: the models stay the one source of the schema.
+and the repository runs the text with execute_sql: the models stay the one source of the schema.
 """
 
 from collections.abc import Callable, Mapping
@@ -13,7 +13,6 @@ from typing import Any
 import peewee
 
 from server.core.domain import Lead
-from server.storage.counts import select_counts
 from server.storage.models import ConversationRow, LeadCount, UpsertRequestRow
 
 LEAD_COLUMNS = [f.name for f in fields(Lead)]
@@ -26,7 +25,8 @@ class Statement:
     sql: str
     names: tuple[str, ...]
 
-    def run(self, db: peewee.Database, values: Mapping[str, Any]):  # type: ignore[no-untyped-def]
+    def run(self, db: peewee.Database, values: Mapping[str, Any]) -> Any:
+        """Execute the statement; returns the driver's cursor."""
         return db.execute_sql(self.sql, [values[name] for name in self.names])
 
 
@@ -77,9 +77,10 @@ class Statements:
                 update={r.created_at: peewee.EXCLUDED.created_at,
                         r.result: peewee.EXCLUDED.result}),
             r, [*key, "request_id", "created_at", "result"])
+        counts = n.select(n.lead_temperature, n.state, n.n, n.score_sum)
         self.counts_of_workspace = _compile(
-            lambda v: select_counts(v["workspace_id"]), n, ["workspace_id"])
-        self.counts_of_all = _compile(lambda v: select_counts(None), n, [])
+            lambda v: counts.where(n.workspace_id == v["workspace_id"]), n, ["workspace_id"])
+        self.counts_of_all = _compile(lambda v: counts, n, [])
         self.add_to_count = _compile(
             lambda v: n.insert(workspace_id=v["workspace_id"],
                                lead_temperature=v["lead_temperature"], state=v["state"],

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,7 +12,9 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import create_server
 from server.config import Config
-from server.storage.migrations import LATEST
+from server.storage.database import open_database
+from server.storage.migrations import LATEST, migrate
+from server.storage.models import MODELS, ConversationRow, UpsertRequestRow, bind_models
 from tests.support.dbtools import fresh_postgres_database, is_postgres, new_database_url, query
 from tests.support.helpers import PHONE, ROOT
 
@@ -57,13 +60,11 @@ def test_server_without_migrate_refuses_an_old_schema(empty_database_url) -> Non
 
 
 def test_database_made_before_migrations_is_adopted_with_its_data(empty_database_url) -> None:
-    from server.storage.database import open_database
-    from server.storage.models import MODELS, bind_models
-
     db = open_database(empty_database_url)
     bind_models(db)
     with db.connection_context():
-        db.create_tables(MODELS)  # how the first version of the server made its schema
+        # How the first version of the server made its schema.
+        db.create_tables([ConversationRow, UpsertRequestRow])
         db.execute_sql(
             "INSERT INTO conversation (workspace_id, contact_phone, state, lead_score, "
             "lead_temperature, pain_points, language, message_count, created_at, updated_at, "
@@ -81,6 +82,39 @@ def test_database_made_before_migrations_is_adopted_with_its_data(empty_database
     assert (lead.state, lead.lead_score, lead.message_count) == (pb.handoff, 88, 9)
     assert (stats.total, stats.hot, stats.by_state.handoff, stats.avg_score) == (1, 1, 1, 88)
     assert _versions(empty_database_url)[-1] == (LATEST,)
+
+
+def _schema(url: str, tables: list[str] | None = None) -> dict[str, object]:
+    """Each table's columns (in order) and indexes, as the database itself reports them."""
+    db = open_database(url, pool_size=1)
+    try:
+        with db.connection_context():
+            names = tables if tables is not None else db.get_tables()
+            return {table: (
+                [(c.name, c.data_type, c.null, c.primary_key, c.default)
+                 for c in db.get_columns(table)],
+                sorted((i.name, tuple(i.columns), i.unique) for i in db.get_indexes(table)),
+            ) for table in sorted(names)}
+    finally:
+        db.close_all()
+
+
+def test_migrations_make_exactly_the_schema_the_models_describe(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    migrated_url = new_database_url(backend, tmp_path / "migrated", request)
+    modelled_url = new_database_url(backend, tmp_path / "modelled", request)
+    migrated = open_database(migrated_url, pool_size=1)
+    migrate(migrated)
+    migrated.close_all()
+    modelled = open_database(modelled_url, pool_size=1)
+    bind_models(modelled)
+    with modelled.connection_context():
+        modelled.create_tables(MODELS)
+    modelled.close_all()
+    tables = [model._meta.table_name for model in MODELS]
+    migrated_schema = _schema(migrated_url)
+    assert sorted(migrated_schema) == sorted([*tables, "schema_migrations"])
+    assert _schema(migrated_url, tables) == _schema(modelled_url, tables)
 
 
 def test_copy_data_moves_a_sqlite_file_into_postgresql(tmp_path, postgres_server_url) -> None:

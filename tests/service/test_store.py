@@ -1,11 +1,11 @@
-"""Storage behaviour that needs a clock: request ids expire after 24 hours."""
+"""The write sequence on both databases, with a clock: request ids expire after 24 hours."""
 
 from server.core.domain import Patch
-from server.core.rules import apply_patch
+from server.core.service import REQUEST_ID_TTL_US, SarahService
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.models import UpsertRequestRow
-from server.storage.store import REQUEST_ID_TTL_US, Store
+from server.storage.repository import Repository
 
 PHONE = "+6281234567890"
 
@@ -18,27 +18,26 @@ class _Clock:
         return self.now
 
 
-def _add_one(store: Store, request_id: str) -> int:
+def _add_one(service: SarahService, request_id: str) -> int:
     patch = Patch(contact_phone=PHONE, add_messages=1, request_id=request_id)
-    lead = store.upsert("", PHONE, request_id, lambda cur, now: apply_patch(patch, cur, now))
-    return lead.message_count
+    return service.upsert_state(patch).message_count
 
 
 def test_request_id_expires_after_24_hours_and_is_pruned(database_url: str) -> None:
     clock = _Clock()
     db = open_database(database_url)
     migrate(db)
-    store = Store(db, clock=clock)
+    repo = Repository(db)
+    service = SarahService(repo, clock=clock)
     try:
-        assert _add_one(store, "wamid.1") == 1
+        assert _add_one(service, "wamid.1") == 1
         clock.now += REQUEST_ID_TTL_US - 1
-        assert _add_one(store, "wamid.1") == 1  # still within 24 hours: not applied again
+        assert _add_one(service, "wamid.1") == 1  # still within 24 hours: not applied again
         clock.now += 2
-        assert _add_one(store, "wamid.1") == 2  # a day later it is a new request
-        store._last_prune = 0.0  # let the next write prune at once
-        clock.now += REQUEST_ID_TTL_US + 1
-        assert _add_one(store, "wamid.2") == 3
+        assert _add_one(service, "wamid.1") == 2  # a day later it is a new request
+        clock.now += REQUEST_ID_TTL_US + 1  # long past the prune cadence too
+        assert _add_one(service, "wamid.2") == 3
         with db.connection_context():
             assert [r.request_id for r in UpsertRequestRow.select()] == ["wamid.2"]
     finally:
-        store.close()
+        repo.close()

@@ -1,0 +1,268 @@
+"""The repository: every query the service makes, as plain operations on plain values.
+
+Reads run on their own; writes run inside `Repository.write`, whose transaction offers
+the operations of a write (WriteTx). Which operations a use case runs, in which order, and
+why, is the use case's business (core/service.py); here live only the storage mechanics:
+connections, SQLite's one writer, retrying a lost insert race, and the SQL. The hot path
+runs compiled statements (statements.py); the rest uses peewee's query builder.
+"""
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import peewee
+
+from server.core.counts import CountDeltas, CountRow
+from server.core.domain import Lead, LeadFilter
+from server.core.errors import Unavailable
+from server.storage.database import LOCK_WAIT_MS, is_sqlite
+from server.storage.errors import database_errors
+from server.storage.models import ConversationRow, LeadCount, UpsertRequestRow, bind_models
+from server.storage.statements import LEAD_COLUMNS, Statements
+
+_INSERT_RACE_RETRIES = 3
+# Under SQLite's oldest limit of 999 variables per statement: 2 per key, 16 per row.
+_KEYS_PER_QUERY = 400
+_ROWS_PER_INSERT = 50
+_T = TypeVar("_T")
+Key = tuple[str, str]  # (workspace_id, contact_phone)
+_PAIN_POINTS = LEAD_COLUMNS.index("pain_points")
+
+
+def _lead_values(lead: Lead) -> dict[str, Any]:
+    # A shallow dataclasses.asdict: its deep copy cost a tenth of an upsert.
+    return {name: getattr(lead, name) for name in LEAD_COLUMNS}
+
+
+def _lead_from_tuple(row: tuple[Any, ...]) -> Lead:
+    """A Lead from a row of (id, *LEAD_COLUMNS)."""
+    values = list(row[1:])
+    values[_PAIN_POINTS] = tuple(json.loads(values[_PAIN_POINTS]))
+    return Lead(*values)
+
+
+def _row_values(lead: Lead) -> dict[str, Any]:
+    values = _lead_values(lead)
+    values["pain_points"] = json.dumps(list(lead.pain_points), ensure_ascii=False)
+    return values
+
+
+def _lead_to_json(lead: Lead) -> str:
+    return json.dumps(_lead_values(lead), ensure_ascii=False)
+
+
+def _lead_from_json(text: str) -> Lead:
+    values = json.loads(text)
+    values["pain_points"] = tuple(values["pain_points"])
+    return Lead(**values)
+
+
+def _lead_columns() -> list[peewee.Field]:
+    return [ConversationRow.id, *(getattr(ConversationRow, c) for c in LEAD_COLUMNS)]
+
+
+def _where(lead_filter: LeadFilter) -> list[peewee.Expression]:
+    """The filter as conditions that peewee's where(*conditions) joins with AND."""
+    clauses: list[peewee.Expression] = []
+    if lead_filter.workspace_id is not None:
+        clauses.append(ConversationRow.workspace_id == lead_filter.workspace_id)
+    if lead_filter.temperature is not None:
+        clauses.append(ConversationRow.lead_temperature == lead_filter.temperature)
+    if lead_filter.state is not None:
+        clauses.append(ConversationRow.state == lead_filter.state)
+    if lead_filter.min_score is not None:
+        clauses.append(ConversationRow.lead_score >= lead_filter.min_score)
+    return clauses
+
+
+class WriteTx:
+    """The operations of one write transaction. A lead is updated or deleted by the row
+    that lock_lead or lock_leads found for its key in this transaction."""
+
+    def __init__(self, db: peewee.Database, sql: Statements):
+        self._db = db
+        self._sql = sql
+        self._row_ids: dict[Key, int] = {}
+
+    def _key(self, workspace_id: str, phone: str) -> dict[str, str]:
+        return {"workspace_id": workspace_id, "contact_phone": phone}
+
+    def lock_lead(self, workspace_id: str, phone: str) -> Lead | None:
+        """The stored lead, locked until the transaction ends (on PostgreSQL; SQLite's
+        writer lock already covers it); None if there is none."""
+        row = self._sql.lock_lead.run(self._db, self._key(workspace_id, phone)).fetchone()
+        if row is None:
+            return None
+        self._row_ids[(workspace_id, phone)] = row[0]
+        return _lead_from_tuple(row)
+
+    def lock_leads(self, keys: Iterable[Key]) -> dict[Key, Lead]:
+        """The stored leads of `keys`, locked like lock_lead's, in a few queries."""
+        key = peewee.Tuple(ConversationRow.workspace_id, ConversationRow.contact_phone)
+        found: dict[Key, Lead] = {}
+        for part in peewee.chunked(keys, _KEYS_PER_QUERY):
+            query = ConversationRow.select(*_lead_columns()).where(key.in_(part))
+            if self._db.for_update:
+                query = query.for_update()
+            for row in query.tuples():
+                lead = _lead_from_tuple(row)
+                self._row_ids[(lead.workspace_id, lead.contact_phone)] = row[0]
+                found[(lead.workspace_id, lead.contact_phone)] = lead
+        return found
+
+    def insert_lead(self, lead: Lead) -> None:
+        self._sql.insert_lead.run(self._db, _row_values(lead))
+
+    def insert_leads(self, leads: Iterable[Lead]) -> None:
+        rows = [_row_values(lead) for lead in leads]
+        for part in peewee.chunked(rows, _ROWS_PER_INSERT):
+            ConversationRow.insert_many(part).execute()
+
+    def update_lead(self, lead: Lead) -> None:
+        row_id = self._row_ids[(lead.workspace_id, lead.contact_phone)]
+        self._sql.update_lead.run(self._db, {**_row_values(lead), "id": row_id})
+
+    def delete_lead(self, workspace_id: str, phone: str) -> None:
+        row_id = self._row_ids.pop((workspace_id, phone))
+        ConversationRow.delete().where(ConversationRow.id == row_id).execute()
+
+    def add_counts(self, deltas: CountDeltas) -> None:
+        for change in deltas.changes():
+            self._sql.add_to_count.run(self._db, change._asdict())
+
+    def find_request(self, workspace_id: str, phone: str, request_id: str,
+                     since: int) -> Lead | None:
+        """The lead a request_id left, if it was saved after `since`."""
+        seen = self._sql.select_request.run(self._db, {
+            **self._key(workspace_id, phone), "request_id": request_id, "since": since,
+        }).fetchone()
+        return _lead_from_json(seen[0]) if seen else None
+
+    def save_request(self, request_id: str, created_at: int, lead: Lead) -> None:
+        """Remember what `request_id` left (replacing an older record of it)."""
+        self._sql.save_request.run(self._db, {
+            **self._key(lead.workspace_id, lead.contact_phone), "request_id": request_id,
+            "created_at": created_at, "result": _lead_to_json(lead),
+        })
+
+    def prune_requests(self, created_up_to: int) -> int:
+        """Forget every request saved at or before `created_up_to`; how many went."""
+        return int(UpsertRequestRow.delete()
+                   .where(UpsertRequestRow.created_at <= created_up_to).execute())
+
+    def delete_requests(self, workspace_id: str, phone: str) -> None:
+        """Forget every request of one lead."""
+        UpsertRequestRow.delete().where(
+            (UpsertRequestRow.workspace_id == workspace_id)
+            & (UpsertRequestRow.contact_phone == phone)
+        ).execute()
+
+
+class Repository:
+    """Conversations and their counts in one peewee database."""
+
+    def __init__(self, db: peewee.Database):
+        self._db = db
+        self._writers = threading.Lock()
+        bind_models(db)
+        self._sql = Statements(db)
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """A pooled connection for the duration, with driver errors mapped to Unavailable."""
+        with database_errors(), self._db.connection_context():
+            yield
+
+    def close(self) -> None:
+        """Close every connection of every thread (the server has stopped calling)."""
+        close_all = getattr(self._db, "close_all", self._db.close)
+        close_all()
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        if not is_sqlite(self._db):
+            with self._db.atomic():
+                yield
+            return
+        # SQLite has one writer at a time. Writers of this process queue on a lock, in
+        # order, rather than in SQLite's busy handler, which sleeps up to 100 ms a try
+        # (that was UpsertState's p99). The lock is taken up front (BEGIN IMMEDIATE): a
+        # deferred transaction that upgrades to a write fails at once with "database is
+        # locked" when another process writes.
+        if not self._writers.acquire(timeout=LOCK_WAIT_MS / 1000):
+            raise Unavailable("the database is busy with other writes; retry shortly")
+        try:
+            with self._db.atomic("IMMEDIATE"):
+                yield
+        finally:
+            self._writers.release()
+
+    def write(self, work: Callable[[WriteTx], _T]) -> _T:
+        """Run `work` in one write transaction and return its result; all of it is written
+        or none. Runs it again if a concurrent first insert of the same key won, so `work`
+        must read what it needs through the transaction it is given."""
+        for attempt in range(_INSERT_RACE_RETRIES):
+            try:
+                with self._session(), self._write_transaction():
+                    return work(WriteTx(self._db, self._sql))
+            except peewee.IntegrityError as exc:
+                # Only without SQLite's up-front lock: two first writes of one lead (or one
+                # request_id) raced; the retry sees the winner's row.
+                if attempt == _INSERT_RACE_RETRIES - 1:
+                    raise Unavailable(f"write conflict, retry: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def get(self, workspace_id: str, phone: str) -> Lead | None:
+        with self._session():
+            row = self._sql.select_lead.run(
+                self._db, {"workspace_id": workspace_id, "contact_phone": phone}).fetchone()
+        return _lead_from_tuple(row) if row else None
+
+    def page(self, lead_filter: LeadFilter, order_key: str,
+             after: tuple[int, str, str] | None, limit: int) -> list[Lead]:
+        """Return up to `limit` leads ordered by `order_key` descending, then contact_phone
+        and workspace_id descending, strictly after the position `after`."""
+        key = getattr(ConversationRow, order_key)
+        position = peewee.Tuple(key, ConversationRow.contact_phone, ConversationRow.workspace_id)
+        where = _where(lead_filter)
+        if after is not None:
+            where.append(position < peewee.Tuple(*after))
+        query = ConversationRow.select(*_lead_columns())
+        if where:  # peewee refuses where() of nothing
+            query = query.where(*where)
+        query = (query.order_by(key.desc(), ConversationRow.contact_phone.desc(),
+                                ConversationRow.workspace_id.desc())
+                 .limit(limit)
+                 .tuples())  # a model object per row cost more than the query
+        with self._session():
+            return [_lead_from_tuple(row) for row in query]
+
+    def counts(self, workspace_id: str | None) -> list[CountRow]:
+        """The lead counts of one workspace, or of all (a row per workspace and bucket)."""
+        with self._session():
+            if workspace_id is None:
+                rows = self._sql.counts_of_all.run(self._db, {})
+            else:
+                rows = self._sql.counts_of_workspace.run(self._db, {"workspace_id": workspace_id})
+            return [CountRow._make(row) for row in rows.fetchall()]
+
+    def count(self) -> int:
+        """How many conversations are stored, in every workspace."""
+        with self._session():
+            total = LeadCount.select(peewee.fn.COALESCE(peewee.fn.SUM(LeadCount.n), 0)).scalar()
+        return int(total)
+
+    def rebuild_counts(self) -> None:
+        """Count every conversation afresh (after a bulk copy)."""
+        c, n = ConversationRow, LeadCount
+        grouped = c.select(
+            c.workspace_id, c.lead_temperature, c.state,
+            peewee.fn.COUNT(c.id), peewee.fn.SUM(c.lead_score),
+        ).group_by(c.workspace_id, c.lead_temperature, c.state)
+        with self._session(), self._write_transaction():
+            n.delete().execute()
+            n.insert_from(grouped, [n.workspace_id, n.lead_temperature, n.state, n.n,
+                                    n.score_sum]).execute()
