@@ -7,7 +7,7 @@ The server runs as `make bench` runs it, h2load drives one RPC over gRPC, and
 server is GIL-bound (about one core busy however many threads it has), so those samples
 are the time that limits throughput. Each sample counts once, for the layer of its
 innermost recognisable frame (sqlite's C code under peewee counts as sqlite, peewee
-under our store as peewee). Needs py-spy (`pip install -e '.[dev]'`) and root or ptrace.
+under our storage layer as peewee). Needs py-spy (`pip install -e '.[dev]'`) and root or ptrace.
 """
 
 import argparse
@@ -42,15 +42,15 @@ _LAYERS = (
 # (what, a substring of a frame): the share of samples with such a frame on the stack
 _INCLUSIVE = (
     ("gRPC worker: the handler and everything grpcio does around it", "_WorkItem.run ("),
-    ("the server's interceptors (call log, metrics) and all inside", "(server/interceptors.py"),
+    ("the server's interceptors (call log, metrics) and all inside", "(server/api/interceptors.py"),
     ("  writing the call log line", "Logger.info ("),
-    ("  the servicer method", "(server/servicer.py"),
-    ("    the store (peewee and sqlite)", "(server/store.py"),
+    ("  the servicer method", "(server/api/servicer.py"),
+    ("    the storage layer (peewee and sqlite)", "(server/storage/"),
     ("      peewee building SQL text", "Context.sql ("),
     ("      peewee turning rows into model objects", "CursorWrapper.fill_cache ("),
     ("      sqlite3 cursor.execute", "Database.execute_sql ("),
-    ("    rules: validation and phone normalisation", "(server/rules.py"),
-    ("    convert: protobuf <-> Lead", "(server/convert.py"),
+    ("    rules: validation and phone normalisation", "(server/core/rules.py"),
+    ("    convert: protobuf <-> Lead", "(server/api/convert.py"),
 )
 
 
