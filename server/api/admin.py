@@ -11,7 +11,8 @@ from google.protobuf import timestamp_pb2
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.api import convert, status
-from server.core import rules
+from server.api.auth import caller_scope
+from server.core import rules, scope
 from server.core.domain import Lead, Patch
 from server.core.errors import InvalidArgument
 from server.storage.store import Store
@@ -103,6 +104,7 @@ class SarahAdminServicer(sarah_pb2_grpc.SarahAdminServiceServicer):
     def ImportConversations(  # type: ignore[no-untyped-def]
         self, request: pb.ImportConversationsRequest, context
     ) -> pb.ImportConversationsResponse:
+        scope.require_every_workspace(caller_scope())
         items = [_imported_from_proto(c) for c in request.conversations]
         outcomes = import_conversations(self._store, self._region, items)
         return pb.ImportConversationsResponse(results=[
