@@ -8,6 +8,8 @@ from google.protobuf import timestamp_pb2
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.api import convert, status
+from server.api.auth import caller_scope
+from server.core import scope
 from server.core.importing import Imported, import_conversations
 from server.storage.repository import Repository
 
@@ -44,6 +46,7 @@ class SarahAdminServicer(sarah_pb2_grpc.SarahAdminServiceServicer):
     def ImportConversations(  # type: ignore[no-untyped-def]
         self, request: pb.ImportConversationsRequest, context
     ) -> pb.ImportConversationsResponse:
+        scope.require_every_workspace(caller_scope())
         items = [_imported_from_proto(c) for c in request.conversations]
         outcomes = import_conversations(self._repo, self._region, items)
         return pb.ImportConversationsResponse(results=[

@@ -10,13 +10,12 @@ import hashlib
 import hmac
 import logging
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf.message import Message
-
 from server.core.domain import WORKSPACE_ID
-from server.core.errors import SarahError
+from server.core.scope import EVERY_WORKSPACE, Scope
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -25,15 +24,17 @@ _HASH_PREFIX = "sha256:"
 _HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-class PermissionDenied(SarahError):
-    """A valid key used for a workspace it is not bound to."""
-
-
 @dataclass(frozen=True)
 class ApiKey:
     digest: bytes
     workspace: str  # ALL_WORKSPACES, or the one workspace the key may see
     label: str
+
+    @property
+    def scope(self) -> Scope:
+        """The workspaces this key reaches."""
+        every = self.workspace == ALL_WORKSPACES
+        return Scope(workspace=None if every else self.workspace, label=self.label)
 
 
 def hash_key(key: str) -> str:
@@ -43,7 +44,7 @@ def hash_key(key: str) -> str:
 
 def parse_keys(text: str) -> list[ApiKey]:
     """The keys of a keys file's text; ValueError names the first bad line."""
-    keys = []
+    keys: list[ApiKey] = []
     for number, line in enumerate(text.splitlines(), start=1):
         words = line.split()
         if not words or words[0].startswith("#"):
@@ -105,24 +106,17 @@ def presented_key(metadata: tuple[tuple[str, str | bytes], ...]) -> str | None:
     return None
 
 
-def scope_to_key(key: ApiKey, request: Message) -> None:
-    """Hold a request to the key's workspace.
+# Who the current call's caller may reach. The auth interceptor sets it; grpc runs the
+# interceptors and the handler of one call in one fresh contextvars.Context, so the value
+# belongs to that call alone. Without keys nothing sets it: every caller reaches everything.
+_CALLER_SCOPE: ContextVar[Scope] = ContextVar("caller_scope", default=EVERY_WORKSPACE)
 
-    A request without a workspace_id where the field is optional (ListLeads, GetStats) is
-    given the key's, so it means "my workspace". Raises PermissionDenied for any other
-    workspace, and for requests that span workspaces (the admin import).
-    """
-    if key.workspace == ALL_WORKSPACES:
-        return
-    field = request.DESCRIPTOR.fields_by_name.get("workspace_id")
-    if field is None:
-        raise PermissionDenied(
-            f"this operation needs a key for every workspace; {key.label!r} is bound to "
-            f"workspace {key.workspace!r}")
-    if field.has_presence and not request.HasField("workspace_id"):
-        request.workspace_id = key.workspace  # type: ignore[attr-defined]
-        return
-    asked = request.workspace_id  # type: ignore[attr-defined]
-    if asked != key.workspace:
-        # Cut short: a status message over 8 KiB would replace this error with another.
-        raise PermissionDenied(f"this key is not allowed workspace {asked[:64]!r}")
+
+def set_caller_scope(scope: Scope) -> None:
+    """Record, for the call being handled, which workspaces its caller may reach."""
+    _CALLER_SCOPE.set(scope)
+
+
+def caller_scope() -> Scope:
+    """Which workspaces the caller of the call being handled may reach."""
+    return _CALLER_SCOPE.get()

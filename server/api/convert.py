@@ -1,13 +1,21 @@
 """Translation between protobuf messages and the service's own values."""
 
+from typing import Any, Protocol
+
 from google.protobuf import timestamp_pb2
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import Message
 
 from sarah.v1 import sarah_pb2 as pb
 from server.core.domain import Lead, LeadFilter, Patch, Stats
 
 
-def _word(enum: EnumTypeWrapper, number: int) -> str:
+class _Enum(Protocol):
+    """A generated enum (pb.State, ...): its words by number."""
+
+    def Name(self, number: Any) -> str: ...  # noqa: N802 - protobuf's name
+
+
+def _word(enum: _Enum, number: int) -> str:
     """The enum word of `number`; an unknown number stays a number, which rules reject."""
     try:
         return enum.Name(number)
@@ -15,11 +23,11 @@ def _word(enum: EnumTypeWrapper, number: int) -> str:
         return str(number)
 
 
-def _optional_word(message, field: str, enum: EnumTypeWrapper) -> str | None:  # type: ignore[no-untyped-def]
+def _optional_word(message: Message, field: str, enum: _Enum) -> str | None:
     return _word(enum, getattr(message, field)) if message.HasField(field) else None
 
 
-def _optional(message, field: str):  # type: ignore[no-untyped-def]
+def _optional(message: Message, field: str) -> Any:
     return getattr(message, field) if message.HasField(field) else None
 
 

@@ -1,11 +1,16 @@
-"""Server interceptors: the call log and metrics, and API-key authentication."""
+"""Server interceptors: request decoding, the call log and metrics, API-key authentication."""
+
+from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
 
-from server.api.auth import ALL_WORKSPACES, KeyRing, PermissionDenied, presented_key, scope_to_key
+from server.api import status
+from server.api.auth import KeyRing, presented_key, set_caller_scope
 from server.api.metrics import Metrics
 
 _LOGGER = logging.getLogger("server.calls")
@@ -13,23 +18,48 @@ _LOGGER = logging.getLogger("server.calls")
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
 
+# Handlers carry messages of many types; an interceptor passes them on without looking.
+# (Generic in types-grpcio only, hence the quotes.)
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], _Handler | None]"
+_Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
-def _unary(handler: grpc.RpcMethodHandler, behavior) -> grpc.RpcMethodHandler:  # type: ignore[no-untyped-def]
-    """`handler` with `behavior`, decoding the request itself: grpc's own decoding answers
-    bytes that are not the method's message (or strings that are not UTF-8) with INTERNAL."""
-    deserialize = handler.request_deserializer
 
-    def decoding(raw, context):  # type: ignore[no-untyped-def]
-        try:
-            request = deserialize(raw) if deserialize else raw
-        except Exception:  # noqa: BLE001 - DecodeError, and whatever a codec may raise
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          "the request does not decode as this method's message "
-                          "(malformed bytes, or text that is not UTF-8)")
-        return behavior(request, context)
+class _EndedContext(Protocol):
+    """grpc's servicer context tells the code a call ended with (types-grpcio omits it)."""
 
+    def code(self) -> grpc.StatusCode | None: ...
+
+
+def _with_behavior(handler: _Handler, behavior: _Behavior) -> _Handler:
+    """The unary `handler` with `behavior` in place of its own, for the same messages."""
     return grpc.unary_unary_rpc_method_handler(
-        decoding, request_deserializer=None, response_serializer=handler.response_serializer)
+        behavior, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
+
+
+class DecodeInterceptor(grpc.ServerInterceptor):
+    """Decodes every unary request itself, so that bytes that are not the method's message
+    (or strings that are not UTF-8) are INVALID_ARGUMENT, mapped in status.py: grpc's own
+    decoding answers them with INTERNAL. Install it first, so it wraps all the others."""
+
+    def intercept_service(self, continuation: _Continuation,
+                          handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        deserialize, behavior = handler.request_deserializer, handler.unary_unary
+
+        def decoding(raw: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                request = deserialize(raw)
+            except Exception:  # noqa: BLE001 - DecodeError, and whatever a codec may raise
+                status.abort(context, status.Undecodable())
+            return behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            decoding, request_deserializer=None,
+            response_serializer=handler.response_serializer)
 
 
 class ObserveInterceptor(grpc.ServerInterceptor):
@@ -39,7 +69,8 @@ class ObserveInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: Metrics | None = None):
         self._metrics = metrics
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(self, continuation: _Continuation,
+                          handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
         handler = continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or handler.unary_unary is None or method.startswith(HEALTH_PREFIX):
@@ -48,13 +79,13 @@ class ObserveInterceptor(grpc.ServerInterceptor):
         # Envoy sends x-request-id, which its access log shows too: one id joins both lines.
         request_id = dict(handler_call_details.invocation_metadata or ()).get("x-request-id", "-")
 
-        def observed(request, context):  # type: ignore[no-untyped-def]
+        def observed(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             try:
                 return inner(request, context)
             finally:
                 seconds = time.perf_counter() - start
-                code = (context.code() or grpc.StatusCode.OK).name
+                code = (cast(_EndedContext, context).code() or grpc.StatusCode.OK).name
                 if self._metrics is not None:
                     self._metrics.observe(method, code, seconds)
                 fields = {"method": method, "code": code,
@@ -63,13 +94,13 @@ class ObserveInterceptor(grpc.ServerInterceptor):
                              method, code, seconds * 1000, request_id,
                              extra={"fields": fields})
 
-        return _unary(handler, observed)
+        return _with_behavior(handler, observed)
 
 
-def _rejections(code: grpc.StatusCode, message: str) -> dict[str, grpc.RpcMethodHandler]:
+def _rejections(code: grpc.StatusCode, message: str) -> dict[str, _Handler]:
     """A handler of each call shape that ends the call with `code`."""
 
-    def reject(_request, context):  # type: ignore[no-untyped-def]
+    def reject(_request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(code, message)
 
     return {
@@ -80,7 +111,7 @@ def _rejections(code: grpc.StatusCode, message: str) -> dict[str, grpc.RpcMethod
     }
 
 
-def _shape(handler: grpc.RpcMethodHandler) -> str:
+def _shape(handler: _Handler) -> str:
     if handler.unary_unary:
         return "unary_unary"
     if handler.unary_stream:
@@ -89,8 +120,9 @@ def _shape(handler: grpc.RpcMethodHandler) -> str:
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    """Every call needs a known API key, except health checks (and reflection if open);
-    a key bound to a workspace reaches only that workspace."""
+    """Every call needs a known API key, except health checks (and reflection if open).
+    It settles only who calls: which workspaces that caller reaches is the service's rule
+    (core/scope.py), applied to the scope recorded here."""
 
     def __init__(self, keys: KeyRing, open_reflection: bool):
         self._keys = keys
@@ -99,7 +131,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
             grpc.StatusCode.UNAUTHENTICATED,
             "missing or unknown API key: send `authorization: Bearer KEY` or `x-api-key: KEY`")
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(self, continuation: _Continuation,
+                          handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
         handler = continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(self._open):
             return handler
@@ -107,15 +140,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         key = self._keys.find(presented) if presented else None
         if key is None:
             return self._unauthenticated[_shape(handler)]
-        if key.workspace == ALL_WORKSPACES or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-
-        def scoped(request, context):  # type: ignore[no-untyped-def]
-            try:
-                scope_to_key(key, request)
-            except PermissionDenied as exc:
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-            return inner(request, context)
-
-        return _unary(handler, scoped)
+        # grpc runs this and the call's handler in one Context of their own: the handler
+        # sees this scope, and no other call does.
+        set_caller_scope(key.scope)
+        return handler

@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Callable, Iterator
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -38,7 +39,7 @@ class Metrics:
         self._latency = Histogram("sarah_call_duration_seconds", "gRPC call latency",
                                   ["method"], buckets=_BUCKETS, registry=self.registry)
         self.registry.register(_Conversations(count_conversations))
-        self._http = None
+        self._http: WSGIServer | None = None
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self._calls.labels(method, code).inc()

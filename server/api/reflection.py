@@ -6,9 +6,10 @@ comments (generated code strips them). For the files of our own descriptor set, 
 """
 
 from importlib import resources
+from typing import Any, cast
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection
 
 
@@ -28,10 +29,11 @@ def _own_files() -> dict[str, descriptor_pb2.FileDescriptorProto]:
 class _FileWithComments:
     """A file descriptor whose CopyToProto includes source info when we have it."""
 
-    def __init__(self, descriptor, own: dict[str, descriptor_pb2.FileDescriptorProto]):  # type: ignore[no-untyped-def]
-        self._descriptor = descriptor
+    def __init__(self, file: descriptor.FileDescriptor,
+                 own: dict[str, descriptor_pb2.FileDescriptorProto]):
+        self._descriptor = file
         self._own = own
-        self.name = descriptor.name
+        self.name = file.name
 
     @property
     def dependencies(self) -> list["_FileWithComments"]:
@@ -57,12 +59,14 @@ class _PoolWithComments:
     def FindFileContainingSymbol(self, symbol: str) -> _FileWithComments:  # noqa: N802
         return _FileWithComments(self._pool.FindFileContainingSymbol(symbol), self._own)
 
-    def __getattr__(self, attribute: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, attribute: str) -> Any:
         return getattr(self._pool, attribute)
 
 
 def enable_reflection(service_names: tuple[str, ...], server: grpc.Server) -> None:
     """Register reflection for `service_names` (and reflection itself) on `server`."""
+    # Reflection only looks files and symbols up, which _PoolWithComments answers (and
+    # forwards the rest), so it stands in for the DescriptorPool it does not inherit from.
+    pool = cast(descriptor_pool.DescriptorPool, _PoolWithComments())
     reflection.enable_server_reflection(
-        (*service_names, reflection.SERVICE_NAME), server, pool=_PoolWithComments()
-    )
+        (*service_names, reflection.SERVICE_NAME), server, pool=pool)

@@ -1,8 +1,11 @@
 """The gRPC servicer: translates protobuf to service calls and results back, nothing more."""
 
+import grpc
+
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.api import convert, status
+from server.api.auth import caller_scope
 from server.core.domain import ListQuery
 from server.core.service import SarahService
 
@@ -12,34 +15,41 @@ class SarahServicer(sarah_pb2_grpc.SarahServiceServicer):
         self._service = service
 
     @status.mapped
-    def GetState(self, request: pb.GetStateRequest, context) -> pb.Conversation:  # type: ignore[no-untyped-def]
-        lead = self._service.get_state(request.contact_phone, request.workspace_id)
+    def GetState(self, request: pb.GetStateRequest,
+                 context: grpc.ServicerContext) -> pb.Conversation:
+        lead = self._service.get_state(request.contact_phone, request.workspace_id,
+                                       caller_scope())
         return convert.lead_to_proto(lead)
 
     @status.mapped
-    def UpsertState(self, request: pb.UpsertStateRequest, context) -> pb.Conversation:  # type: ignore[no-untyped-def]
-        lead = self._service.upsert_state(convert.patch_from_proto(request))
+    def UpsertState(self, request: pb.UpsertStateRequest,
+                    context: grpc.ServicerContext) -> pb.Conversation:
+        lead = self._service.upsert_state(convert.patch_from_proto(request), caller_scope())
         return convert.lead_to_proto(lead)
 
     @status.mapped
-    def ListLeads(self, request: pb.ListLeadsRequest, context) -> pb.ListLeadsResponse:  # type: ignore[no-untyped-def]
+    def ListLeads(self, request: pb.ListLeadsRequest,
+                  context: grpc.ServicerContext) -> pb.ListLeadsResponse:
         query = ListQuery(
             filter=convert.filter_from_proto(request),
             order_by=request.order_by,
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        leads, next_token = self._service.list_leads(query)
+        leads, next_token = self._service.list_leads(query, caller_scope())
         return pb.ListLeadsResponse(
             leads=[convert.lead_to_proto(lead) for lead in leads], next_page_token=next_token
         )
 
     @status.mapped
-    def GetStats(self, request: pb.GetStatsRequest, context) -> pb.GetStatsResponse:  # type: ignore[no-untyped-def]
-        stats = self._service.get_stats(convert.filter_from_proto(request))
+    def GetStats(self, request: pb.GetStatsRequest,
+                 context: grpc.ServicerContext) -> pb.GetStatsResponse:
+        stats = self._service.get_stats(convert.filter_from_proto(request), caller_scope())
         return convert.stats_to_proto(stats)
 
     @status.mapped
-    def DeleteState(self, request: pb.DeleteStateRequest, context) -> pb.DeleteStateResponse:  # type: ignore[no-untyped-def]
-        deleted = self._service.delete_state(request.contact_phone, request.workspace_id)
+    def DeleteState(self, request: pb.DeleteStateRequest,
+                    context: grpc.ServicerContext) -> pb.DeleteStateResponse:
+        deleted = self._service.delete_state(request.contact_phone, request.workspace_id,
+                                             caller_scope())
         return pb.DeleteStateResponse(deleted=deleted)

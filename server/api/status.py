@@ -1,18 +1,33 @@
-"""The one place where domain errors become gRPC status codes."""
+"""The one place where errors become gRPC status codes: the domain's errors, requests that
+do not decode, and bugs."""
 
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.core.errors import EtagMismatch, InvalidArgument, SarahError, Unavailable
+from server.core.errors import (
+    EtagMismatch,
+    InvalidArgument,
+    PermissionDenied,
+    SarahError,
+    Unavailable,
+)
 
 _LOGGER = logging.getLogger(__name__)
+
+
+class Undecodable(Exception):
+    """The request's bytes are not the method's message (or hold text that is not UTF-8)."""
+
+    def __init__(self) -> None:
+        super().__init__("the request does not decode as this method's message "
+                         "(malformed bytes, or text that is not UTF-8)")
 
 
 def _bad_request(exc: InvalidArgument) -> status_pb2.Status:
@@ -33,6 +48,10 @@ def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     """End the call with the status that `exc` stands for."""
     if isinstance(exc, InvalidArgument):
         context.abort_with_status(rpc_status.to_status(_bad_request(exc)))
+    if isinstance(exc, Undecodable):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, PermissionDenied):
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     if isinstance(exc, EtagMismatch):
         context.abort(grpc.StatusCode.ABORTED, str(exc))
     if isinstance(exc, Unavailable):
@@ -44,18 +63,22 @@ def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
 
 
-_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+_Servicer = TypeVar("_Servicer")
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+_Method = Callable[[_Servicer, _Request, grpc.ServicerContext], _Response]
 
 
-def mapped(handler: _Handler) -> _Handler:
+def mapped(method: _Method[_Servicer, _Request, _Response]
+           ) -> _Method[_Servicer, _Request, _Response]:
     """Decorates a servicer method: every exception ends the call with its mapped status,
     never UNKNOWN."""
 
-    @functools.wraps(handler)
-    def wrapper(self, request, context):  # type: ignore[no-untyped-def]
+    @functools.wraps(method)
+    def wrapper(self: _Servicer, request: _Request, context: grpc.ServicerContext) -> _Response:
         try:
-            return handler(self, request, context)
+            return method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - abort() maps every kind
             abort(context, exc)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -19,3 +19,7 @@ class EtagMismatch(SarahError):
 
 class Unavailable(SarahError):
     """The database cannot serve the call right now (busy, locked, full, down)."""
+
+
+class PermissionDenied(SarahError):
+    """The caller's key does not reach the workspace (or the workspaces) asked for."""

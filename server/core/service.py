@@ -3,6 +3,7 @@ of work (what a write reads, checks and writes, in one transaction of the reposi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -13,6 +14,7 @@ from server.core import rules
 from server.core.counts import CountDeltas, stats_of
 from server.core.domain import ORDER_KEYS, Lead, LeadFilter, ListQuery, Patch, Stats
 from server.core.pagination import decode_token, encode_token
+from server.core.scope import EVERY_WORKSPACE, Scope, scoped_workspace
 
 if TYPE_CHECKING:
     from server.storage.repository import Repository, WriteTx
@@ -40,18 +42,21 @@ class SarahService:
         self._clock = clock
         self._last_prune: int | None = None
 
-    def get_state(self, contact_phone: str, workspace_id: str) -> Lead:
+    def get_state(self, contact_phone: str, workspace_id: str,
+                  scope: Scope = EVERY_WORKSPACE) -> Lead:
         """The stored conversation, or the unsaved default one for an unknown lead."""
+        workspace_id = scoped_workspace(workspace_id, scope)
         workspace_id, phone = rules.validate_key(contact_phone, workspace_id, self._region)
         stored = self._repo.get(workspace_id, phone)
         return stored or Lead(workspace_id=workspace_id, contact_phone=phone)
 
-    def upsert_state(self, patch: Patch) -> Lead:
+    def upsert_state(self, patch: Patch, scope: Scope = EVERY_WORKSPACE) -> Lead:
         """Create or partially update a conversation; return it as stored.
 
         With a request_id seen for this lead in the last 24 hours, return what that
         request left and write nothing.
         """
+        scoped_workspace(patch.workspace_id, scope)  # a patch names its workspace: checked only
         patch = rules.validate_patch(patch, self._region)
         return self._repo.write(functools.partial(self._upsert, patch))
 
@@ -88,13 +93,17 @@ class SarahService:
         if gone:
             _LOGGER.info("pruned %d expired request ids", gone)
 
-    def delete_state(self, contact_phone: str, workspace_id: str) -> bool:
+    def delete_state(self, contact_phone: str, workspace_id: str,
+                     scope: Scope = EVERY_WORKSPACE) -> bool:
         """Erase a conversation and every request record of it; True if there was one."""
+        workspace_id = scoped_workspace(workspace_id, scope)
         workspace_id, phone = rules.validate_key(contact_phone, workspace_id, self._region)
         return self._repo.write(functools.partial(_delete, workspace_id, phone))
 
-    def list_leads(self, query: ListQuery) -> tuple[list[Lead], str]:
+    def list_leads(self, query: ListQuery,
+                   scope: Scope = EVERY_WORKSPACE) -> tuple[list[Lead], str]:
         """One page of leads and the token of the next page ("" on the last)."""
+        query = dataclasses.replace(query, filter=_scoped(query.filter, scope))
         query = rules.validate_list_query(query)
         after = decode_token(query)
         order_key = ORDER_KEYS[query.order_by]
@@ -107,8 +116,9 @@ class SarahService:
         position = (getattr(last, order_key), last.contact_phone, last.workspace_id)
         return leads, encode_token(query, position)
 
-    def get_stats(self, lead_filter: LeadFilter) -> Stats:
+    def get_stats(self, lead_filter: LeadFilter, scope: Scope = EVERY_WORKSPACE) -> Stats:
         """Counts by temperature and state, and the mean score."""
+        lead_filter = _scoped(lead_filter, scope)
         workspace_id = rules.validate_filter(lead_filter).workspace_id
         return stats_of(self._repo.counts(workspace_id))
 
@@ -123,6 +133,11 @@ def _delete(workspace_id: str, phone: str, tx: WriteTx) -> bool:
     deltas.change(old, None)
     tx.add_counts(deltas)
     return True
+
+
+def _scoped(lead_filter: LeadFilter, scope: Scope) -> LeadFilter:
+    return dataclasses.replace(
+        lead_filter, workspace_id=scoped_workspace(lead_filter.workspace_id, scope))
 
 
 # 500 leads with every text at its limit would be ~5 MB, over gRPC's default 4 MiB message

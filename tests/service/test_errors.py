@@ -1,11 +1,21 @@
 """Every error row of the contract over gRPC: the code, each bad field named, nothing written."""
 
 import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
 
 import grpc
 import pytest
 
 from sarah.v1 import sarah_pb2 as pb
+from sarah.v1 import sarah_pb2_grpc
+from server.api.servicer import SarahServicer
+from server.app import grpc_server
+from server.core.service import SarahService
+from server.storage.database import open_database
+from server.storage.migrations import migrate
+from server.storage.repository import Repository
 from tests.support.dbtools import write_lock
 from tests.support.helpers import PHONE, bad_fields, get, upsert
 
@@ -119,3 +129,48 @@ def test_writer_waits_for_a_short_lock_instead_of_failing(stub, database_url) ->
     with write_lock(database_url) as lock:
         threading.Timer(0.5, lock.release).start()
         assert upsert(stub, contact_phone=PHONE, lead_score=2).lead_score == 2
+
+
+# Bytes that are not a GetStateRequest: a string field (1) whose two bytes are not UTF-8, and
+# a field tag that runs off the end.
+UNDECODABLE = [b"\x0a\x02\xff\xfe", b"\xff\xff\xff"]
+
+
+def _assert_undecodable_is_invalid_argument(channel: grpc.Channel) -> None:
+    # No serializers: bytes in, bytes out.
+    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        "/sarah.v1.SarahService/GetState")
+    for sent in UNDECODABLE:
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(sent, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, sent
+        assert "does not decode" in (caught.value.details() or ""), sent
+    # The same path still serves a request that decodes.
+    stub = sarah_pb2_grpc.SarahServiceStub(channel)
+    assert stub.GetState(pb.GetStateRequest(contact_phone=PHONE), timeout=10).etag == ""
+
+
+def test_undecodable_bytes_are_invalid_argument(channel: grpc.Channel) -> None:
+    _assert_undecodable_is_invalid_argument(channel)
+
+
+@pytest.fixture
+def bare_server(tmp_path: Path) -> Iterator[int]:
+    """The service with no interceptor of its own: no call log, no metrics, no keys."""
+    db = open_database(f"sqlite:///{tmp_path / 'sarah.db'}")
+    migrate(db)
+    store = Repository(db)
+    executor = futures.ThreadPoolExecutor(max_workers=2)
+    server = grpc_server(executor)
+    sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(SarahService(store)), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(None).wait()
+    executor.shutdown(wait=True)
+    store.close()
+
+
+def test_undecodable_bytes_are_invalid_argument_without_the_call_log(bare_server: int) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{bare_server}") as channel:
+        _assert_undecodable_is_invalid_argument(channel)
