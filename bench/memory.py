@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 
 def _children() -> dict[int, list[int]]:
@@ -46,15 +45,11 @@ def tree_rss(pid: int) -> int:
     return sum(_rss(p) for p in _tree(pid))
 
 
-class _Measurable(Protocol):
-    def rss_bytes(self) -> int: ...
-
-
 class PeakMemory:
-    """Samples a process tree's RSS in the background; `peak` is the highest seen."""
+    """Samples the RSS of the tree under `pid` in the background; `peak` is the highest."""
 
-    def __init__(self, child: _Measurable, every_s: float = 0.2):
-        self.child, self.every_s = child, every_s
+    def __init__(self, pid: int, every_s: float = 0.2):
+        self.pid, self.every_s = pid, every_s
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
 
@@ -75,6 +70,6 @@ class PeakMemory:
     def _run(self) -> None:
         start = time.monotonic()
         while True:
-            self.samples.append((time.monotonic() - start, self.child.rss_bytes()))
+            self.samples.append((time.monotonic() - start, tree_rss(self.pid)))
             if self._stop.wait(self.every_s):
                 return

@@ -5,9 +5,9 @@ import platform
 import subprocess
 from pathlib import Path
 
-from bench.procs import ROOT
 from bench.run import Measured, Options, Results
 from bench.soak import GROWTH_TARGET, Soak
+from deploy import ROOT
 
 # Targets of issue 7, as ratios measured in the same run at the same concurrency.
 AT_LEAST_OF_BARE = {"GetState": 0.7, "UpsertState": 0.5}

@@ -14,9 +14,11 @@ import grpc
 
 from bench import h2load, workload
 from bench.memory import PeakMemory
-from bench.procs import Child, Envoy, GrpcServer, bare_server, real_server
+from bench.procs import GrpcServer, bare_server, envoy_in_front, real_server
 from bench.seed import phone
 from sarah.v1 import sarah_pb2 as pb
+from tests.support.envoy import EnvoyProcess
+from tests.support.processes import LoggedProcess
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -65,10 +67,11 @@ def _failed_calls(server: GrpcServer, offset: int, rpc: str) -> int:
     return sum(code != "OK" for code in re.findall(pattern, text))
 
 
-def measure(loads: list[h2load.Load], server: GrpcServer, envoy: Envoy | None, rpc: str,
+def measure(loads: list[h2load.Load], server: GrpcServer, envoy: EnvoyProcess | None, rpc: str,
             workdir: Path, label: str) -> Measured:
     offset = server.log_path.stat().st_size
-    server_mem, envoy_mem = PeakMemory(server), PeakMemory(envoy) if envoy else None
+    server_mem = PeakMemory(server.proc.pid)
+    envoy_mem = PeakMemory(envoy.proc.pid) if envoy else None
     logs = [workdir / f"{label}-{i}.tsv" for i in range(len(loads))]
     with server_mem.sampling(), envoy_mem.sampling() if envoy_mem else contextlib.nullcontext():
         result = h2load.run_many(loads, logs)
@@ -79,9 +82,9 @@ def measure(loads: list[h2load.Load], server: GrpcServer, envoy: Envoy | None, r
 
 
 @contextlib.contextmanager
-def _running(*starters) -> Iterator[list[Child]]:  # type: ignore[no-untyped-def]
+def _running(*starters) -> Iterator[list[LoggedProcess]]:  # type: ignore[no-untyped-def]
     """Start each in turn (each may use the ones before) and stop all, last first."""
-    started: list[Child] = []
+    started: list[LoggedProcess] = []
     try:
         for start in starters:
             started.append(start(*started))
@@ -104,8 +107,9 @@ def run_main(opts: Options, db: Path, count: int, results: Results) -> None:
             {rpc: base64.b64encode(data).decode() for rpc, data in responses.items()}))
         with _running(
             lambda *_: bare_server(responses_file, opts.workdir, opts.bare_threads),
-            lambda *_: Envoy("envoy", server, opts.workdir, opts.envoy_concurrency),
-            lambda bare, _: Envoy("envoy-bare", bare, opts.workdir, opts.envoy_concurrency),
+            lambda *_: envoy_in_front(server, "envoy", opts.workdir, opts.envoy_concurrency),
+            lambda bare, _: envoy_in_front(bare, "envoy-bare", opts.workdir,
+                                             opts.envoy_concurrency),
         ) as (bare, envoy, envoy_bare):
             for front in (envoy, envoy_bare):
                 for rpc in opts.rpcs:

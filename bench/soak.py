@@ -60,7 +60,7 @@ def run_soak(db: Path, count: int, seconds: float, concurrency: int, workdir: Pa
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             errors.append(exc)
 
-    memory = PeakMemory(server, every_s=1.0)
+    memory = PeakMemory(server.proc.pid, every_s=1.0)
     try:
         with memory.sampling():
             drivers = [threading.Thread(target=drive, args=(rpc,))

@@ -4,6 +4,7 @@ Every test that asks for `database_url` (directly or through `running`, `stub`,
 `server_process`) runs twice: once on a SQLite file, once on a real PostgreSQL server.
 """
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
 from tests.support.dbtools import empty_tables, fresh_postgres_database, postgres_server
-from tests.support.helpers import ServerProcess
+from tests.support.processes import ServerProcess
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +76,4 @@ def stub(channel: grpc.Channel) -> sarah_pb2_grpc.SarahServiceStub:
 def server_process(database_url: str) -> Iterator[ServerProcess]:
     proc = ServerProcess("--listen", "127.0.0.1:0", "--database-url", database_url)
     yield proc
-    if proc.proc.poll() is None:
-        proc.proc.kill()
-        proc.proc.wait()
+    proc.stop(signal.SIGKILL)  # at once, if the test has not stopped it; the pipe is closed

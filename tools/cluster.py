@@ -13,33 +13,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from deploy import ROOT
+from deploy.envoy_config import dump, envoy_command, load, with_outlier_detection, with_replicas
 from server.supervise import supervise
-from tools.stack import ROOT, envoy_addresses, envoy_command
-
-# Eject a replica that keeps failing (beyond what the health check sees) for a while; never
-# more than one of three at once.
-_OUTLIER_DETECTION = {
-    "consecutive_5xx": 3,
-    "consecutive_gateway_failure": 2,
-    "interval": "1s",
-    "base_ejection_time": "5s",
-    "max_ejection_percent": 34,
-}
-
-
-def cluster_envoy_config(base_yaml: str, replica_ports: list[int]) -> str:
-    """`base_yaml` (envoy.yaml) with its upstream spread over the replicas' ports."""
-    import yaml
-
-    config = yaml.safe_load(base_yaml)
-    upstream = next(c for c in config["static_resources"]["clusters"]
-                    if c["name"] == "sarah_grpc")
-    upstream["load_assignment"]["endpoints"] = [{"lb_endpoints": [
-        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
-        for p in replica_ports
-    ]}]
-    upstream["outlier_detection"] = _OUTLIER_DETECTION
-    return yaml.safe_dump(config, sort_keys=False)
+from tools.stack import envoy_addresses
 
 
 def _embedded_postgres_url(data_dir: Path) -> str:
@@ -77,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ports = [args.first_port + i for i in range(args.replicas)]
     config = ROOT / "data" / "envoy-cluster.yaml"
     config.parent.mkdir(exist_ok=True)
-    config.write_text(cluster_envoy_config((ROOT / "envoy.yaml").read_text(), ports))
+    config.write_text(dump(with_outlier_detection(with_replicas(load(), ports))))
     commands = {f"replica-{port}": replica_command(port, database_url) for port in ports}
     commands["envoy"] = envoy_command(config)
     banner = (f"SarahService cluster: {len(ports)} replicas on 127.0.0.1:"

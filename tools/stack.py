@@ -9,20 +9,12 @@ exit status is non-zero.
 
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
+from deploy import ROOT
+from deploy.envoy_config import envoy_command
 from server.supervise import supervise
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def envoy_command(config: Path) -> list[str]:
-    beside_python = Path(sys.executable).parent / "envoy"
-    binary = str(beside_python) if beside_python.exists() else (shutil.which("envoy") or "envoy")
-    return [binary, "-c", str(config), "--log-level", "warn", "--disable-hot-restart",
-            "--file-flush-interval-msec", "1000"]
 
 
 def envoy_addresses(config: Path) -> str:

@@ -12,8 +12,10 @@ import pytest
 
 from client import SarahClient
 from tests.support.dbtools import fresh_postgres_database
-from tests.support.envoy_stack import EnvoyProcess, free_port
-from tests.support.helpers import ServerProcess
+from tests.support.envoy import EnvoyProcess
+from tests.support.ports import free_port
+from tests.support.processes import ServerProcess
+from tests.support.threads import BackgroundThreads
 
 WRITERS = 8
 LEADS = ("+6281234567001", "+6281234567002")
@@ -25,7 +27,7 @@ class Cluster:
         self.database_url = database_url
         self.ports = [free_port() for _ in range(3)]
         self.replicas = {port: self._start(port) for port in self.ports}
-        self.envoy = EnvoyProcess(self.ports[0], workdir, replica_ports=self.ports)
+        self.envoy = EnvoyProcess(self.ports, workdir, eject_failing=True)
         self.wait_healthy(3)
 
     def _start(self, port: int) -> ServerProcess:
@@ -35,11 +37,8 @@ class Cluster:
     def restart(self, port: int) -> None:
         self.replicas[port] = self._start(port)
 
-    def wait_healthy(self, count: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while self.envoy.stat("cluster.sarah_grpc.membership_healthy") != count:
-            assert time.monotonic() < deadline, "replicas did not become healthy"
-            time.sleep(0.2)
+    def wait_healthy(self, count: int) -> None:
+        self.envoy.wait_healthy(count)
 
     def client(self) -> SarahClient:
         return SarahClient(f"127.0.0.1:{self.envoy.port}", timeout=20)
@@ -59,7 +58,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory,
     running.stop()
 
 
-class Writers:
+class Writers(BackgroundThreads):
     """WRITERS threads adding messages to LEADS through Envoy, each with its own slot.
 
     Every call carries a request_id, so the client library's retries are safe; `acked`
@@ -71,14 +70,13 @@ class Writers:
         self.acked = dict.fromkeys(LEADS, 0)
         self.errors: list[Exception] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(cluster, i))
-                         for i in range(WRITERS)]
+        self._cluster = cluster
+        super().__init__(WRITERS, join_timeout=60)
 
-    def _run(self, cluster: Cluster, writer: int) -> None:
-        with cluster.client() as sarah:
+    def run(self, writer: int) -> None:
+        with self._cluster.client() as sarah:
             for round_ in itertools.count():
-                if self._stop.is_set():
+                if self.stopping.is_set():
                     return
                 phone = LEADS[round_ % len(LEADS)]
                 try:
@@ -94,16 +92,6 @@ class Writers:
                     continue
                 with self._lock:
                     self.acked[phone] += 1
-
-    def __enter__(self) -> "Writers":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
 
     def assert_nothing_lost(self, cluster: Cluster) -> None:
         assert not self.errors, self.errors[:3]

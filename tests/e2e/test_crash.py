@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,8 +21,9 @@ import pytest
 
 from client import RetryPolicy, SarahClient
 from tests.support.dbtools import is_postgres
-from tests.support.envoy_stack import free_port
-from tests.support.helpers import ServerProcess
+from tests.support.ports import free_port
+from tests.support.processes import ServerProcess
+from tests.support.threads import BackgroundThreads
 
 KILLS = int(os.environ.get("SARAH_CRASH_KILLS", "4"))
 WRITERS = 6
@@ -86,7 +86,7 @@ class CrashingServer:
         self.logs.append(self.server.stop(signal.SIGTERM))
 
 
-class Hammer:
+class Hammer(BackgroundThreads):
     """WRITERS threads, each adding messages to its own lead with a unique request_id and
     its sequence number in `team_size`, sending a write again (same request_id, as the
     contract allows) until it is acknowledged."""
@@ -94,13 +94,13 @@ class Hammer:
     def __init__(self, target: str):
         self.target = target
         self.writers = [_Writer(i) for i in range(WRITERS)]
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(w,)) for w in self.writers]
+        super().__init__(WRITERS, join_timeout=_WRITE_GIVE_UP_S + _CALL_DEADLINE_S)
 
-    def _run(self, writer: _Writer) -> None:
+    def run(self, index: int) -> None:
+        writer = self.writers[index]
         with SarahClient(self.target, timeout=_CALL_DEADLINE_S, retry=_RETRY) as sarah:
             for seq in itertools.count():
-                if self._stop.is_set() or writer.failures:
+                if self.stopping.is_set() or writer.failures:
                     return
                 self._write(sarah, writer, seq)
 
@@ -126,17 +126,6 @@ class Hammer:
                                    f"{lead.extracted_data.team_size}")
             return
         writer.acked = seq + 1
-
-    def __enter__(self) -> "Hammer":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=_WRITE_GIVE_UP_S + _CALL_DEADLINE_S)
-        assert not any(thread.is_alive() for thread in self._threads)
 
 
 def _stored_rows(url: str, writer: _Writer) -> tuple[tuple, list[tuple[str, str]]]:
@@ -227,9 +216,7 @@ def _compare_index_and_heap_counts(conn: psycopg.Connection) -> str:
 def server(database_url: str) -> Iterator[CrashingServer]:
     running = CrashingServer(database_url)
     yield running
-    if running.server.proc.poll() is None:
-        running.server.proc.kill()
-        running.server.proc.wait()
+    running.server.stop(signal.SIGKILL)  # at once, if the test has not stopped it
 
 
 def test_acknowledged_writes_survive_repeated_sigkill(server: CrashingServer,

@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +25,8 @@ import pytest
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.dbtools import is_postgres, query
-from tests.support.helpers import PHONE, ServerProcess
+from tests.support.helpers import PHONE
+from tests.support.processes import ServerProcess
 
 # What the caller must be told: the disk (or the database) is full, in words.
 _SAYS_FULL = re.compile(r"(?i)\b(disk|database|storage)\b[^;]*\bfull\b|no space left on device")
@@ -122,9 +124,7 @@ def test_full_disk_is_unavailable_and_recovers_sqlite() -> None:
             assert_full_disk_is_unavailable_then_recovers(server, disk, url)
             assert query(url, "PRAGMA integrity_check") == [("ok",)]
         finally:
-            if server.proc.poll() is None:
-                server.proc.kill()
-                server.proc.wait()
+            server.stop(signal.SIGKILL)  # at once, if the test has not stopped it
 
 
 def _postgres_data_owner(url: str) -> int | None:
@@ -153,8 +153,6 @@ def test_full_disk_is_unavailable_and_recovers_postgresql(postgres_server_url: s
         try:
             assert_full_disk_is_unavailable_then_recovers(server, disk, url)
         finally:
-            if server.proc.poll() is None:
-                server.proc.kill()
-                server.proc.wait()
+            server.stop(signal.SIGKILL)  # at once, if the test has not stopped it
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             admin.execute(f"DROP TABLESPACE IF EXISTS {name}")

@@ -1,9 +1,7 @@
 """TLS at the edge: `python -m tools.edge_tls` derives a TLS Envoy config from envoy.yaml;
 HTTPS and gRPC over TLS work through it, plaintext does not, and the README's commands run."""
 
-import datetime
 import http.client
-import ipaddress
 import json
 import re
 import shlex
@@ -12,7 +10,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,98 +17,20 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from client import SarahClient
+from deploy import ROOT
+from deploy.envoy_config import dump, load, with_tls
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from tests.support.envoy_stack import envoy_config, free_port, request, start_stack
-from tests.support.helpers import KAPSO_BODY, PHONE, ROOT
-from tools.edge_tls import tls_envoy_config
+from tests.support.certificates import make_certificates
+from tests.support.envoy import envoy_config
+from tests.support.helpers import KAPSO_BODY, PHONE
+from tests.support.http_calls import request
+from tests.support.ports import free_port
+from tests.support.stack import MakeRunStack
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a leaf it signs for localhost and 127.0.0.1: (ca, cert, key)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("SarahService test CA")).issuer_name(_name("SarahService test CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost")).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.crt", folder / "tls.crt", folder / "tls.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
-
-
-class TlsStack:
-    """`python -m tools.stack` with SARAH_ENVOY_CONFIG naming a TLS config, as the README
-    starts it (`SARAH_ENVOY_CONFIG=data/envoy-tls.yaml make run`), on free ports."""
-
-    def __init__(self, workdir: Path, config: Path, grpc_port: int, https_port: int,
-                 admin_port: int):
-        self.port, self.admin_port = https_port, admin_port
-        self.proc = start_stack(workdir, config, grpc_port)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.communicate()[0]
-            try:
-                _, _, stats = request("127.0.0.1", admin_port, "GET",
-                                      "/stats?filter=^cluster.sarah_grpc.membership_healthy$")
-                if str(stats).strip().endswith(": 1"):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError("TLS stack did not become healthy")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=30)
-        return out
 
 
 def _envoy_ports() -> tuple[int, int, int]:
@@ -125,7 +44,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 @pytest.fixture(scope="module")
 def tls_stack(tmp_path_factory: pytest.TempPathFactory,
-              certs: tuple[Path, Path, Path]) -> Iterator[TlsStack]:
+              certs: tuple[Path, Path, Path]) -> Iterator[MakeRunStack]:
     workdir = tmp_path_factory.mktemp("edge-tls")
     https_port, admin_port, grpc_port = _envoy_ports()
     base = workdir / "envoy.yaml"
@@ -137,7 +56,8 @@ def tls_stack(tmp_path_factory: pytest.TempPathFactory,
          "--base", str(base), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    stack = TlsStack(workdir, out, grpc_port, https_port, admin_port)
+    stack = MakeRunStack(workdir, out, grpc_port=grpc_port, http_port=https_port,
+                         admin_port=admin_port)
     yield stack
     assert "Traceback" not in stack.stop()
 
@@ -157,7 +77,7 @@ def _https(port: int, ca: Path, method: str, path: str,
 
 def test_tls_config_adds_tls_to_the_listener_and_keeps_the_rest() -> None:
     base = (ROOT / "envoy.yaml").read_text()
-    derived = yaml.safe_load(tls_envoy_config(base, "/etc/sarah/tls.crt", "/etc/sarah/tls.key"))
+    derived = yaml.safe_load(dump(with_tls(load(), "/etc/sarah/tls.crt", "/etc/sarah/tls.key")))
     original = yaml.safe_load(base)
     (listener,) = derived["static_resources"]["listeners"]
     (chain,) = listener["filter_chains"]
@@ -171,7 +91,7 @@ def test_tls_config_adds_tls_to_the_listener_and_keeps_the_rest() -> None:
         "private_key": {"filename": "/etc/sarah/tls.key"},
     }]
     assert derived == original, "only the transport socket may differ from envoy.yaml"
-    moved = yaml.safe_load(tls_envoy_config(base, "c", "k", listen="0.0.0.0:8443"))
+    moved = yaml.safe_load(dump(with_tls(original, "c", "k", listen="0.0.0.0:8443")))
     address = moved["static_resources"]["listeners"][0]["address"]["socket_address"]
     assert address == {"address": "0.0.0.0", "port_value": 8443}
     assert moved["admin"] == original["admin"], "admin stays on loopback"
@@ -186,7 +106,7 @@ def test_cli_refuses_a_missing_certificate(tmp_path: Path) -> None:
     assert not (tmp_path / "out.yaml").exists()
 
 
-def test_https_post_and_get_state(tls_stack: TlsStack, certs: tuple[Path, Path, Path]) -> None:
+def test_https_post_and_get_state(tls_stack: MakeRunStack, certs: tuple[Path, Path, Path]) -> None:
     ca = certs[0]
     status, stored = _https(tls_stack.port, ca, "POST", "/sarah/state",
                             {**KAPSO_BODY, "workspace_id": "tls-http"})
@@ -199,7 +119,7 @@ def test_https_post_and_get_state(tls_stack: TlsStack, certs: tuple[Path, Path, 
 
 
 def test_grpc_over_tls_with_a_secure_channel_and_the_client_library(
-        tls_stack: TlsStack, certs: tuple[Path, Path, Path]) -> None:
+        tls_stack: MakeRunStack, certs: tuple[Path, Path, Path]) -> None:
     credentials = grpc.ssl_channel_credentials(root_certificates=certs[0].read_bytes())
     target = f"localhost:{tls_stack.port}"
     with grpc.secure_channel(target, credentials) as channel:
@@ -214,7 +134,7 @@ def test_grpc_over_tls_with_a_secure_channel_and_the_client_library(
 
 
 def test_alpn_offers_h2_and_http11_at_tls_12_or_newer(
-        tls_stack: TlsStack, certs: tuple[Path, Path, Path]) -> None:
+        tls_stack: MakeRunStack, certs: tuple[Path, Path, Path]) -> None:
     for offered, chosen in ((["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1")):
         context = ssl.create_default_context(cafile=str(certs[0]))
         context.set_alpn_protocols(offered)
@@ -234,7 +154,7 @@ def test_alpn_offers_h2_and_http11_at_tls_12_or_newer(
         old.wrap_socket(raw, server_hostname="localhost")
 
 
-def test_plaintext_to_the_tls_port_fails(tls_stack: TlsStack) -> None:
+def test_plaintext_to_the_tls_port_fails(tls_stack: MakeRunStack) -> None:
     with pytest.raises((OSError, http.client.HTTPException)):
         request("127.0.0.1", tls_stack.port, "GET", "/sarah/stats")
     with grpc.insecure_channel(f"127.0.0.1:{tls_stack.port}") as channel:
@@ -263,7 +183,7 @@ def test_readme_tls_commands_work(tmp_path: Path) -> None:
     base = tmp_path / "envoy.yaml"
     base.write_text(envoy_config(8443, admin_port, grpc_port))
     (tmp_path / "data").mkdir()
-    started: TlsStack | None = None
+    started: MakeRunStack | None = None
     checked = 0
     try:
         for command in commands:
@@ -272,8 +192,9 @@ def test_readme_tls_commands_work(tmp_path: Path) -> None:
                 argv = [sys.executable, *argv[1:], "--base", str(base)]
             if argv[0].startswith("SARAH_ENVOY_CONFIG="):
                 assert argv[1:] == ["make", "run"], command
-                started = TlsStack(tmp_path, tmp_path / argv[0].split("=", 1)[1], grpc_port,
-                                   https_port, admin_port)
+                started = MakeRunStack(tmp_path, tmp_path / argv[0].split("=", 1)[1],
+                                       grpc_port=grpc_port, http_port=https_port,
+                                       admin_port=admin_port)
                 continue
             if argv[0] == ".venv/bin/grpcurl":
                 argv[0] = GRPCURL

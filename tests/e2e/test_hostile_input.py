@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, currently_in_test_context, event, given, set
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from tests.e2e.test_http import Stack
 from tests.support import contract_shapes as shapes
 from tests.support.dbtools import new_database_url
 from tests.support.helpers import KAPSO_BODY, PHONE, ROOT
@@ -40,6 +39,7 @@ from tests.support.hostile import (
     read_messages,
     upsert_messages,
 )
+from tests.support.stack import Stack
 
 settings.register_profile(
     "sarah-fuzz",
@@ -103,8 +103,7 @@ def target(tmp_path_factory: pytest.TempPathFactory, backend: str,
     running = Target(stack)
     yield running
     running.channel.close()
-    stack.envoy.stop()
-    stack.stop_server()
+    stack.stop()
 
 
 def _event(text: str) -> None:

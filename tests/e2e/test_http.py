@@ -3,52 +3,17 @@
 import itertools
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from server.app import RunningServer, create_server
-from server.config import Config
 from tests.support.dbtools import new_database_url
-from tests.support.envoy_stack import EnvoyProcess, free_port
 from tests.support.helpers import KAPSO_BODY, PHONE
+from tests.support.stack import Stack
 
 _workspaces = itertools.count()
-
-
-class Stack:
-    """A server and Envoy in front of it; the server can be stopped and started again."""
-
-    def __init__(self, workdir: Path, db_url: str):
-        self.grpc_port = free_port()
-        self.db_url = db_url
-        self.server: RunningServer | None = None
-        self.start_server()
-        self.envoy = EnvoyProcess(self.grpc_port, workdir)
-        self.wait_until(lambda: self.envoy.call("GET", "/sarah/stats")[0] == 200)
-
-    def start_server(self) -> None:
-        config = Config(listen=f"127.0.0.1:{self.grpc_port}", database_url=self.db_url)
-        self.server = create_server(config)
-
-    def stop_server(self) -> None:
-        assert self.server is not None
-        self.server.shutdown(grace=None)
-        self.server = None
-
-    @staticmethod
-    def wait_until(condition, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.1)
-        raise AssertionError("condition not met in time")
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +22,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, backend: str,
     workdir = tmp_path_factory.mktemp("http")
     running = Stack(workdir, new_database_url(backend, workdir, request))
     yield running
-    running.envoy.stop()
-    if running.server:
-        running.stop_server()
+    running.stop()
 
 
 @pytest.fixture

@@ -21,8 +21,9 @@ from sarah.v1 import sarah_pb2_grpc
 from server.api.auth import hash_key
 from server.app import RunningServer, create_server
 from server.config import Config
-from tests.support.envoy_stack import EnvoyProcess
-from tests.support.helpers import PHONE, ROOT, ServerProcess
+from tests.support.envoy import EnvoyProcess
+from tests.support.helpers import PHONE, ROOT
+from tests.support.processes import ServerProcess
 
 ADMIN_KEY = "admin-key-5f1c"
 TOKO_KEY = "toko-key-93ab"

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import pty
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer, create_server
 from server.config import Config
 from tests.support.helpers import PHONE, ROOT
+from tests.support.ports import free_port
 
 
 @pytest.fixture
@@ -136,9 +136,7 @@ def test_stale_etag_exits_1_with_aborted(target: str) -> None:
 
 
 def test_unreachable_server_exits_1_without_traceback() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = f"127.0.0.1:{sock.getsockname()[1]}"
+    closed = f"127.0.0.1:{free_port()}"
     result = _sarah(closed, "stats")
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stderr and "Traceback" not in result.stderr

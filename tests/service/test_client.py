@@ -1,7 +1,6 @@
 """SarahClient and AsyncSarahClient against real servers: deadlines, retries, pages, types."""
 
 import asyncio
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
 from tests.support.helpers import KAPSO_BODY, PHONE, ROOT
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 def _serve(db: Path, port: int = 0) -> RunningServer:
@@ -37,12 +38,6 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
 def client(server: RunningServer) -> Iterator[SarahClient]:
     with SarahClient(f"127.0.0.1:{server.port}") as sarah:
         yield sarah
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_kapso_body_through_the_client_in_keyword_form(client: SarahClient) -> None:
@@ -73,17 +68,15 @@ def test_default_deadline_ends_a_call_stuck_behind_the_write_lock(
             # The deadline ends the wait, not the server's work: once the lock is free the
             # write lands. (Waiting for it also keeps shutdown from closing the database
             # under the still-running handler.)
-            deadline = time.monotonic() + 10
-            while sarah.get_state(contact_phone=PHONE).lead_score != 10:
-                assert time.monotonic() < deadline, "the timed-out write never landed"
-                time.sleep(0.05)
+            wait_until(lambda: sarah.get_state(contact_phone=PHONE).lead_score == 10, 10,
+                       "the timed-out write to land", interval=0.05)
     finally:
         holder.rollback()
         holder.close()
 
 
 def test_call_is_retried_until_the_server_comes_back(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     # Without retries the closed port fails the call at once: what follows is the retries.
     with SarahClient(f"127.0.0.1:{port}", retry=RetryPolicy(max_attempts=1)) as once:
         with pytest.raises(grpc.RpcError) as caught:

@@ -16,7 +16,9 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.storage.migrations import LATEST
 from tests.support.dbtools import query, write_lock
-from tests.support.helpers import PHONE, ROOT, ServerProcess
+from tests.support.helpers import PHONE, ROOT
+from tests.support.ports import free_port
+from tests.support.processes import ServerProcess
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
 
@@ -152,11 +154,10 @@ def test_call_past_its_grace_does_not_crash_the_shutdown(database_url) -> None:
         lock.release()
         caller.join(timeout=15)
     assert proc.proc.wait(timeout=20) == 0  # closed the database after the thread, no crash
+    proc.stop()  # reads the rest of its log and closes the pipe
 
 
 def test_workers_serve_on_consecutive_ports_and_stop_together(database_url) -> None:
-    from tests.support.envoy_stack import free_port
-
     base = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--workers", "2", "--listen", f"127.0.0.1:{base}",

@@ -1,0 +1,57 @@
+"""deploy/envoy_config.py: each derivation changes only what it names, and Envoy accepts it."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploy import ROOT
+from deploy import envoy_config as derive
+from tests.support.certificates import make_certificates
+
+
+def _endpoint_ports(config: derive.Config) -> list[int]:
+    (cluster,) = config["static_resources"]["clusters"]
+    (group,) = cluster["load_assignment"]["endpoints"]
+    return [e["endpoint"]["address"]["socket_address"]["port_value"]
+            for e in group["lb_endpoints"]]
+
+
+def test_with_ports_moves_the_three_ports_and_nothing_else() -> None:
+    original = derive.load()
+    moved = derive.with_ports(original, http=18080, admin=19901, upstream=15051)
+    (listener,) = moved["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1",
+                                                     "port_value": 18080}
+    assert moved["admin"]["address"]["socket_address"]["port_value"] == 19901
+    assert _endpoint_ports(moved) == [15051]
+    assert derive.with_ports(moved, http=8080, admin=9901, upstream=50051) == original
+    assert original == derive.load(), "the input is left as it was"
+
+
+def test_with_replicas_lists_each_port_and_outlier_detection_ejects() -> None:
+    spread = derive.with_replicas(derive.load(), [50051, 50052, 50053])
+    spread = derive.with_outlier_detection(spread)
+    assert _endpoint_ports(spread) == [50051, 50052, 50053]
+    (cluster,) = spread["static_resources"]["clusters"]
+    assert cluster["outlier_detection"]["max_ejection_percent"] == 34
+
+
+def test_with_absolute_descriptor_names_the_checkouts_file() -> None:
+    text = derive.dump(derive.with_absolute_descriptor(derive.load()))
+    assert f"proto_descriptor: {ROOT / 'sarah' / 'v1' / 'sarah.pb'}" in text
+
+
+@pytest.mark.parametrize("variant", ["ports", "replicas", "tls"])
+def test_envoy_accepts_every_variant(variant: str, tmp_path: Path) -> None:
+    _, cert, key = make_certificates(tmp_path)
+    change = {
+        "ports": lambda c: derive.with_ports(c, http=18080, admin=19901, upstream=15051),
+        "replicas": lambda c: derive.with_outlier_detection(derive.with_replicas(c, [1, 2])),
+        "tls": lambda c: derive.with_tls(c, str(cert), str(key), listen="127.0.0.1:8443"),
+    }[variant]
+    config = tmp_path / "envoy.yaml"
+    config.write_text(derive.dump(change(derive.with_absolute_descriptor(derive.load()))))
+    done = subprocess.run([*derive.envoy_command(config), "--mode", "validate"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,24 @@
+"""One plain HTTP/1.1 call, the path sent exactly as given (Envoy's URL handling is tested)."""
+
+import http.client
+import json
+
+
+def request(host: str, port: int, method: str, path: str, body: object = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:
+    """One HTTP/1.1 request with the path sent exactly as given; the body parsed as JSON."""
+    conn = http.client.HTTPConnection(host, port, timeout=20)
+    try:
+        payload = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+        sent = {"content-type": "application/json", **(headers or {})}
+        conn.request(method, path, body=payload, headers=sent)
+        response = conn.getresponse()
+        raw = response.read()
+        reply_headers = {k.lower(): v for k, v in response.getheaders()}
+        try:
+            parsed: object = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        return response.status, reply_headers, parsed
+    finally:
+        conn.close()

@@ -1,0 +1,102 @@
+"""Child processes of the tests and the bench: any command with its output in a log file,
+and `python -m server` as an operator runs it."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from deploy import ROOT
+from tests.support.waiting import wait_until
+
+
+class LoggedProcess:
+    """`argv` started in the checkout, its output in `workdir/<name>.log`. `own_session`
+    keeps a Ctrl-C at the terminal from reaching it before its parent can stop it."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path, own_session: bool = False):
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        # The child keeps its own copy of the descriptor; ours is closed at once.
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=own_session)
+
+    def check_alive(self) -> None:
+        """Raise, with the end of its log, if the process has exited."""
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{tail}")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait()
+
+
+class ServerProcess:
+    """`python -m server` in a child process, as an operator runs it; `lines` is its log."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", *args],
+            # Many servers run at once in the tests: each gets its own metrics port.
+            cwd=ROOT, env={**os.environ, "SARAH_METRICS_LISTEN": "127.0.0.1:0", **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        # Read from the start and to the end, or a busy server blocks once the pipe's
+        # buffer is full of log lines.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            wait_until(self._started, 20, "the server to log its address")
+        except (TimeoutError, RuntimeError) as failed:
+            self.stop(signal.SIGKILL)
+            raise AssertionError(f"server did not start ({failed}):\n{self.log}") from None
+        self.port = self._port()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def _port(self) -> int:
+        for line in list(self.lines):
+            match = re.search(r"listening on [\d.]+:(\d+)", line)
+            if match:
+                return int(match.group(1))
+        return 0
+
+    def _started(self) -> bool:
+        if self._port():
+            return True
+        if self.proc.poll() is not None and not self._reader.is_alive():
+            raise RuntimeError(f"exited {self.proc.returncode}")
+        return False
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> str:
+        """Send `sig`, wait for exit, return everything it logged."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.log

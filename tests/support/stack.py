@@ -1,0 +1,89 @@
+"""A whole stack for end-to-end tests: a server and Envoy in front of it, either both in
+reach of the test (`Stack`) or started by `python -m tools.stack` as `make run` does."""
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from deploy import ROOT
+from server.app import RunningServer, create_server
+from server.config import Config
+from tests.support.envoy import EnvoyProcess
+from tests.support.http_calls import request
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
+
+
+class Stack:
+    """A server in this process and Envoy in front of it; the server can be stopped and
+    started again on its port."""
+
+    def __init__(self, workdir: Path, db_url: str):
+        self.grpc_port = free_port()
+        self.db_url = db_url
+        self.server: RunningServer | None = None
+        self.start_server()
+        self.envoy = EnvoyProcess(self.grpc_port, workdir)
+        self.wait_until(lambda: self.envoy.call("GET", "/sarah/stats")[0] == 200)
+
+    def start_server(self) -> None:
+        config = Config(listen=f"127.0.0.1:{self.grpc_port}", database_url=self.db_url)
+        self.server = create_server(config)
+
+    def stop_server(self) -> None:
+        assert self.server is not None
+        self.server.shutdown(grace=None)
+        self.server = None
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        if self.server:
+            self.stop_server()
+
+    @staticmethod
+    def wait_until(condition: Callable[[], object], timeout: float = 15) -> None:
+        wait_until(condition, timeout, "the stack to answer as expected")
+
+
+def start_stack(workdir: Path, envoy_yaml: Path, grpc_port: int) -> subprocess.Popen[str]:
+    """`python -m tools.stack` as `make run` starts it, with Envoy reading `envoy_yaml`
+    and the server on `grpc_port` over a SQLite file in `workdir`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tools.stack", "--listen", f"127.0.0.1:{grpc_port}",
+         "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
+        # Its own metrics port: other servers may hold the default one.
+        cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(envoy_yaml), "PATH": "/usr/bin:/bin",
+                       "SARAH_METRICS_LISTEN": "127.0.0.1:0"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+class MakeRunStack:
+    """`python -m tools.stack` with SARAH_ENVOY_CONFIG naming `config` (as the README starts
+    a TLS stack: `SARAH_ENVOY_CONFIG=data/envoy-tls.yaml make run`), the ports those the
+    config names; ready once Envoy finds the server healthy."""
+
+    def __init__(self, workdir: Path, config: Path, *, grpc_port: int, http_port: int,
+                 admin_port: int):
+        self.port, self.admin_port = http_port, admin_port
+        self.proc = start_stack(workdir, config, grpc_port)
+        try:
+            wait_until(self._healthy, 30, "the stack's server to be healthy", interval=0.2,
+                       ignoring=(OSError,))
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def _healthy(self) -> bool:
+        assert self.proc.poll() is None, self.proc.communicate()[0]
+        _, _, stats = request("127.0.0.1", self.admin_port, "GET",
+                              "/stats?filter=^cluster.sarah_grpc.membership_healthy$")
+        return str(stats).strip().endswith(": 1")
+
+    def stop(self) -> str:
+        """SIGTERM (the supervisor stops its children), and everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        return out
