@@ -26,7 +26,7 @@ test: $(STAMP)
 
 ## lint: ruff on the Python code, buf lint on the proto
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server client tests protos bench
+	$(VENV)/bin/ruff check server client tests protos bench tools deploy
 	$(VENV)/bin/buf lint sarah/v1/sarah.pb#format=binpb --config buf.yaml
 
 ## protos: regenerate sarah/v1 (stubs, .pyi, descriptor set) from protos/ alone
