@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run cluster test lint protos bench soak fuzz clean
+.PHONY: run cluster test typecheck lint protos bench soak fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,14 @@ run: $(STAMP)
 cluster: $(STAMP)
 	$(PY) -m tools.cluster
 
-## test: the whole suite against real servers on free loopback ports
-test: $(STAMP)
+## test: the type check, then the whole suite against real servers on free loopback ports
+test: typecheck
 	$(PY) -m pytest
+
+## typecheck: mypy --strict over the service and the client (the generated .pyi files type
+## the protobuf messages and stubs)
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict server client
 
 ## lint: ruff on the Python code, buf lint on the proto
 lint: $(STAMP)

@@ -49,19 +49,19 @@ class BareServicer(sarah_pb2_grpc.SarahServiceServicer):
     def __init__(self, responses: dict[str, object]):
         self._responses = responses
 
-    def GetState(self, request, context):  # type: ignore[no-untyped-def]
+    def GetState(self, request, context):
         return self._responses["GetState"]
 
-    def UpsertState(self, request, context):  # type: ignore[no-untyped-def]
+    def UpsertState(self, request, context):
         return self._responses["UpsertState"]
 
-    def ListLeads(self, request, context):  # type: ignore[no-untyped-def]
+    def ListLeads(self, request, context):
         return self._responses["ListLeads"]
 
-    def GetStats(self, request, context):  # type: ignore[no-untyped-def]
+    def GetStats(self, request, context):
         return self._responses["GetStats"]
 
-    def DeleteState(self, request, context):  # type: ignore[no-untyped-def]
+    def DeleteState(self, request, context):
         return self._responses["DeleteState"]
 
 

@@ -82,7 +82,7 @@ def measure(loads: list[h2load.Load], server: GrpcServer, envoy: EnvoyProcess | 
 
 
 @contextlib.contextmanager
-def _running(*starters) -> Iterator[list[LoggedProcess]]:  # type: ignore[no-untyped-def]
+def _running(*starters) -> Iterator[list[LoggedProcess]]:
     """Start each in turn (each may use the ones before) and stop all, last first."""
     started: list[LoggedProcess] = []
     try:

@@ -5,16 +5,12 @@ import logging
 import os
 import sys
 
-import peewee
-
 from server.api.auth import hash_key
 from server.config import add_database_args
+from server.storage.copying import copy_data
 from server.storage.database import open_database
+from server.storage.errors import DatabaseError
 from server.storage.migrations import migrate
-from server.storage.models import ConversationRow, UpsertRequestRow
-from server.storage.repository import Repository
-
-_BATCH = 1000
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -24,41 +20,8 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _copy_table(source: peewee.Database, target: peewee.Database, model, on_conflict) -> int:  # type: ignore[no-untyped-def]
-    """Copy every row of `model`'s table in id order, a batch at a time (constant memory)."""
-    columns = [f for f in model._meta.sorted_fields if f.name != "id"]
-    copied, last_id = 0, 0
-    while True:
-        with source.bind_ctx([model]):
-            batch = list(model.select(model.id, *columns).where(model.id > last_id)
-                         .order_by(model.id).limit(_BATCH).dicts())
-        if not batch:
-            return copied
-        last_id = batch[-1].pop("id")
-        for row in batch:
-            row.pop("id", None)
-        with target.bind_ctx([model]), target.atomic():
-            on_conflict(model.insert_many(batch)).execute()
-        copied += len(batch)
-
-
 def _copy_data(args: argparse.Namespace) -> int:
-    source = open_database(args.source, pool_size=1)
-    target = open_database(args.database_url, pool_size=1)
-    migrate(target)
-    conversation_key = [ConversationRow.workspace_id, ConversationRow.contact_phone]
-    copied = _copy_table(
-        source, target, ConversationRow,
-        # The newer conversation wins, so running the copy again (or after the source
-        # moved on) changes only what is newer in the source.
-        lambda q: q.on_conflict(
-            conflict_target=conversation_key,
-            preserve=[f for f in ConversationRow._meta.sorted_fields if f.name != "id"],
-            where=(ConversationRow.updated_at < peewee.EXCLUDED.updated_at),
-        ),
-    )
-    request_ids = _copy_table(source, target, UpsertRequestRow, lambda q: q.on_conflict_ignore())
-    Repository(target).rebuild_counts()
+    copied, request_ids = copy_data(args.source, args.database_url)
     print(f"copied {copied} conversations and {request_ids} request ids "
           f"from {args.source} to {args.database_url}")
     return 0
@@ -97,8 +60,9 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        return args.run(args)
-    except (ValueError, peewee.PeeweeException) as exc:
+        code: int = args.run(args)
+        return code
+    except (ValueError, DatabaseError) as exc:
         print(f"sarah-server {args.command}: {exc}", file=sys.stderr)
         return 1
 

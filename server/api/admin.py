@@ -3,6 +3,9 @@
 The use case (core/importing.py) takes plain values; the servicer only translates.
 """
 
+from typing import Literal
+
+import grpc
 from google.protobuf import timestamp_pb2
 
 from sarah.v1 import sarah_pb2 as pb
@@ -13,8 +16,10 @@ from server.core import scope
 from server.core.importing import Imported, import_conversations
 from server.storage.repository import Repository
 
+_Stamp = Literal["created_at", "updated_at", "last_message_at"]
 
-def _micros(message: pb.Conversation, field: str) -> int | None:
+
+def _micros(message: pb.Conversation, field: _Stamp) -> int | None:
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
     return stamp.ToMicroseconds() if message.HasField(field) else None
 
@@ -43,8 +48,8 @@ class SarahAdminServicer(sarah_pb2_grpc.SarahAdminServiceServicer):
         self._region = default_region
 
     @status.mapped
-    def ImportConversations(  # type: ignore[no-untyped-def]
-        self, request: pb.ImportConversationsRequest, context
+    def ImportConversations(
+        self, request: pb.ImportConversationsRequest, context: grpc.ServicerContext
     ) -> pb.ImportConversationsResponse:
         scope.require_every_workspace(caller_scope())
         items = [_imported_from_proto(c) for c in request.conversations]

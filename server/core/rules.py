@@ -226,7 +226,7 @@ def merge_imported(stored: Lead | None, imported: Lead) -> Lead | None:
     """
     if stored is None:
         return imported
-    newer, older = (imported, stored) if imported.updated_at > stored.updated_at else (
+    newer, older = (imported, stored) if _later(imported.updated_at, stored.updated_at) else (
         stored, imported)
     slots = {
         slot: getattr(older, slot) if getattr(newer, slot) is None else getattr(newer, slot)
@@ -239,9 +239,22 @@ def merge_imported(stored: Lead | None, imported: Lead) -> Lead | None:
         contact_phone=stored.contact_phone,
         pain_points=newer.pain_points or older.pain_points,
         message_count=max(stored.message_count, imported.message_count),
-        created_at=min(stored.created_at, imported.created_at),
-        updated_at=max(stored.updated_at, imported.updated_at),
-        last_message_at=max(stored.last_message_at, imported.last_message_at),
+        created_at=_earliest(stored.created_at, imported.created_at),
+        updated_at=_latest(stored.updated_at, imported.updated_at),
+        last_message_at=_latest(stored.last_message_at, imported.last_message_at),
         etag=stored.etag,
     )
     return None if merged == stored else replace(merged, etag=new_etag())
+
+
+def _later(a: int | None, b: int | None) -> bool:
+    """Whether time `a` is after `b`; a time that is not known is before every other."""
+    return a is not None and (b is None or a > b)
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)

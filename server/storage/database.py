@@ -56,6 +56,7 @@ def open_database(url: str, pool_size: int = 16) -> peewee.Database:
         params["options"] = f"-c lock_timeout={LOCK_WAIT_MS}"
         params["connect_timeout"] = 5
     try:
-        return db_url.connect(scheme + url[len(parsed.scheme):], **params)
+        db: peewee.Database = db_url.connect(scheme + url[len(parsed.scheme):], **params)
+        return db
     except (RuntimeError, ValueError) as exc:
         raise ValueError(f"unsupported database URL {url!r}: {exc}") from exc

@@ -11,6 +11,10 @@ from server.core.errors import Unavailable
 
 _LOGGER = logging.getLogger(__name__)
 
+# Any failure of the database layer, for the commands that report it and exit; the
+# service itself sees only Unavailable (database_errors below).
+DatabaseError = peewee.PeeweeException
+
 
 def _first_error(exc: BaseException) -> BaseException:
     """The error that started it. SQLite rolls a transaction back by itself on a full disk

@@ -17,6 +17,7 @@ class _Model(peewee.Model):
 class ConversationRow(_Model):
     """One lead's conversation; unique per (workspace_id, contact_phone)."""
 
+    id = peewee.AutoField()  # what peewee adds by itself, named so queries can say `.id`
     workspace_id = peewee.CharField(max_length=64)
     contact_phone = peewee.CharField(max_length=20)
     state = peewee.CharField(max_length=16)

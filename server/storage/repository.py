@@ -11,7 +11,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import peewee
 
@@ -58,6 +58,13 @@ def _lead_from_json(text: str) -> Lead:
     values = json.loads(text)
     values["pain_points"] = tuple(values["pain_points"])
     return Lead(**values)
+
+
+def _tuples(query: "peewee.ModelSelect[Any]") -> Iterator[tuple[Any, ...]]:
+    """The rows of `query` as plain tuples: a model object per row cost more than the
+    query. (peewee's types do not follow .tuples(), which changes what rows are.)"""
+    rows: Iterator[tuple[Any, ...]] = iter(cast(Any, query.tuples()))
+    return rows
 
 
 def _lead_columns() -> list[peewee.Field]:
@@ -107,7 +114,7 @@ class WriteTx:
             query = ConversationRow.select(*_lead_columns()).where(key.in_(part))
             if self._db.for_update:
                 query = query.for_update()
-            for row in query.tuples():
+            for row in _tuples(query):
                 lead = _lead_from_tuple(row)
                 self._row_ids[(lead.workspace_id, lead.contact_phone)] = row[0]
                 found[(lead.workspace_id, lead.contact_phone)] = lead
@@ -235,10 +242,9 @@ class Repository:
             query = query.where(*where)
         query = (query.order_by(key.desc(), ConversationRow.contact_phone.desc(),
                                 ConversationRow.workspace_id.desc())
-                 .limit(limit)
-                 .tuples())  # a model object per row cost more than the query
+                 .limit(limit))
         with self._session():
-            return [_lead_from_tuple(row) for row in query]
+            return [_lead_from_tuple(row) for row in _tuples(query)]
 
     def counts(self, workspace_id: str | None) -> list[CountRow]:
         """The lead counts of one workspace, or of all (a row per workspace and bucket)."""

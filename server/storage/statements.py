@@ -52,7 +52,7 @@ class Statements:
         key = ["workspace_id", "contact_phone"]
         lead_fields = [getattr(c, name) for name in LEAD_COLUMNS]
 
-        def select_lead(v: dict[str, Any]) -> peewee.Query:
+        def select_lead(v: dict[str, Any]) -> "peewee.ModelSelect[ConversationRow]":
             return c.select(c.id, *lead_fields).where(
                 (c.workspace_id == v["workspace_id"]) & (c.contact_phone == v["contact_phone"]))
 

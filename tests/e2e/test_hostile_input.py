@@ -77,7 +77,7 @@ class Target:
             self.stub.UpsertState(pb.UpsertStateRequest(
                 contact_phone=f"+628123456780{i}", workspace_id=SEED_WORKSPACE, lead_score=i))
         _, _, page = stack.envoy.call("GET", "/sarah/leads?page_size=1")
-        self.page_token = page["next_page_token"]  # type: ignore[index]
+        self.page_token = page["next_page_token"]
         assert self.page_token
 
     def seed(self) -> pb.Conversation:
@@ -171,7 +171,7 @@ def _check_grpc(method: str, call: Callable[[], object], decodable: bool = True)
     _event(f"{method} OK")
     if isinstance(reply, bytes):
         reply = _REPLY_OF[method].FromString(reply)
-    _SHAPE_OF[method](shapes.grpc_json(reply))  # type: ignore[arg-type]
+    _SHAPE_OF[method](shapes.grpc_json(reply))
     return True
 
 
@@ -207,7 +207,7 @@ def test_any_upsert_message_gets_a_contract_answer_and_a_refusal_writes_nothing(
 
 @fuzz
 @given(request=read_messages)
-def test_any_read_or_delete_message_gets_a_contract_answer(target: Target, request) -> None:  # type: ignore[no-untyped-def]
+def test_any_read_or_delete_message_gets_a_contract_answer(target: Target, request) -> None:
     target.seed()
     before = target.snapshot()
     method = METHOD_OF[type(request)]
@@ -261,7 +261,7 @@ def test_nul_in_stored_text_is_invalid_argument_on_both_databases(
     lambda stub: stub.UpsertState(pb.UpsertStateRequest(
         contact_phone=PHONE, workspace_id=SEED_WORKSPACE, etag="😀" * 5000), timeout=10),
 ])
-def test_a_huge_wrong_value_is_not_echoed_into_an_oversized_status(target: Target, call) -> None:  # type: ignore[no-untyped-def]
+def test_a_huge_wrong_value_is_not_echoed_into_an_oversized_status(target: Target, call) -> None:
     # The whole value used to be quoted in the status message and again in its details:
     # over gRPC's 8 KiB limit for a status, the caller got RESOURCE_EXHAUSTED instead.
     target.seed()
@@ -278,7 +278,7 @@ def test_a_url_over_4_kib_is_json_431_every_time(target: Target, length: int) ->
     path = f"/sarah/state?contact_phone={PHONE}&workspace_id={SEED_WORKSPACE}&utm="
     for _ in range(5):
         status, _, error = target.stack.envoy.call("GET", path + "x" * length)
-        assert (status, error["code"]) == (431, 8), error  # type: ignore[index]
+        assert (status, error["code"]) == (431, 8), error
     status, _, lead = target.stack.envoy.call("GET", path + "x" * 3000)
     assert status == 200, lead
 
@@ -293,7 +293,7 @@ def test_forged_page_token_is_invalid_argument(target: Target) -> None:
     answers = []
     for position in [(10**30, PHONE, ""), (True, PHONE, ""), (5, "a\x00b", ""),
                      (5, PHONE, "\x00"), (5, "\ud800", "")]:
-        token = encode_token(ListQuery(), position)  # type: ignore[arg-type]
+        token = encode_token(ListQuery(), position)
         status, _, error = target.stack.envoy.call("GET", f"/sarah/leads?page_token={token}")
         answers.append((position, status, error))
     assert all(status == 400 for _, status, _ in answers), answers
@@ -453,7 +453,7 @@ def test_bad_input_table_http_row(target: Target, row: Row) -> None:
             assert not reply.get("details"), reply
         assert (target.stub.GetState(key, timeout=10), target.snapshot()) == before
     elif row.keeps:
-        assert reply[row.keeps] == getattr(before[0], row.keeps) == 7  # type: ignore[index]
+        assert reply[row.keeps] == getattr(before[0], row.keeps) == 7
 
 
 @pytest.mark.parametrize("row", GRPC_ROWS, ids=[r[0] for r in GRPC_ROWS])

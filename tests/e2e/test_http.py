@@ -31,7 +31,7 @@ def ws() -> str:
     return f"http-{next(_workspaces)}"
 
 
-def _post(stack: Stack, body: object):  # type: ignore[no-untyped-def]
+def _post(stack: Stack, body: object):
     return stack.envoy.call("POST", "/sarah/state", body)
 
 

@@ -53,7 +53,7 @@ class RunningStack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
+def stack(tmp_path: Path):
     running = RunningStack(tmp_path)
     yield running
     if running.proc.poll() is None:

@@ -154,7 +154,7 @@ def _seed(target: str, count: int) -> None:
     for i in range(count):
         conversation = pb.Conversation(
             contact_phone=f"+62812{i:08d}", workspace_id="w", lead_score=i % 101,
-            lead_temperature=("cold", "warm", "hot")[i % 3],  # type: ignore[arg-type]
+            lead_temperature=("cold", "warm", "hot")[i % 3],
             extracted_data=pb.ExtractedData(name=f'Ibu "Sri", {i}', pain_points=["a,b", "ü"]),
             message_count=i)
         conversation.created_at.FromSeconds(1_700_000_000 + i)

@@ -29,7 +29,7 @@ def _ms(stamp: timestamp_pb2.Timestamp) -> int:
 def _conversation(**fields: object) -> pb.Conversation:
     stamps = {key: fields.pop(key) for key in ("created_at", "updated_at", "last_message_at")
               if key in fields}
-    conversation = pb.Conversation(**fields)  # type: ignore[arg-type]
+    conversation = pb.Conversation(**fields)
     for key, ms in stamps.items():
         getattr(conversation, key).FromMilliseconds(ms)
     return conversation
@@ -180,7 +180,7 @@ def test_import_of_10000_line_export_twice(sqlite_server: RunningServer, tmp_pat
     assert code == 3  # finished, with rejected lines
     assert (first["imported"], first["merged"], first["unchanged"]) == (
         _UNIQUE, _NEWER_DUPLICATES, _SAME_DUPLICATES)
-    rejected = {r["line"]: r["reason"] for r in first["rejected"]}  # type: ignore[attr-defined]
+    rejected = {r["line"]: r["reason"] for r in first["rejected"]}
     assert rejected.keys() == expected_rejections.keys()
     for line, reason in expected_rejections.items():
         assert reason in rejected[line], (line, rejected[line])

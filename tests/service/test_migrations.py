@@ -20,7 +20,7 @@ from tests.support.helpers import PHONE, ROOT
 
 
 @pytest.fixture
-def empty_database_url(backend: str, tmp_path, request) -> str:  # type: ignore[no-untyped-def]
+def empty_database_url(backend: str, tmp_path, request) -> str:
     return new_database_url(backend, tmp_path, request)
 
 

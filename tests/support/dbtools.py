@@ -99,7 +99,7 @@ def write_lock(url: str) -> Iterator[object]:
 
 
 class _Held:
-    def __init__(self, conn) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, conn) -> None:
         self._conn = conn
         self._released = False
 
@@ -109,7 +109,7 @@ class _Held:
             self._conn.rollback()
 
 
-def new_database_url(backend: str, workdir: Path, request) -> str:  # type: ignore[no-untyped-def]
+def new_database_url(backend: str, workdir: Path, request) -> str:
     """An empty database of its own on `backend` ("sqlite" or "postgresql"), for
     module-scoped stacks and migration tests; `request` reaches the session's server."""
     if backend == "sqlite":

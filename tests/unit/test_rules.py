@@ -12,7 +12,7 @@ PHONE = "+6281234567890"
 def _stored(**fields: object) -> Lead:
     base = {"workspace_id": "", "contact_phone": PHONE, "created_at": 1, "updated_at": 1,
             "last_message_at": 1, "etag": "e1"}
-    return Lead(**{**base, **fields})  # type: ignore[arg-type]
+    return Lead(**{**base, **fields})
 
 
 def test_create_fills_defaults_and_all_timestamps() -> None:
