@@ -1,7 +1,9 @@
 """Builds the gRPC server: the services, health, reflection, keys, log and metrics."""
 
+import errno
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -84,7 +86,26 @@ def _bind(address: str, bind: Callable[[str], int]) -> int:
     try:
         return bind(address)
     except (RuntimeError, OSError) as exc:
-        raise OSError(f"cannot listen on {address}: {exc}") from exc
+        raise OSError(f"cannot listen on {address}: {_in_use(address) or exc}") from exc
+
+
+def _in_use(address: str) -> str | None:
+    """Why a bind failed, if the port is taken: grpcio's error does not say."""
+    host, _, port = address.rpartition(":")
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return None
+    for family, kind, proto, _name, sockaddr in found:
+        with socket.socket(family, kind, proto) as probe:
+            # As grpcio binds: a port with only closed connections on it is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"port {port} is in use"
+    return None
 
 
 def create_server(config: Config) -> RunningServer:
@@ -103,7 +124,10 @@ def create_server(config: Config) -> RunningServer:
     if keys is not None:
         interceptors.append(AuthInterceptor(keys, open_reflection=config.open_reflection))
     executor = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sarah")
-    server = grpc.server(executor, interceptors=interceptors)
+    # grpcio sets SO_REUSEPORT by default: a second server on a served port would share
+    # its connections instead of failing to start.
+    server = grpc.server(executor, interceptors=interceptors,
+                         options=[("grpc.so_reuseport", 0)])
     sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(service), server)
     admin = SarahAdminServicer(store, default_region=config.default_region)
     sarah_pb2_grpc.add_SarahAdminServiceServicer_to_server(admin, server)
