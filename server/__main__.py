@@ -60,7 +60,8 @@ def _run_workers(config: Config, argv: list[str]) -> int:
             own += ["--metrics-listen", _moved(config.metrics_listen, i)]
         commands[f"worker-{i}"] = [sys.executable, "-m", "server", *argv, *own]
     banner = f"SarahService: {config.workers} worker processes from {config.listen}"
-    return supervise(commands, banner, Path.cwd())
+    # SIGHUP means what it means to one server: re-read the keys file (each worker does).
+    return supervise(commands, banner, Path.cwd(), forward_hangup=True)
 
 
 def main(argv: list[str] | None = None) -> int:

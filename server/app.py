@@ -1,7 +1,9 @@
 """Builds the gRPC server: the services, health, reflection, keys, log and metrics."""
 
+import errno
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -84,7 +86,26 @@ def _bind(address: str, bind: Callable[[str], int]) -> int:
     try:
         return bind(address)
     except (RuntimeError, OSError) as exc:
-        raise OSError(f"cannot listen on {address}: {exc}") from exc
+        raise OSError(f"cannot listen on {address}: {_in_use(address) or exc}") from exc
+
+
+def _in_use(address: str) -> str | None:
+    """Why a bind failed, if the port is taken: grpcio's error does not say."""
+    host, _, port = address.rpartition(":")
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return None
+    for family, kind, proto, _name, sockaddr in found:
+        with socket.socket(family, kind, proto) as probe:
+            # As grpcio binds: a port with only closed connections on it is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"port {port} is in use"
+    return None
 
 
 def grpc_server(executor: futures.ThreadPoolExecutor,
@@ -92,7 +113,10 @@ def grpc_server(executor: futures.ThreadPoolExecutor,
     """A grpc.Server with `interceptors`, whose requests are decoded before any of them
     runs: bytes that are not the method's message are INVALID_ARGUMENT whatever else is
     installed (status.py maps them with every other error)."""
-    return grpc.server(executor, interceptors=[DecodeInterceptor(), *interceptors])
+    # grpcio sets SO_REUSEPORT by default: a second server on a served port would share
+    # its connections instead of failing to start.
+    return grpc.server(executor, interceptors=[DecodeInterceptor(), *interceptors],
+                       options=[("grpc.so_reuseport", 0)])
 
 
 def create_server(config: Config) -> RunningServer:

@@ -2,9 +2,10 @@
 
     python -m tools.stack [SERVER FLAGS...]
 
-Envoy reads envoy.yaml (or $SARAH_ENVOY_CONFIG) from the repository root. Ctrl-C (SIGINT)
-or SIGTERM stops both cleanly, Envoy first. If either dies, the other is stopped and the
-exit status is non-zero.
+Envoy reads envoy.yaml (or $SARAH_ENVOY_CONFIG) from the repository root. Ctrl-C (SIGINT),
+SIGTERM or closing the terminal (SIGHUP) stops both cleanly, Envoy first; if this process
+is killed, both get SIGTERM. If either dies (a port already taken, say), the other is
+stopped and the exit status is non-zero.
 """
 
 import os
