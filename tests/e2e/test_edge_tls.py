@@ -3,6 +3,7 @@ HTTPS and gRPC over TLS work through it, plaintext does not, and the README's co
 
 import http.client
 import json
+import os
 import re
 import shlex
 import shutil
@@ -198,8 +199,10 @@ def test_readme_tls_commands_work(tmp_path: Path) -> None:
                 continue
             if argv[0] == ".venv/bin/grpcurl":
                 argv[0] = GRPCURL
+            # The README's commands run from the checkout, where `-m tools...` is found;
+            # here they run in tmp_path, so the checkout goes on the path instead.
             done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True,
-                                  timeout=60)
+                                  timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
             assert done.returncode == 0, (command, done.stdout, done.stderr)
             if argv[0] in ("curl", GRPCURL):
                 assert started is not None, f"{command} runs before the stack starts"
