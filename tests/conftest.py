@@ -14,7 +14,7 @@ import pytest
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
-from tests.support.dbtools import empty_tables, fresh_postgres_database, postgres_server
+from tests.support.databases import empty_tables, fresh_postgres_database, postgres_server
 from tests.support.processes import ServerProcess
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.support.helpers import ROOT
+from deploy import ROOT
 
 RPCS = ("GetState", "UpsertState", "ListLeads", "GetStats", "DeleteState")
 TINY = ["--duration", "0.3", "--warmup", "0", "--leads", "60,400", "--deep-page", "5",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from client import SarahClient
-from tests.support.dbtools import fresh_postgres_database
+from tests.support.databases import fresh_postgres_database
 from tests.support.envoy import EnvoyProcess
 from tests.support.ports import free_port
 from tests.support.processes import ServerProcess

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from client import RetryPolicy, SarahClient
-from tests.support.dbtools import is_postgres
+from tests.support.databases import is_postgres
 from tests.support.ports import free_port
 from tests.support.processes import ServerProcess
 from tests.support.threads import BackgroundThreads

@@ -24,7 +24,7 @@ import pytest
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from tests.support.dbtools import is_postgres, query
+from tests.support.databases import is_postgres, query
 from tests.support.helpers import PHONE
 from tests.support.processes import ServerProcess
 

@@ -23,11 +23,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 
+from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support import contract_shapes as shapes
-from tests.support.dbtools import new_database_url
-from tests.support.helpers import KAPSO_BODY, PHONE, ROOT
+from tests.support.databases import new_database_url
+from tests.support.helpers import KAPSO_BODY, PHONE
 from tests.support.hostile import (
     METHOD_OF,
     PAGE_TOKEN,

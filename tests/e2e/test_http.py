@@ -9,7 +9,7 @@ import pytest
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from tests.support.dbtools import new_database_url
+from tests.support.databases import new_database_url
 from tests.support.helpers import KAPSO_BODY, PHONE
 from tests.support.stack import Stack
 

@@ -7,17 +7,24 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from deploy import ROOT
+from deploy.envoy_config import envoy_binary
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from tests.support.envoy_stack import ENVOY, envoy_config, free_port, request, start_stack
-from tests.support.helpers import ROOT
+from tests.support.envoy import envoy_config
+from tests.support.http_calls import request
+from tests.support.ports import free_port
+from tests.support.processes import start_workers
+from tests.support.stack import MakeRunStack, start_stack
+from tests.support.waiting import still_holding, wait_until
 
+ENVOY = envoy_binary()
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
@@ -33,52 +40,27 @@ def test_admin_listens_on_loopback_only() -> None:
     assert "address: 127.0.0.1" in admin and "0.0.0.0" not in text
 
 
-def _start_as_a_terminal_job(workdir: Path, envoy_yaml: Path,
-                             grpc_port: int) -> subprocess.Popen[str]:
-    """start_stack's stack, leading a process group of its own as `make run` does in a
-    terminal: the group a hangup is sent to when the terminal closes."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "tools.stack", "--listen", f"127.0.0.1:{grpc_port}",
-         "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
-        cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(envoy_yaml), "PATH": "/usr/bin:/bin",
-                       "SARAH_METRICS_LISTEN": "127.0.0.1:0"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+class RunningStack(MakeRunStack):
+    """`python -m tools.stack` on free ports, as `make run` starts it; `own_session` as
+    `make run` starts it in a terminal."""
 
-
-class RunningStack:
-    """`python -m tools.stack` on free ports, as `make run` starts it."""
-
-    def __init__(self, workdir: Path, own_group: bool = False):
-        self.http, self.admin, self.grpc = free_port(), free_port(), free_port()
+    def __init__(self, workdir: Path, own_session: bool = False):
+        http, admin, grpc_port = free_port(), free_port(), free_port()
         config = workdir / "envoy.yaml"
-        config.write_text(envoy_config(self.http, self.admin, self.grpc))
-        start = _start_as_a_terminal_job if own_group else start_stack
-        self.proc = start(workdir, config, self.grpc)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if request("127.0.0.1", self.http, "GET", "/sarah/stats")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.proc.kill()
-        raise AssertionError("stack did not serve: " + self.proc.communicate()[0])
+        config.write_text(envoy_config(http, admin, grpc_port))
+        super().__init__(workdir, config, grpc_port=grpc_port, http_port=http,
+                         admin_port=admin, own_session=own_session)
 
-    def finish(self, timeout: float = 30) -> tuple[int, str]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, self.admin_port, self.grpc_port]
 
 
 @pytest.fixture
-def stack(tmp_path: Path):
+def stack(tmp_path: Path) -> Iterator[RunningStack]:
     running = RunningStack(tmp_path)
     yield running
-    if running.proc.poll() is None:
-        # SIGTERM, so the supervisor stops its children: a SIGKILL would orphan them.
-        running.proc.terminate()
-        running.finish()
+    running.stop()  # SIGTERM if it still runs: the supervisor stops its children in order
 
 
 def _children(pid: int) -> list[int]:
@@ -92,10 +74,10 @@ def test_stack_serves_and_stops_both_cleanly(stack: RunningStack, sig: int) -> N
     children = _children(stack.proc.pid)
     assert len(children) == 2
     stack.proc.send_signal(sig)
-    code, out = stack.finish()
-    assert code == 0, out
-    assert f"HTTP/JSON and gRPC on 127.0.0.1:{stack.http}" in out
-    assert f"listening on 127.0.0.1:{stack.grpc}" in out
+    out = stack.output()
+    assert stack.proc.returncode == 0, out
+    assert f"HTTP/JSON and gRPC on 127.0.0.1:{stack.port}" in out
+    assert f"listening on 127.0.0.1:{stack.grpc_port}" in out
     assert "Traceback" not in out
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)
 
@@ -104,8 +86,8 @@ def test_stack_stops_envoy_and_fails_when_the_server_dies(stack: RunningStack) -
     server_pid = next(pid for pid in _children(stack.proc.pid)
                       if "server" in Path(f"/proc/{pid}/cmdline").read_text())
     subprocess.run(["kill", "-KILL", str(server_pid)], check=True)
-    code, out = stack.finish()
-    assert code != 0
+    out = stack.output()
+    assert stack.proc.returncode != 0
     assert "server exited" in out
     assert not _children(stack.proc.pid)
 
@@ -113,14 +95,6 @@ def test_stack_stops_envoy_and_fails_when_the_server_dies(stack: RunningStack) -
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _still_listening(ports: list[int], within: float = 10) -> list[int]:
-    """The ports that something still listens on after `within` seconds."""
-    deadline = time.monotonic() + within
-    while (held := [p for p in ports if _listening(p)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return held
 
 
 def _alive(pid: int) -> bool:
@@ -131,46 +105,37 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _still_alive(pids: list[int], within: float = 10) -> list[int]:
-    """The processes still running after `within` seconds."""
-    deadline = time.monotonic() + within
-    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return alive
-
-
 def test_killing_the_supervisor_ends_the_stack(stack: RunningStack) -> None:
     children = _children(stack.proc.pid)
     assert len(children) == 2
     stack.proc.kill()  # SIGKILL: no handler runs, the kernel tells the children
-    assert _still_listening([stack.http, stack.admin, stack.grpc]) == []
-    assert _still_alive(children) == []
-    stack.finish()
+    assert still_holding(stack.ports, _listening, within=10) == []
+    assert still_holding(children, _alive, within=10) == []
 
 
 def test_closing_the_terminal_stops_the_stack(tmp_path: Path) -> None:
-    stack = RunningStack(tmp_path, own_group=True)
+    stack = RunningStack(tmp_path, own_session=True)
     try:
         children = _children(stack.proc.pid)
         os.killpg(stack.proc.pid, signal.SIGHUP)  # what a closing terminal sends its job
-        code, out = stack.finish()
+        out = stack.output()
     finally:
-        if stack.proc.poll() is None:
-            stack.proc.kill()
-    assert code == 0, out
-    assert _still_listening([stack.http, stack.admin, stack.grpc]) == []
-    assert _still_alive(children) == []
+        stack.stop()  # SIGTERM only if the hangup did not stop it
+    assert stack.proc.returncode == 0, out
+    assert still_holding(stack.ports, _listening, within=10) == []
+    assert still_holding(children, _alive, within=10) == []
     assert "Traceback" not in out
 
 
 def test_a_server_on_a_served_port_says_so_and_exits(stack: RunningStack,
                                                       tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "server", "--listen", f"127.0.0.1:{stack.grpc}",
+        [sys.executable, "-m", "server", "--listen", f"127.0.0.1:{stack.grpc_port}",
          "--database-url", f"sqlite:///{tmp_path / 'other.db'}", "--metrics-listen", ""],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
-    assert f"cannot listen on 127.0.0.1:{stack.grpc}: port {stack.grpc} is in use" in done.stderr
+    port = stack.grpc_port
+    assert f"cannot listen on 127.0.0.1:{port}: port {port} is in use" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -178,7 +143,7 @@ def test_a_stack_on_a_served_http_port_stops_and_says_why(stack: RunningStack,
                                                           tmp_path: Path) -> None:
     grpc_port = free_port()
     config = tmp_path / "second.yaml"
-    config.write_text(envoy_config(stack.http, free_port(), grpc_port))
+    config.write_text(envoy_config(stack.port, free_port(), grpc_port))
     second = start_stack(tmp_path, config, grpc_port)
     try:
         out, _ = second.communicate(timeout=60)
@@ -187,37 +152,24 @@ def test_a_stack_on_a_served_http_port_stops_and_says_why(stack: RunningStack,
             second.kill()
     assert second.returncode == 1, out
     assert "stopped because envoy exited with status 1" in out
-    assert f"cannot bind '127.0.0.1:{stack.http}': Address already in use" in out
+    assert f"cannot bind '127.0.0.1:{stack.port}': Address already in use" in out
     assert not _listening(grpc_port)  # its server was stopped too
-    assert request("127.0.0.1", stack.http, "GET", "/sarah/stats")[0] == 200  # first one intact
+    assert request("127.0.0.1", stack.port, "GET", "/sarah/stats")[0] == 200  # first one intact
 
 
-def _start_workers(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], list[int]]:
-    """`sarah-server --workers 2` on two consecutive free ports, once both listen."""
-    base = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--workers", "2", "--listen", f"127.0.0.1:{base}",
-         "--database-url", f"sqlite:///{tmp_path / 'sarah.db'}", "--metrics-listen", "",
-         *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # Read their logs, not connect: a connection's own local port could be base + 1.
-    assert proc.stdout is not None
-    started = ""
-    while started.count("listening on") < 2:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError("workers did not start: " + started)
-        started += line
-    return proc, [base, base + 1]
+def _sqlite_url(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'sarah.db'}"
 
 
 def test_killing_the_workers_supervisor_ends_its_workers(tmp_path: Path) -> None:
-    proc, ports = _start_workers(tmp_path)
-    workers = _children(proc.pid)
-    assert len(workers) == 2
-    proc.kill()
-    proc.wait()
-    assert _still_listening(ports) == []
-    assert _still_alive(workers) == []
+    workers = start_workers(2, _sqlite_url(tmp_path))
+    children = _children(workers.proc.pid)
+    assert len(children) == 2
+    workers.proc.kill()
+    workers.proc.wait()
+    assert still_holding(workers.ports, _listening, within=10) == []
+    assert still_holding(children, _alive, within=10) == []
+    workers.stop()  # reads the rest of their log and closes the pipe
 
 
 def _stats_code(port: int, key: str) -> grpc.StatusCode:
@@ -233,21 +185,17 @@ def _stats_code(port: int, key: str) -> grpc.StatusCode:
 def test_sighup_to_the_workers_supervisor_reloads_every_workers_keys(tmp_path: Path) -> None:
     keys = tmp_path / "keys.txt"
     keys.write_text("old-key *\n")
-    proc, ports = _start_workers(tmp_path, "--api-keys-file", str(keys))
+    workers = start_workers(2, _sqlite_url(tmp_path), "--api-keys-file", str(keys))
     try:
-        assert {_stats_code(p, "new-key") for p in ports} == {grpc.StatusCode.UNAUTHENTICATED}
+        codes = {_stats_code(p, "new-key") for p in workers.ports}
+        assert codes == {grpc.StatusCode.UNAUTHENTICATED}
         keys.write_text("old-key *\nnew-key *\n")
-        proc.send_signal(signal.SIGHUP)  # as to one server: re-read the keys file
-        deadline = time.monotonic() + 10
-        while {_stats_code(p, "new-key") for p in ports} != {grpc.StatusCode.OK}:
-            assert time.monotonic() < deadline, "a worker did not reload its keys"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        workers.proc.send_signal(signal.SIGHUP)  # as to one server: re-read the keys file
+        wait_until(lambda: {_stats_code(p, "new-key") for p in workers.ports}
+                   == {grpc.StatusCode.OK}, 10, "every worker to reload its keys")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out
+        out = workers.stop()
+    assert workers.proc.returncode == 0, out
     assert out.count("reloaded 2 API keys") == 2
 
 
@@ -263,7 +211,7 @@ def test_every_readme_curl_example_works(stack: RunningStack) -> None:
     commands = _readme_commands("curl")
     assert len(commands) >= 6
     for command in commands:
-        argv = shlex.split(command.replace("127.0.0.1:8080", f"127.0.0.1:{stack.http}"),
+        argv = shlex.split(command.replace("127.0.0.1:8080", f"127.0.0.1:{stack.port}"),
                            comments=True)
         done = subprocess.run([*argv, "--silent", "--show-error", "--write-out",
                                "\n%{http_code}"], capture_output=True, text=True, timeout=30)
@@ -278,14 +226,14 @@ def test_every_readme_grpcurl_example_works(stack: RunningStack) -> None:
     commands = _readme_commands("grpcurl")
     assert len(commands) >= 5
     for command in commands:
-        argv = shlex.split(command.replace("127.0.0.1:50051", f"127.0.0.1:{stack.grpc}")
-                                  .replace("127.0.0.1:8080", f"127.0.0.1:{stack.http}"))
+        argv = shlex.split(command.replace("127.0.0.1:50051", f"127.0.0.1:{stack.grpc_port}")
+                                  .replace("127.0.0.1:8080", f"127.0.0.1:{stack.port}"))
         done = subprocess.run([GRPCURL, *argv[1:]], capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, (command, done.stderr)
 
 
 def test_grpcurl_works_through_envoy(stack: RunningStack) -> None:
-    target = f"127.0.0.1:{stack.http}"
+    target = f"127.0.0.1:{stack.port}"
     listed = subprocess.run([GRPCURL, "-plaintext", target, "list"], capture_output=True,
                             text=True, timeout=30, check=True).stdout.split()
     assert "sarah.v1.SarahService" in listed

@@ -16,10 +16,11 @@ from click.testing import CliRunner, Result
 from client import SarahClient
 from client.cli import EXIT_REJECTED, cli
 from client.formats import flat, to_json
+from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer, create_server
 from server.config import Config
-from tests.support.helpers import PHONE, ROOT
+from tests.support.helpers import PHONE
 from tests.support.ports import free_port
 
 

@@ -16,7 +16,7 @@ from server.core.service import SarahService
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.repository import Repository
-from tests.support.dbtools import write_lock
+from tests.support.databases import write_lock
 from tests.support.helpers import PHONE, bad_fields, get, upsert
 
 LONG = "x" * 501

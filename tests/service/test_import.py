@@ -14,9 +14,10 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from client import SarahClient
+from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer
-from tests.support.helpers import PHONE, ROOT
+from tests.support.helpers import PHONE
 
 _T0 = 1_700_000_000_000  # milliseconds since the epoch, as the old backend wrote them
 _HOUR = 3_600_000

@@ -130,7 +130,7 @@ def test_page_of_big_leads_stops_under_the_grpc_message_limit(stub) -> None:
 
 
 def test_stats_counts_follow_every_kind_of_write(stub, database_url) -> None:
-    from tests.support.dbtools import query
+    from tests.support.databases import query
 
     temps, states = [pb.cold, pb.warm, pb.hot], [pb.greeting, pb.qualifying, pb.handoff]
     for i in range(12):

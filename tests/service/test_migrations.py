@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import create_server
@@ -15,8 +16,8 @@ from server.config import Config
 from server.storage.database import open_database
 from server.storage.migrations import LATEST, migrate
 from server.storage.models import MODELS, ConversationRow, UpsertRequestRow, bind_models
-from tests.support.dbtools import fresh_postgres_database, is_postgres, new_database_url, query
-from tests.support.helpers import PHONE, ROOT
+from tests.support.databases import fresh_postgres_database, is_postgres, new_database_url, query
+from tests.support.helpers import PHONE
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.storage.migrations import LATEST
-from tests.support.dbtools import query, write_lock
-from tests.support.helpers import PHONE, ROOT
-from tests.support.ports import free_port
-from tests.support.processes import ServerProcess
+from tests.support.databases import query, write_lock
+from tests.support.helpers import PHONE
+from tests.support.processes import ServerProcess, start_workers
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
 
@@ -158,25 +158,19 @@ def test_call_past_its_grace_does_not_crash_the_shutdown(database_url) -> None:
 
 
 def test_workers_serve_on_consecutive_ports_and_stop_together(database_url) -> None:
-    base = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--workers", "2", "--listen", f"127.0.0.1:{base}",
-         "--database-url", database_url, "--metrics-listen", ""],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers = start_workers(2, database_url)
     try:
-        for port in (base, base + 1):
+        assert workers.ports == [workers.port, workers.port + 1]
+        for port in workers.ports:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = sarah_pb2_grpc.SarahServiceStub(channel)
                 stub.UpsertState(pb.UpsertStateRequest(contact_phone=PHONE, add_messages=1),
                                  timeout=30, wait_for_ready=True)
-        with grpc.insecure_channel(f"127.0.0.1:{base}") as channel:
+        with grpc.insecure_channel(workers.target) as channel:
             lead = sarah_pb2_grpc.SarahServiceStub(channel).GetState(
                 pb.GetStateRequest(contact_phone=PHONE), timeout=10)
         assert lead.message_count == 2  # both processes wrote to the one database
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out
+        out = workers.stop()
+    assert workers.proc.returncode == 0, out
     assert out.count("stopped") >= 2 and "Traceback" not in out

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from deploy import ROOT
+from tests.support.ports import free_ports
 from tests.support.waiting import wait_until
 
 
@@ -43,9 +44,11 @@ class LoggedProcess:
 
 
 class ServerProcess:
-    """`python -m server` in a child process, as an operator runs it; `lines` is its log."""
+    """`python -m server` in a child process, as an operator runs it; `lines` is its log.
+    Started once `listeners` servers log their address (one a worker with --workers)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, *args: str, env: dict[str, str] | None = None, listeners: int = 1):
+        self.listeners = listeners
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", *args],
             # Many servers run at once in the tests: each gets its own metrics port.
@@ -62,22 +65,21 @@ class ServerProcess:
         except (TimeoutError, RuntimeError) as failed:
             self.stop(signal.SIGKILL)
             raise AssertionError(f"server did not start ({failed}):\n{self.log}") from None
-        self.port = self._port()
+        self.ports = self._ports()
+        self.port = self.ports[0]
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
 
-    def _port(self) -> int:
-        for line in list(self.lines):
-            match = re.search(r"listening on [\d.]+:(\d+)", line)
-            if match:
-                return int(match.group(1))
-        return 0
+    def _ports(self) -> list[int]:
+        """The ports logged as listened on so far, lowest first."""
+        found = (re.search(r"listening on [\d.]+:(\d+)", line) for line in list(self.lines))
+        return sorted(int(match.group(1)) for match in found if match)
 
     def _started(self) -> bool:
-        if self._port():
+        if len(self._ports()) >= self.listeners:
             return True
         if self.proc.poll() is not None and not self._reader.is_alive():
             raise RuntimeError(f"exited {self.proc.returncode}")
@@ -100,3 +102,13 @@ class ServerProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return self.log
+
+
+def start_workers(count: int, database_url: str, *args: str) -> ServerProcess:
+    """`python -m server --workers count` on `count` consecutive free ports (its `ports`),
+    started once every worker logs its address: a connection could not tell, as its own
+    local port could be one of them."""
+    base = free_ports(count)[0]
+    return ServerProcess("--workers", str(count), "--listen", f"127.0.0.1:{base}",
+                         "--database-url", database_url, "--metrics-listen", "", *args,
+                         listeners=count)

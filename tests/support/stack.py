@@ -46,9 +46,12 @@ class Stack:
         wait_until(condition, timeout, "the stack to answer as expected")
 
 
-def start_stack(workdir: Path, envoy_yaml: Path, grpc_port: int) -> subprocess.Popen[str]:
+def start_stack(workdir: Path, envoy_yaml: Path, grpc_port: int, *,
+                own_session: bool = False) -> subprocess.Popen[str]:
     """`python -m tools.stack` as `make run` starts it, with Envoy reading `envoy_yaml`
-    and the server on `grpc_port` over a SQLite file in `workdir`."""
+    and the server on `grpc_port` over a SQLite file in `workdir`. `own_session` makes it
+    lead a process group of its own, as `make run` does as a terminal's job: the group a
+    hangup is sent to when the terminal closes."""
     return subprocess.Popen(
         [sys.executable, "-m", "tools.stack", "--listen", f"127.0.0.1:{grpc_port}",
          "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
@@ -56,6 +59,7 @@ def start_stack(workdir: Path, envoy_yaml: Path, grpc_port: int) -> subprocess.P
         cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(envoy_yaml), "PATH": "/usr/bin:/bin",
                        "SARAH_METRICS_LISTEN": "127.0.0.1:0"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=own_session,
     )
 
 
@@ -65,15 +69,14 @@ class MakeRunStack:
     config names; ready once Envoy finds the server healthy."""
 
     def __init__(self, workdir: Path, config: Path, *, grpc_port: int, http_port: int,
-                 admin_port: int):
-        self.port, self.admin_port = http_port, admin_port
-        self.proc = start_stack(workdir, config, grpc_port)
+                 admin_port: int, own_session: bool = False):
+        self.port, self.admin_port, self.grpc_port = http_port, admin_port, grpc_port
+        self.proc = start_stack(workdir, config, grpc_port, own_session=own_session)
         try:
             wait_until(self._healthy, 30, "the stack's server to be healthy", interval=0.2,
                        ignoring=(OSError,))
-        except TimeoutError:
-            self.stop()
-            raise
+        except TimeoutError as late:
+            raise AssertionError(f"{late}; the stack printed:\n{self.stop()}") from None
 
     def _healthy(self) -> bool:
         assert self.proc.poll() is None, self.proc.communicate()[0]
@@ -81,9 +84,13 @@ class MakeRunStack:
                               "/stats?filter=^cluster.sarah_grpc.membership_healthy$")
         return str(stats).strip().endswith(": 1")
 
+    def output(self, timeout: float = 30) -> str:
+        """Everything it printed, once it has exited (on a signal sent to it, or by itself)."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return out
+
     def stop(self) -> str:
         """SIGTERM (the supervisor stops its children), and everything it printed."""
         if self.proc.poll() is None:
             self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=30)
-        return out
+        return self.output()

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.helpers import ROOT
+from deploy import ROOT
 
 GENERATED = ["sarah_pb2.py", "sarah_pb2.pyi", "sarah_pb2_grpc.py", "sarah_pb2_grpc.pyi",
              "sarah.pb"]
