@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14sarah/v1/sarah.proto\x12\x08sarah.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\rExtractedData\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\rbusiness_type\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x16\n\tteam_size\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x0bpain_points\x18\x04 \x03(\t\x12\x12\n\x05goals\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x07\n\x05_nameB\x10\n\x0e_business_typeB\x0c\n\n_team_sizeB\x08\n\x06_goals\"\xb1\x03\n\x0c\x43onversation\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x1e\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.State\x12\x12\n\nlead_score\x18\x04 \x01(\x05\x12/\n\x10lead_temperature\x18\x05 \x01(\x0e\x32\x15.sarah.v1.Temperature\x12/\n\x0e\x65xtracted_data\x18\x06 \x01(\x0b\x32\x17.sarah.v1.ExtractedData\x12$\n\x08language\x18\x07 \x01(\x0e\x32\x12.sarah.v1.Language\x12\x15\n\rmessage_count\x18\x08 \x01(\x05\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_message_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\">\n\x0fGetStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\"\xd6\x03\n\x12UpsertStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.StateH\x00\x88\x01\x01\x12\x17\n\nlead_score\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x34\n\x10lead_temperature\x18\x05 \x01(\x0e\x32\x15.sarah.v1.TemperatureH\x02\x88\x01\x01\x12/\n\x0e\x65xtracted_data\x18\x06 \x01(\x0b\x32\x17.sarah.v1.ExtractedData\x12)\n\x08language\x18\x07 \x01(\x0e\x32\x12.sarah.v1.LanguageH\x03\x88\x01\x01\x12\x1a\n\rmessage_count\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12\x19\n\x0c\x61\x64\x64_messages\x18\t \x01(\x05H\x05\x88\x01\x01\x12\x11\n\x04\x65tag\x18\n \x01(\tH\x06\x88\x01\x01\x12\x12\n\nrequest_id\x18\x0b \x01(\tB\x08\n\x06_stateB\r\n\x0b_lead_scoreB\x13\n\x11_lead_temperatureB\x0b\n\t_languageB\x10\n\x0e_message_countB\x0f\n\r_add_messagesB\x07\n\x05_etag\"\x8d\x02\n\x10ListLeadsRequest\x12\x19\n\x0cworkspace_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12/\n\x0btemperature\x18\x02 \x01(\x0e\x32\x15.sarah.v1.TemperatureH\x01\x88\x01\x01\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.StateH\x02\x88\x01\x01\x12\x16\n\tmin_score\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x10\n\x08order_by\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\tB\x0f\n\r_workspace_idB\x0e\n\x0c_temperatureB\x08\n\x06_stateB\x0c\n\n_min_score\"S\n\x11ListLeadsResponse\x12%\n\x05leads\x18\x01 \x03(\x0b\x32\x16.sarah.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x0fGetStatsRequest\x12\x19\n\x0cworkspace_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_workspace_id\"h\n\x0bStateCounts\x12\x10\n\x08greeting\x18\x01 \x01(\x05\x12\x12\n\nqualifying\x18\x02 \x01(\x05\x12\x0f\n\x07scoring\x18\x03 \x01(\x05\x12\x0f\n\x07handoff\x18\x04 \x01(\x05\x12\x11\n\tcompleted\x18\x05 \x01(\x05\"\x86\x01\n\x10GetStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0b\n\x03hot\x18\x02 \x01(\x05\x12\x0c\n\x04warm\x18\x03 \x01(\x05\x12\x0c\n\x04\x63old\x18\x04 \x01(\x05\x12\x11\n\tavg_score\x18\x05 \x01(\x01\x12\'\n\x08\x62y_state\x18\x06 \x01(\x0b\x32\x15.sarah.v1.StateCounts\"A\n\x12\x44\x65leteStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\"&\n\x13\x44\x65leteStateResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"K\n\x1aImportConversationsRequest\x12-\n\rconversations\x18\x01 \x03(\x0b\x32\x16.sarah.v1.Conversation\"_\n\x0cImportResult\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.sarah.v1.ImportOutcome\x12\x15\n\rcontact_phone\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"F\n\x1bImportConversationsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.sarah.v1.ImportResult*N\n\x05State\x12\x0c\n\x08greeting\x10\x00\x12\x0e\n\nqualifying\x10\x01\x12\x0b\n\x07scoring\x10\x02\x12\x0b\n\x07handoff\x10\x03\x12\r\n\tcompleted\x10\x04**\n\x0bTemperature\x12\x08\n\x04\x63old\x10\x00\x12\x08\n\x04warm\x10\x01\x12\x07\n\x03hot\x10\x02*\x1a\n\x08Language\x12\x06\n\x02id\x10\x00\x12\x06\n\x02\x65n\x10\x01*F\n\rImportOutcome\x12\x0c\n\x08imported\x10\x00\x12\n\n\x06merged\x10\x01\x12\r\n\tunchanged\x10\x02\x12\x0c\n\x08rejected\x10\x03\x32\xd8\x03\n\x0cSarahService\x12S\n\x08GetState\x12\x19.sarah.v1.GetStateRequest\x1a\x16.sarah.v1.Conversation\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/state\x12\\\n\x0bUpsertState\x12\x1c.sarah.v1.UpsertStateRequest\x1a\x16.sarah.v1.Conversation\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/sarah/state:\x01*\x12Z\n\tListLeads\x12\x1a.sarah.v1.ListLeadsRequest\x1a\x1b.sarah.v1.ListLeadsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/leads\x12W\n\x08GetStats\x12\x19.sarah.v1.GetStatsRequest\x1a\x1a.sarah.v1.GetStatsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/stats\x12`\n\x0b\x44\x65leteState\x12\x1c.sarah.v1.DeleteStateRequest\x1a\x1d.sarah.v1.DeleteStateResponse\"\x14\x82\xd3\xe4\x93\x02\x0e*\x0c/sarah/state2w\n\x11SarahAdminService\x12\x62\n\x13ImportConversations\x12$.sarah.v1.ImportConversationsRequest\x1a%.sarah.v1.ImportConversationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14sarah/v1/sarah.proto\x12\x08sarah.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\rExtractedData\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\rbusiness_type\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x16\n\tteam_size\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x0bpain_points\x18\x04 \x03(\t\x12\x12\n\x05goals\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x07\n\x05_nameB\x10\n\x0e_business_typeB\x0c\n\n_team_sizeB\x08\n\x06_goals\"\x8c\x04\n\x0c\x43onversation\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x1e\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.State\x12\x12\n\nlead_score\x18\x04 \x01(\x05\x12/\n\x10lead_temperature\x18\x05 \x01(\x0e\x32\x15.sarah.v1.Temperature\x12/\n\x0e\x65xtracted_data\x18\x06 \x01(\x0b\x32\x17.sarah.v1.ExtractedData\x12$\n\x08language\x18\x07 \x01(\x0e\x32\x12.sarah.v1.Language\x12\x15\n\rmessage_count\x18\x08 \x01(\x05\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_message_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\x12\x1f\n\x17\x62usiness_scoped_user_id\x18\r \x01(\t\x12&\n\x1eparent_business_scoped_user_id\x18\x0e \x01(\t\x12\x10\n\x08username\x18\x0f \x01(\t\"_\n\x0fGetStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x1f\n\x17\x62usiness_scoped_user_id\x18\x03 \x01(\t\"\xfa\x04\n\x12UpsertStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.StateH\x00\x88\x01\x01\x12\x17\n\nlead_score\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x34\n\x10lead_temperature\x18\x05 \x01(\x0e\x32\x15.sarah.v1.TemperatureH\x02\x88\x01\x01\x12/\n\x0e\x65xtracted_data\x18\x06 \x01(\x0b\x32\x17.sarah.v1.ExtractedData\x12)\n\x08language\x18\x07 \x01(\x0e\x32\x12.sarah.v1.LanguageH\x03\x88\x01\x01\x12\x1a\n\rmessage_count\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12\x19\n\x0c\x61\x64\x64_messages\x18\t \x01(\x05H\x05\x88\x01\x01\x12\x11\n\x04\x65tag\x18\n \x01(\tH\x06\x88\x01\x01\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x1f\n\x17\x62usiness_scoped_user_id\x18\x0c \x01(\t\x12+\n\x1eparent_business_scoped_user_id\x18\r \x01(\tH\x07\x88\x01\x01\x12\x15\n\x08username\x18\x0e \x01(\tH\x08\x88\x01\x01\x12\r\n\x05\x63lear\x18\x0f \x03(\tB\x08\n\x06_stateB\r\n\x0b_lead_scoreB\x13\n\x11_lead_temperatureB\x0b\n\t_languageB\x10\n\x0e_message_countB\x0f\n\r_add_messagesB\x07\n\x05_etagB!\n\x1f_parent_business_scoped_user_idB\x0b\n\t_username\"\x8d\x02\n\x10ListLeadsRequest\x12\x19\n\x0cworkspace_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12/\n\x0btemperature\x18\x02 \x01(\x0e\x32\x15.sarah.v1.TemperatureH\x01\x88\x01\x01\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x0f.sarah.v1.StateH\x02\x88\x01\x01\x12\x16\n\tmin_score\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x10\n\x08order_by\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\tB\x0f\n\r_workspace_idB\x0e\n\x0c_temperatureB\x08\n\x06_stateB\x0c\n\n_min_score\"S\n\x11ListLeadsResponse\x12%\n\x05leads\x18\x01 \x03(\x0b\x32\x16.sarah.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x0fGetStatsRequest\x12\x19\n\x0cworkspace_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_workspace_id\"h\n\x0bStateCounts\x12\x10\n\x08greeting\x18\x01 \x01(\x05\x12\x12\n\nqualifying\x18\x02 \x01(\x05\x12\x0f\n\x07scoring\x18\x03 \x01(\x05\x12\x0f\n\x07handoff\x18\x04 \x01(\x05\x12\x11\n\tcompleted\x18\x05 \x01(\x05\"\x86\x01\n\x10GetStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0b\n\x03hot\x18\x02 \x01(\x05\x12\x0c\n\x04warm\x18\x03 \x01(\x05\x12\x0c\n\x04\x63old\x18\x04 \x01(\x05\x12\x11\n\tavg_score\x18\x05 \x01(\x01\x12\'\n\x08\x62y_state\x18\x06 \x01(\x0b\x32\x15.sarah.v1.StateCounts\"b\n\x12\x44\x65leteStateRequest\x12\x15\n\rcontact_phone\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x1f\n\x17\x62usiness_scoped_user_id\x18\x03 \x01(\t\"\xb9\x01\n\x15\x43hangeIdentityRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x15\n\rcontact_phone\x18\x02 \x01(\t\x12\x1f\n\x17\x62usiness_scoped_user_id\x18\x03 \x01(\t\x12\x19\n\x11new_contact_phone\x18\x04 \x01(\t\x12#\n\x1bnew_business_scoped_user_id\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"&\n\x13\x44\x65leteStateResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"K\n\x1aImportConversationsRequest\x12-\n\rconversations\x18\x01 \x03(\x0b\x32\x16.sarah.v1.Conversation\"\x80\x01\n\x0cImportResult\x12(\n\x07outcome\x18\x01 \x01(\x0e\x32\x17.sarah.v1.ImportOutcome\x12\x15\n\rcontact_phone\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1f\n\x17\x62usiness_scoped_user_id\x18\x04 \x01(\t\"F\n\x1bImportConversationsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.sarah.v1.ImportResult*N\n\x05State\x12\x0c\n\x08greeting\x10\x00\x12\x0e\n\nqualifying\x10\x01\x12\x0b\n\x07scoring\x10\x02\x12\x0b\n\x07handoff\x10\x03\x12\r\n\tcompleted\x10\x04**\n\x0bTemperature\x12\x08\n\x04\x63old\x10\x00\x12\x08\n\x04warm\x10\x01\x12\x07\n\x03hot\x10\x02*\x1a\n\x08Language\x12\x06\n\x02id\x10\x00\x12\x06\n\x02\x65n\x10\x01*F\n\rImportOutcome\x12\x0c\n\x08imported\x10\x00\x12\n\n\x06merged\x10\x01\x12\r\n\tunchanged\x10\x02\x12\x0c\n\x08rejected\x10\x03\x32\xbf\x04\n\x0cSarahService\x12S\n\x08GetState\x12\x19.sarah.v1.GetStateRequest\x1a\x16.sarah.v1.Conversation\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/state\x12\\\n\x0bUpsertState\x12\x1c.sarah.v1.UpsertStateRequest\x1a\x16.sarah.v1.Conversation\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/sarah/state:\x01*\x12Z\n\tListLeads\x12\x1a.sarah.v1.ListLeadsRequest\x1a\x1b.sarah.v1.ListLeadsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/leads\x12W\n\x08GetStats\x12\x19.sarah.v1.GetStatsRequest\x1a\x1a.sarah.v1.GetStatsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/sarah/stats\x12`\n\x0b\x44\x65leteState\x12\x1c.sarah.v1.DeleteStateRequest\x1a\x1d.sarah.v1.DeleteStateResponse\"\x14\x82\xd3\xe4\x93\x02\x0e*\x0c/sarah/state\x12\x65\n\x0e\x43hangeIdentity\x12\x1f.sarah.v1.ChangeIdentityRequest\x1a\x16.sarah.v1.Conversation\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/sarah/identity:\x01*2w\n\x11SarahAdminService\x12\x62\n\x13ImportConversations\x12$.sarah.v1.ImportConversationsRequest\x1a%.sarah.v1.ImportConversationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,44 +43,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SARAHSERVICE'].methods_by_name['GetStats']._serialized_options = b'\202\323\344\223\002\016\022\014/sarah/stats'
   _globals['_SARAHSERVICE'].methods_by_name['DeleteState']._loaded_options = None
   _globals['_SARAHSERVICE'].methods_by_name['DeleteState']._serialized_options = b'\202\323\344\223\002\016*\014/sarah/state'
-  _globals['_STATE']._serialized_start=2267
-  _globals['_STATE']._serialized_end=2345
-  _globals['_TEMPERATURE']._serialized_start=2347
-  _globals['_TEMPERATURE']._serialized_end=2389
-  _globals['_LANGUAGE']._serialized_start=2391
-  _globals['_LANGUAGE']._serialized_end=2417
-  _globals['_IMPORTOUTCOME']._serialized_start=2419
-  _globals['_IMPORTOUTCOME']._serialized_end=2489
+  _globals['_SARAHSERVICE'].methods_by_name['ChangeIdentity']._loaded_options = None
+  _globals['_SARAHSERVICE'].methods_by_name['ChangeIdentity']._serialized_options = b'\202\323\344\223\002\024\"\017/sarah/identity:\001*'
+  _globals['_STATE']._serialized_start=2810
+  _globals['_STATE']._serialized_end=2888
+  _globals['_TEMPERATURE']._serialized_start=2890
+  _globals['_TEMPERATURE']._serialized_end=2932
+  _globals['_LANGUAGE']._serialized_start=2934
+  _globals['_LANGUAGE']._serialized_end=2960
+  _globals['_IMPORTOUTCOME']._serialized_start=2962
+  _globals['_IMPORTOUTCOME']._serialized_end=3032
   _globals['_EXTRACTEDDATA']._serialized_start=98
   _globals['_EXTRACTEDDATA']._serialized_end=276
   _globals['_CONVERSATION']._serialized_start=279
-  _globals['_CONVERSATION']._serialized_end=712
-  _globals['_GETSTATEREQUEST']._serialized_start=714
-  _globals['_GETSTATEREQUEST']._serialized_end=776
-  _globals['_UPSERTSTATEREQUEST']._serialized_start=779
-  _globals['_UPSERTSTATEREQUEST']._serialized_end=1249
-  _globals['_LISTLEADSREQUEST']._serialized_start=1252
-  _globals['_LISTLEADSREQUEST']._serialized_end=1521
-  _globals['_LISTLEADSRESPONSE']._serialized_start=1523
-  _globals['_LISTLEADSRESPONSE']._serialized_end=1606
-  _globals['_GETSTATSREQUEST']._serialized_start=1608
-  _globals['_GETSTATSREQUEST']._serialized_end=1669
-  _globals['_STATECOUNTS']._serialized_start=1671
-  _globals['_STATECOUNTS']._serialized_end=1775
-  _globals['_GETSTATSRESPONSE']._serialized_start=1778
-  _globals['_GETSTATSRESPONSE']._serialized_end=1912
-  _globals['_DELETESTATEREQUEST']._serialized_start=1914
-  _globals['_DELETESTATEREQUEST']._serialized_end=1979
-  _globals['_DELETESTATERESPONSE']._serialized_start=1981
-  _globals['_DELETESTATERESPONSE']._serialized_end=2019
-  _globals['_IMPORTCONVERSATIONSREQUEST']._serialized_start=2021
-  _globals['_IMPORTCONVERSATIONSREQUEST']._serialized_end=2096
-  _globals['_IMPORTRESULT']._serialized_start=2098
-  _globals['_IMPORTRESULT']._serialized_end=2193
-  _globals['_IMPORTCONVERSATIONSRESPONSE']._serialized_start=2195
-  _globals['_IMPORTCONVERSATIONSRESPONSE']._serialized_end=2265
-  _globals['_SARAHSERVICE']._serialized_start=2492
-  _globals['_SARAHSERVICE']._serialized_end=2964
-  _globals['_SARAHADMINSERVICE']._serialized_start=2966
-  _globals['_SARAHADMINSERVICE']._serialized_end=3085
+  _globals['_CONVERSATION']._serialized_end=803
+  _globals['_GETSTATEREQUEST']._serialized_start=805
+  _globals['_GETSTATEREQUEST']._serialized_end=900
+  _globals['_UPSERTSTATEREQUEST']._serialized_start=903
+  _globals['_UPSERTSTATEREQUEST']._serialized_end=1537
+  _globals['_LISTLEADSREQUEST']._serialized_start=1540
+  _globals['_LISTLEADSREQUEST']._serialized_end=1809
+  _globals['_LISTLEADSRESPONSE']._serialized_start=1811
+  _globals['_LISTLEADSRESPONSE']._serialized_end=1894
+  _globals['_GETSTATSREQUEST']._serialized_start=1896
+  _globals['_GETSTATSREQUEST']._serialized_end=1957
+  _globals['_STATECOUNTS']._serialized_start=1959
+  _globals['_STATECOUNTS']._serialized_end=2063
+  _globals['_GETSTATSRESPONSE']._serialized_start=2066
+  _globals['_GETSTATSRESPONSE']._serialized_end=2200
+  _globals['_DELETESTATEREQUEST']._serialized_start=2202
+  _globals['_DELETESTATEREQUEST']._serialized_end=2300
+  _globals['_CHANGEIDENTITYREQUEST']._serialized_start=2303
+  _globals['_CHANGEIDENTITYREQUEST']._serialized_end=2488
+  _globals['_DELETESTATERESPONSE']._serialized_start=2490
+  _globals['_DELETESTATERESPONSE']._serialized_end=2528
+  _globals['_IMPORTCONVERSATIONSREQUEST']._serialized_start=2530
+  _globals['_IMPORTCONVERSATIONSREQUEST']._serialized_end=2605
+  _globals['_IMPORTRESULT']._serialized_start=2608
+  _globals['_IMPORTRESULT']._serialized_end=2736
+  _globals['_IMPORTCONVERSATIONSRESPONSE']._serialized_start=2738
+  _globals['_IMPORTCONVERSATIONSRESPONSE']._serialized_end=2808
+  _globals['_SARAHSERVICE']._serialized_start=3035
+  _globals['_SARAHSERVICE']._serialized_end=3610
+  _globals['_SARAHADMINSERVICE']._serialized_start=3612
+  _globals['_SARAHADMINSERVICE']._serialized_end=3731
 # @@protoc_insertion_point(module_scope)

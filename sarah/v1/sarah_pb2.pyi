@@ -205,8 +205,13 @@ class Conversation(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     LAST_MESSAGE_AT_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
+    PARENT_BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
     contact_phone: _builtins.str
-    """The lead's phone number in E.164, e.g. "+6281234567890"."""
+    """The lead's phone number in E.164, e.g. "+6281234567890"; "" for a lead known only
+    by its BSUID.
+    """
     workspace_id: _builtins.str
     """The business (tenant) the conversation belongs to; "" is the default workspace."""
     state: Global___State.ValueType
@@ -222,6 +227,18 @@ class Conversation(_message.Message):
     etag: _builtins.str
     """Opaque version tag that changes on every write; "" for an unknown lead. Send it
     back in UpsertStateRequest.etag to write only if nobody wrote in between.
+    """
+    business_scoped_user_id: _builtins.str
+    """The lead's WhatsApp business-scoped user ID, e.g. "ID.1648738043044942": two
+    upper-case letters, a dot, then 1 to 100 letters and digits; "" when not known.
+    """
+    parent_business_scoped_user_id: _builtins.str
+    """The parent BSUID of linked business portfolios, at most 128 letters, digits and
+    dots; stored and returned, never a key. "" when not known.
+    """
+    username: _builtins.str
+    """The user's WhatsApp username, at most 64 characters; for display only (it can
+    change and is never a key). "" when not known.
     """
     @_builtins.property
     def extracted_data(self) -> Global___ExtractedData:
@@ -254,10 +271,13 @@ class Conversation(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         last_message_at: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        business_scoped_user_id: _builtins.str = ...,
+        parent_business_scoped_user_id: _builtins.str = ...,
+        username: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "extracted_data", b"extracted_data", "last_message_at", b"last_message_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_phone", b"contact_phone", "created_at", b"created_at", "etag", b"etag", "extracted_data", b"extracted_data", "language", b"language", "last_message_at", b"last_message_at", "lead_score", b"lead_score", "lead_temperature", b"lead_temperature", "message_count", b"message_count", "state", b"state", "updated_at", b"updated_at", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_scoped_user_id", b"business_scoped_user_id", "contact_phone", b"contact_phone", "created_at", b"created_at", "etag", b"etag", "extracted_data", b"extracted_data", "language", b"language", "last_message_at", b"last_message_at", "lead_score", b"lead_score", "lead_temperature", b"lead_temperature", "message_count", b"message_count", "parent_business_scoped_user_id", b"parent_business_scoped_user_id", "state", b"state", "updated_at", b"updated_at", "username", b"username", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -265,27 +285,33 @@ Global___Conversation: _TypeAlias = Conversation  # noqa: Y015
 
 @_typing.final
 class GetStateRequest(_message.Message):
-    """GetStateRequest names the lead to read."""
+    """GetStateRequest names the lead to read: by contact_phone, business_scoped_user_id, or
+    both (at least one).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTACT_PHONE_FIELD_NUMBER: _builtins.int
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
     contact_phone: _builtins.str
     """The lead's phone number in any common spelling ("0812-3456-7890",
-    "+62 812 3456 7890", "6281234567890"); required.
+    "+62 812 3456 7890", "6281234567890"); "" if not known.
     """
     workspace_id: _builtins.str
     """The business the lead belongs to; "" is the default workspace."""
+    business_scoped_user_id: _builtins.str
+    """The lead's BSUID, e.g. "ID.1648738043044942"; "" if not known."""
     def __init__(
         self,
         *,
         contact_phone: _builtins.str = ...,
         workspace_id: _builtins.str = ...,
+        business_scoped_user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_phone", b"contact_phone", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_scoped_user_id", b"business_scoped_user_id", "contact_phone", b"contact_phone", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -311,8 +337,14 @@ class UpsertStateRequest(_message.Message):
     ADD_MESSAGES_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
+    PARENT_BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
     contact_phone: _builtins.str
-    """The lead's phone number in any common spelling; required."""
+    """The lead's phone number in any common spelling; "" if not known (then
+    business_scoped_user_id is required).
+    """
     workspace_id: _builtins.str
     """The business the lead belongs to; "" is the default workspace. At most 64
     characters of A-Z a-z 0-9 _ -.
@@ -340,9 +372,25 @@ class UpsertStateRequest(_message.Message):
     A retry with the same request_id for the same lead within 24 hours returns the
     conversation as the first call left it and applies nothing twice.
     """
+    business_scoped_user_id: _builtins.str
+    """The lead's BSUID, e.g. "ID.1648738043044942"; "" if not known (then contact_phone
+    is required). A write that finds the lead by phone gives it this BSUID if it had none.
+    """
+    parent_business_scoped_user_id: _builtins.str
+    """The new parent BSUID, if it changes: at most 128 letters, digits and dots."""
+    username: _builtins.str
+    """The new username, if it changes: at most 64 characters, no control characters."""
     @_builtins.property
     def extracted_data(self) -> Global___ExtractedData:
         """Slots to set; each slot present replaces the stored one, the others are kept."""
+
+    @_builtins.property
+    def clear(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Field paths to reset to their default in the same write, at most 10:
+        "extracted_data.name", "extracted_data.business_type", "extracted_data.team_size",
+        "extracted_data.pain_points", "extracted_data.goals", "username",
+        "parent_business_scoped_user_id". A path may not also be set in the same request.
+        """
 
     def __init__(
         self,
@@ -358,10 +406,14 @@ class UpsertStateRequest(_message.Message):
         add_messages: _builtins.int | None = ...,
         etag: _builtins.str | None = ...,
         request_id: _builtins.str = ...,
+        business_scoped_user_id: _builtins.str = ...,
+        parent_business_scoped_user_id: _builtins.str | None = ...,
+        username: _builtins.str | None = ...,
+        clear: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_add_messages", b"_add_messages", "_etag", b"_etag", "_language", b"_language", "_lead_score", b"_lead_score", "_lead_temperature", b"_lead_temperature", "_message_count", b"_message_count", "_state", b"_state", "add_messages", b"add_messages", "etag", b"etag", "extracted_data", b"extracted_data", "language", b"language", "lead_score", b"lead_score", "lead_temperature", b"lead_temperature", "message_count", b"message_count", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_add_messages", b"_add_messages", "_etag", b"_etag", "_language", b"_language", "_lead_score", b"_lead_score", "_lead_temperature", b"_lead_temperature", "_message_count", b"_message_count", "_parent_business_scoped_user_id", b"_parent_business_scoped_user_id", "_state", b"_state", "_username", b"_username", "add_messages", b"add_messages", "etag", b"etag", "extracted_data", b"extracted_data", "language", b"language", "lead_score", b"lead_score", "lead_temperature", b"lead_temperature", "message_count", b"message_count", "parent_business_scoped_user_id", b"parent_business_scoped_user_id", "state", b"state", "username", b"username"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_add_messages", b"_add_messages", "_etag", b"_etag", "_language", b"_language", "_lead_score", b"_lead_score", "_lead_temperature", b"_lead_temperature", "_message_count", b"_message_count", "_state", b"_state", "add_messages", b"add_messages", "contact_phone", b"contact_phone", "etag", b"etag", "extracted_data", b"extracted_data", "language", b"language", "lead_score", b"lead_score", "lead_temperature", b"lead_temperature", "message_count", b"message_count", "request_id", b"request_id", "state", b"state", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_add_messages", b"_add_messages", "_etag", b"_etag", "_language", b"_language", "_lead_score", b"_lead_score", "_lead_temperature", b"_lead_temperature", "_message_count", b"_message_count", "_parent_business_scoped_user_id", b"_parent_business_scoped_user_id", "_state", b"_state", "_username", b"_username", "add_messages", b"add_messages", "business_scoped_user_id", b"business_scoped_user_id", "clear", b"clear", "contact_phone", b"contact_phone", "etag", b"etag", "extracted_data", b"extracted_data", "language", b"language", "lead_score", b"lead_score", "lead_temperature", b"lead_temperature", "message_count", b"message_count", "parent_business_scoped_user_id", b"parent_business_scoped_user_id", "request_id", b"request_id", "state", b"state", "username", b"username", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__add_messages: _TypeAlias = _typing.Literal["add_messages"]  # noqa: Y015
     _WhichOneofArgType__add_messages: _TypeAlias = _typing.Literal["_add_messages", b"_add_messages"]  # noqa: Y015
@@ -375,8 +427,12 @@ class UpsertStateRequest(_message.Message):
     _WhichOneofArgType__lead_temperature: _TypeAlias = _typing.Literal["_lead_temperature", b"_lead_temperature"]  # noqa: Y015
     _WhichOneofReturnType__message_count: _TypeAlias = _typing.Literal["message_count"]  # noqa: Y015
     _WhichOneofArgType__message_count: _TypeAlias = _typing.Literal["_message_count", b"_message_count"]  # noqa: Y015
+    _WhichOneofReturnType__parent_business_scoped_user_id: _TypeAlias = _typing.Literal["parent_business_scoped_user_id"]  # noqa: Y015
+    _WhichOneofArgType__parent_business_scoped_user_id: _TypeAlias = _typing.Literal["_parent_business_scoped_user_id", b"_parent_business_scoped_user_id"]  # noqa: Y015
     _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
     _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    _WhichOneofReturnType__username: _TypeAlias = _typing.Literal["username"]  # noqa: Y015
+    _WhichOneofArgType__username: _TypeAlias = _typing.Literal["_username", b"_username"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__add_messages) -> _WhichOneofReturnType__add_messages | None: ...
     @_typing.overload
@@ -390,7 +446,11 @@ class UpsertStateRequest(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__message_count) -> _WhichOneofReturnType__message_count | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parent_business_scoped_user_id) -> _WhichOneofReturnType__parent_business_scoped_user_id | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__username) -> _WhichOneofReturnType__username | None: ...
 
 Global___UpsertStateRequest: _TypeAlias = UpsertStateRequest  # noqa: Y015
 
@@ -419,7 +479,8 @@ class ListLeadsRequest(_message.Message):
     """Only leads scoring at least this, 0 to 100."""
     order_by: _builtins.str
     """One of "lead_score desc" (the default, hottest first), "last_message_at desc",
-    "created_at desc", "updated_at desc". Ties are broken by contact_phone.
+    "created_at desc", "updated_at desc". Ties are broken by contact_phone, then
+    business_scoped_user_id, then workspace_id, so the order is total.
     """
     page_size: _builtins.int
     """Leads per page: default 50, at most 500."""
@@ -599,29 +660,77 @@ Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteStateRequest(_message.Message):
-    """DeleteStateRequest names the lead to erase."""
+    """DeleteStateRequest names the lead to erase: by contact_phone, business_scoped_user_id,
+    or both (at least one). The whole lead is erased, whichever key finds it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTACT_PHONE_FIELD_NUMBER: _builtins.int
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
     contact_phone: _builtins.str
-    """The lead's phone number in any common spelling; required."""
+    """The lead's phone number in any common spelling; "" if not known."""
     workspace_id: _builtins.str
     """The business the lead belongs to; "" is the default workspace."""
+    business_scoped_user_id: _builtins.str
+    """The lead's BSUID; "" if not known."""
     def __init__(
         self,
         *,
         contact_phone: _builtins.str = ...,
         workspace_id: _builtins.str = ...,
+        business_scoped_user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_phone", b"contact_phone", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_scoped_user_id", b"business_scoped_user_id", "contact_phone", b"contact_phone", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteStateRequest: _TypeAlias = DeleteStateRequest  # noqa: Y015
+
+@_typing.final
+class ChangeIdentityRequest(_message.Message):
+    """ChangeIdentityRequest moves a lead from its old key to a new one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_PHONE_FIELD_NUMBER: _builtins.int
+    BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
+    NEW_CONTACT_PHONE_FIELD_NUMBER: _builtins.int
+    NEW_BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    """The business the lead belongs to; "" is the default workspace."""
+    contact_phone: _builtins.str
+    """The lead's old phone number; "" if the old key is the BSUID alone."""
+    business_scoped_user_id: _builtins.str
+    """The lead's old BSUID; "" if the old key is the phone number alone."""
+    new_contact_phone: _builtins.str
+    """The lead's new phone number (user_changed_number); "" to keep the phone."""
+    new_business_scoped_user_id: _builtins.str
+    """The lead's new BSUID (user_changed_user_id); "" to keep the BSUID."""
+    request_id: _builtins.str
+    """Idempotency key, as in UpsertStateRequest."""
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        contact_phone: _builtins.str = ...,
+        business_scoped_user_id: _builtins.str = ...,
+        new_contact_phone: _builtins.str = ...,
+        new_business_scoped_user_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_scoped_user_id", b"business_scoped_user_id", "contact_phone", b"contact_phone", "new_business_scoped_user_id", b"new_business_scoped_user_id", "new_contact_phone", b"new_contact_phone", "request_id", b"request_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeIdentityRequest: _TypeAlias = ChangeIdentityRequest  # noqa: Y015
 
 @_typing.final
 class DeleteStateResponse(_message.Message):
@@ -680,22 +789,26 @@ class ImportResult(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     CONTACT_PHONE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
     outcome: Global___ImportOutcome.ValueType
     """What became of it."""
     contact_phone: _builtins.str
     """The stored conversation's phone in E.164, or the phone as sent if rejected."""
     reason: _builtins.str
     """Why it was rejected; "" otherwise."""
+    business_scoped_user_id: _builtins.str
+    """The stored conversation's BSUID, or the BSUID as sent if rejected."""
     def __init__(
         self,
         *,
         outcome: Global___ImportOutcome.ValueType = ...,
         contact_phone: _builtins.str = ...,
         reason: _builtins.str = ...,
+        business_scoped_user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_phone", b"contact_phone", "outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_scoped_user_id", b"business_scoped_user_id", "contact_phone", b"contact_phone", "outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

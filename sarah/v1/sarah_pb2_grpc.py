@@ -26,8 +26,12 @@ if _version_not_supported:
 
 
 class SarahServiceStub:
-    """SarahService stores one conversation per (workspace_id, contact_phone) and answers
-    the sales dashboard's lists and statistics.
+    """SarahService stores one conversation per lead of a workspace and answers the sales
+    dashboard's lists and statistics. A lead is known by its phone number, by its WhatsApp
+    business-scoped user ID (BSUID), or by both; a request that names a lead may give
+    either key or both, and "which lead a request means" is the same rule everywhere: the
+    lead holding the BSUID, else the lead holding the phone number (unless that lead holds
+    a different BSUID: then it is another person), else none.
     """
 
     def __init__(self, channel):
@@ -61,11 +65,20 @@ class SarahServiceStub:
                 request_serializer=sarah_dot_v1_dot_sarah__pb2.DeleteStateRequest.SerializeToString,
                 response_deserializer=sarah_dot_v1_dot_sarah__pb2.DeleteStateResponse.FromString,
                 _registered_method=True)
+        self.ChangeIdentity = channel.unary_unary(
+                '/sarah.v1.SarahService/ChangeIdentity',
+                request_serializer=sarah_dot_v1_dot_sarah__pb2.ChangeIdentityRequest.SerializeToString,
+                response_deserializer=sarah_dot_v1_dot_sarah__pb2.Conversation.FromString,
+                _registered_method=True)
 
 
 class SarahServiceServicer:
-    """SarahService stores one conversation per (workspace_id, contact_phone) and answers
-    the sales dashboard's lists and statistics.
+    """SarahService stores one conversation per lead of a workspace and answers the sales
+    dashboard's lists and statistics. A lead is known by its phone number, by its WhatsApp
+    business-scoped user ID (BSUID), or by both; a request that names a lead may give
+    either key or both, and "which lead a request means" is the same rule everywhere: the
+    lead holding the BSUID, else the lead holding the phone number (unless that lead holds
+    a different BSUID: then it is another person), else none.
     """
 
     def GetState(self, request, context):
@@ -108,6 +121,18 @@ class SarahServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeIdentity(self, request, context):
+        """ChangeIdentity moves a lead from its old key to a new one, for WhatsApp's
+        user_changed_number and user_changed_user_id notifications, and returns the
+        conversation under its new key. If a lead with no BSUID holds the new phone number,
+        the two merge; if a lead with a different BSUID holds it, the number moves. If the
+        old key finds no lead but the new key does, the change already happened: that lead is
+        returned and nothing is written. If neither finds a lead: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SarahServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +161,11 @@ def add_SarahServiceServicer_to_server(servicer, server):
                     request_deserializer=sarah_dot_v1_dot_sarah__pb2.DeleteStateRequest.FromString,
                     response_serializer=sarah_dot_v1_dot_sarah__pb2.DeleteStateResponse.SerializeToString,
             ),
+            'ChangeIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeIdentity,
+                    request_deserializer=sarah_dot_v1_dot_sarah__pb2.ChangeIdentityRequest.FromString,
+                    response_serializer=sarah_dot_v1_dot_sarah__pb2.Conversation.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'sarah.v1.SarahService', rpc_method_handlers)
@@ -145,8 +175,12 @@ def add_SarahServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SarahService:
-    """SarahService stores one conversation per (workspace_id, contact_phone) and answers
-    the sales dashboard's lists and statistics.
+    """SarahService stores one conversation per lead of a workspace and answers the sales
+    dashboard's lists and statistics. A lead is known by its phone number, by its WhatsApp
+    business-scoped user ID (BSUID), or by both; a request that names a lead may give
+    either key or both, and "which lead a request means" is the same rule everywhere: the
+    lead holding the BSUID, else the lead holding the phone number (unless that lead holds
+    a different BSUID: then it is another person), else none.
     """
 
     @staticmethod
@@ -274,6 +308,33 @@ class SarahService:
             '/sarah.v1.SarahService/DeleteState',
             sarah_dot_v1_dot_sarah__pb2.DeleteStateRequest.SerializeToString,
             sarah_dot_v1_dot_sarah__pb2.DeleteStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sarah.v1.SarahService/ChangeIdentity',
+            sarah_dot_v1_dot_sarah__pb2.ChangeIdentityRequest.SerializeToString,
+            sarah_dot_v1_dot_sarah__pb2.Conversation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,8 +31,12 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SarahServiceStub:
-    """SarahService stores one conversation per (workspace_id, contact_phone) and answers
-    the sales dashboard's lists and statistics.
+    """SarahService stores one conversation per lead of a workspace and answers the sales
+    dashboard's lists and statistics. A lead is known by its phone number, by its WhatsApp
+    business-scoped user ID (BSUID), or by both; a request that names a lead may give
+    either key or both, and "which lead a request means" is the same rule everywhere: the
+    lead holding the BSUID, else the lead holding the phone number (unless that lead holds
+    a different BSUID: then it is another person), else none.
     """
 
     @_typing.overload
@@ -57,11 +61,23 @@ class SarahServiceStub:
     """DeleteState erases a conversation (a lead's right to erasure under Indonesia's
     PDP law). Deleting an unknown lead succeeds too.
     """
+    ChangeIdentity: _grpc.UnaryUnaryMultiCallable[_sarah_pb2.ChangeIdentityRequest, _sarah_pb2.Conversation]
+    """ChangeIdentity moves a lead from its old key to a new one, for WhatsApp's
+    user_changed_number and user_changed_user_id notifications, and returns the
+    conversation under its new key. If a lead with no BSUID holds the new phone number,
+    the two merge; if a lead with a different BSUID holds it, the number moves. If the
+    old key finds no lead but the new key does, the change already happened: that lead is
+    returned and nothing is written. If neither finds a lead: NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class SarahServiceAsyncStub(SarahServiceStub):
-    """SarahService stores one conversation per (workspace_id, contact_phone) and answers
-    the sales dashboard's lists and statistics.
+    """SarahService stores one conversation per lead of a workspace and answers the sales
+    dashboard's lists and statistics. A lead is known by its phone number, by its WhatsApp
+    business-scoped user ID (BSUID), or by both; a request that names a lead may give
+    either key or both, and "which lead a request means" is the same rule everywhere: the
+    lead holding the BSUID, else the lead holding the phone number (unless that lead holds
+    a different BSUID: then it is another person), else none.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -83,10 +99,22 @@ class SarahServiceAsyncStub(SarahServiceStub):
     """DeleteState erases a conversation (a lead's right to erasure under Indonesia's
     PDP law). Deleting an unknown lead succeeds too.
     """
+    ChangeIdentity: _aio.UnaryUnaryMultiCallable[_sarah_pb2.ChangeIdentityRequest, _sarah_pb2.Conversation]  # type: ignore[assignment]
+    """ChangeIdentity moves a lead from its old key to a new one, for WhatsApp's
+    user_changed_number and user_changed_user_id notifications, and returns the
+    conversation under its new key. If a lead with no BSUID holds the new phone number,
+    the two merge; if a lead with a different BSUID holds it, the number moves. If the
+    old key finds no lead but the new key does, the change already happened: that lead is
+    returned and nothing is written. If neither finds a lead: NOT_FOUND.
+    """
 
 class SarahServiceServicer(metaclass=_abc_1.ABCMeta):
-    """SarahService stores one conversation per (workspace_id, contact_phone) and answers
-    the sales dashboard's lists and statistics.
+    """SarahService stores one conversation per lead of a workspace and answers the sales
+    dashboard's lists and statistics. A lead is known by its phone number, by its WhatsApp
+    business-scoped user ID (BSUID), or by both; a request that names a lead may give
+    either key or both, and "which lead a request means" is the same rule everywhere: the
+    lead holding the BSUID, else the lead holding the phone number (unless that lead holds
+    a different BSUID: then it is another person), else none.
     """
 
     @_abc_1.abstractmethod
@@ -135,6 +163,20 @@ class SarahServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_sarah_pb2.DeleteStateResponse, _abc.Awaitable[_sarah_pb2.DeleteStateResponse]]:
         """DeleteState erases a conversation (a lead's right to erasure under Indonesia's
         PDP law). Deleting an unknown lead succeeds too.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeIdentity(
+        self,
+        request: _sarah_pb2.ChangeIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sarah_pb2.Conversation, _abc.Awaitable[_sarah_pb2.Conversation]]:
+        """ChangeIdentity moves a lead from its old key to a new one, for WhatsApp's
+        user_changed_number and user_changed_user_id notifications, and returns the
+        conversation under its new key. If a lead with no BSUID holds the new phone number,
+        the two merge; if a lead with a different BSUID holds it, the number moves. If the
+        old key finds no lead but the new key does, the change already happened: that lead is
+        returned and nothing is written. If neither finds a lead: NOT_FOUND.
         """
 
 def add_SarahServiceServicer_to_server(servicer: SarahServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

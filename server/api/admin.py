@@ -31,6 +31,10 @@ def _imported_from_proto(c: pb.Conversation) -> Imported:
         contact_phone=c.contact_phone, workspace_id=c.workspace_id, state=c.state,
         lead_score=c.lead_score, lead_temperature=c.lead_temperature,
         extracted_data=c.extracted_data, language=c.language, message_count=c.message_count,
+        business_scoped_user_id=c.business_scoped_user_id,
+        # An export of before BSUIDs has neither: "" is what the lead holds then.
+        parent_business_scoped_user_id=c.parent_business_scoped_user_id,
+        username=c.username,
     )
     return Imported(
         patch=convert.patch_from_proto(as_upsert),
@@ -56,6 +60,7 @@ class SarahAdminServicer(sarah_pb2_grpc.SarahAdminServiceServicer):
         outcomes = import_conversations(self._repo, self._region, items)
         return pb.ImportConversationsResponse(results=[
             pb.ImportResult(outcome=pb.ImportOutcome.Value(o.outcome),
-                            contact_phone=o.contact_phone, reason=o.reason)
+                            contact_phone=o.contact_phone, reason=o.reason,
+                            business_scoped_user_id=o.business_scoped_user_id)
             for o in outcomes
         ])

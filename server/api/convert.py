@@ -6,7 +6,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from sarah.v1 import sarah_pb2 as pb
-from server.core.domain import Lead, LeadFilter, Patch, Stats
+from server.core.domain import IdentityChange, Lead, LeadFilter, LeadKey, Patch, Stats
 
 
 class _Enum(Protocol):
@@ -57,6 +57,9 @@ def lead_to_proto(lead: Lead) -> pb.Conversation:
         updated_at=_timestamp(lead.updated_at),
         last_message_at=_timestamp(lead.last_message_at),
         etag=lead.etag,
+        business_scoped_user_id=lead.business_scoped_user_id,
+        parent_business_scoped_user_id=lead.parent_business_scoped_user_id,
+        username=lead.username,
     )
 
 
@@ -77,6 +80,20 @@ def patch_from_proto(request: pb.UpsertStateRequest) -> Patch:
         message_count=_optional(request, "message_count"),
         add_messages=_optional(request, "add_messages"),
         etag=_optional(request, "etag"),
+        request_id=request.request_id,
+        business_scoped_user_id=request.business_scoped_user_id,
+        parent_business_scoped_user_id=_optional(request, "parent_business_scoped_user_id"),
+        username=_optional(request, "username"),
+        clear=tuple(request.clear),
+    )
+
+
+def identity_change_from_proto(request: pb.ChangeIdentityRequest) -> IdentityChange:
+    return IdentityChange(
+        old=LeadKey(request.workspace_id, request.contact_phone,
+                    request.business_scoped_user_id),
+        new_contact_phone=request.new_contact_phone,
+        new_business_scoped_user_id=request.new_business_scoped_user_id,
         request_id=request.request_id,
     )
 

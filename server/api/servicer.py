@@ -18,7 +18,7 @@ class SarahServicer(sarah_pb2_grpc.SarahServiceServicer):
     def GetState(self, request: pb.GetStateRequest,
                  context: grpc.ServicerContext) -> pb.Conversation:
         lead = self._service.get_state(request.contact_phone, request.workspace_id,
-                                       caller_scope())
+                                       caller_scope(), request.business_scoped_user_id)
         return convert.lead_to_proto(lead)
 
     @status.mapped
@@ -51,5 +51,12 @@ class SarahServicer(sarah_pb2_grpc.SarahServiceServicer):
     def DeleteState(self, request: pb.DeleteStateRequest,
                     context: grpc.ServicerContext) -> pb.DeleteStateResponse:
         deleted = self._service.delete_state(request.contact_phone, request.workspace_id,
-                                             caller_scope())
+                                             caller_scope(), request.business_scoped_user_id)
         return pb.DeleteStateResponse(deleted=deleted)
+
+    @status.mapped
+    def ChangeIdentity(self, request: pb.ChangeIdentityRequest,
+                       context: grpc.ServicerContext) -> pb.Conversation:
+        lead = self._service.change_identity(convert.identity_change_from_proto(request),
+                                             caller_scope())
+        return convert.lead_to_proto(lead)

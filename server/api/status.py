@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 from server.core.errors import (
     EtagMismatch,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     SarahError,
     Unavailable,
@@ -52,6 +53,8 @@ def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, PermissionDenied):
         context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+    if isinstance(exc, NotFound):
+        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     if isinstance(exc, EtagMismatch):
         context.abort(grpc.StatusCode.ABORTED, str(exc))
     if isinstance(exc, Unavailable):

@@ -16,6 +16,16 @@ ORDER_KEYS = {
 ORDERS = tuple(ORDER_KEYS)
 DEFAULT_ORDER = ORDERS[0]
 DEFAULT_PAGE_SIZE = 50
+# The paths UpsertStateRequest.clear may name, and the Lead field each resets.
+CLEARABLE = {
+    "extracted_data.name": "name",
+    "extracted_data.business_type": "business_type",
+    "extracted_data.team_size": "team_size",
+    "extracted_data.pain_points": "pain_points",
+    "extracted_data.goals": "goals",
+    "username": "username",
+    "parent_business_scoped_user_id": "parent_business_scoped_user_id",
+}
 # A workspace id: at most 64 characters of A-Z a-z 0-9 _ - ("" is the default workspace).
 WORKSPACE_ID = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
@@ -40,6 +50,15 @@ class Lead:
     updated_at: int | None = None
     last_message_at: int | None = None
     etag: str = ""
+    # WhatsApp's business-scoped user id; "" when not known (then contact_phone is set).
+    business_scoped_user_id: str = ""
+    parent_business_scoped_user_id: str = ""
+    username: str = ""
+
+    @property
+    def key(self) -> "LeadKey":
+        """The keys this lead holds."""
+        return LeadKey(self.workspace_id, self.contact_phone, self.business_scoped_user_id)
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,35 @@ class Patch:
     message_count: int | None = None
     add_messages: int | None = None
     etag: str | None = None
+    request_id: str = ""
+    business_scoped_user_id: str = ""
+    parent_business_scoped_user_id: str | None = None
+    username: str | None = None
+    # Field paths to reset to their default (CLEARABLE), validated by the rules.
+    clear: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> "LeadKey":
+        """The keys the patch names its lead by."""
+        return LeadKey(self.workspace_id, self.contact_phone, self.business_scoped_user_id)
+
+
+@dataclass(frozen=True)
+class LeadKey:
+    """How a request names a lead: its phone (E.164), its BSUID, or both ("" if not given)."""
+
+    workspace_id: str
+    contact_phone: str = ""
+    business_scoped_user_id: str = ""
+
+
+@dataclass(frozen=True)
+class IdentityChange:
+    """A ChangeIdentity request: the lead's old key, and the key parts that replace it."""
+
+    old: LeadKey
+    new_contact_phone: str = ""
+    new_business_scoped_user_id: str = ""
     request_id: str = ""
 
 

@@ -23,3 +23,7 @@ class Unavailable(SarahError):
 
 class PermissionDenied(SarahError):
     """The caller's key does not reach the workspace (or the workspaces) asked for."""
+
+
+class NotFound(SarahError):
+    """The lead the request names does not exist (ChangeIdentity); nothing was written."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from server.core import rules
+from server.core import identity, rules
 from server.core.counts import CountDeltas
-from server.core.domain import Lead, Patch
+from server.core.domain import Lead, LeadKey, Patch
 from server.core.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ class ImportOutcome:
     outcome: str  # imported, merged, unchanged or rejected (the ImportOutcome words)
     contact_phone: str
     reason: str = ""
+    business_scoped_user_id: str = ""
 
 
 def import_conversations(repo: Repository, region: str,
@@ -58,7 +59,8 @@ def import_conversations(repo: Repository, region: str,
                 item.patch, item.created_at, item.updated_at, item.last_message_at, region))
             outcomes.append(None)  # filled in once the batch is merged
         except InvalidArgument as exc:
-            outcomes.append(ImportOutcome("rejected", item.patch.contact_phone, str(exc)))
+            outcomes.append(ImportOutcome("rejected", item.patch.contact_phone, str(exc),
+                                          item.patch.business_scoped_user_id))
     stored = repo.write(functools.partial(_merge_batch, valid)) if valid else []
     merged = iter(zip(valid, stored, strict=True))
     results = [outcome or _stored_outcome(*next(merged)) for outcome in outcomes]
@@ -72,31 +74,84 @@ def _merge_batch(leads: list[Lead], tx: WriteTx) -> list[tuple[bool, bool]]:
 
     The batch's stored leads come in a few queries, the merges run in memory, and only
     what changed is written: importing a batch that is already held costs one read, not
-    one query per lead. A later lead with the same key as an earlier one sees the earlier
-    one's merge.
+    one query per lead. A later lead with a key of an earlier one sees the earlier one's
+    merge. Which stored lead an imported one means, and the merging of two halves or a
+    moved phone number, follow the identity rules of every write.
     """
-    before = tx.lock_leads(list({(lead.workspace_id, lead.contact_phone) for lead in leads}))
-    current = dict(before)
-    changed: set[tuple[str, str]] = set()
+    keys = [lead.key for lead in leads]
+    tx.lock_keys(keys)
+    book = _Book(tx.lock_leads(keys))
     outcomes = []
     for lead in leads:
-        key = (lead.workspace_id, lead.contact_phone)
-        merged = rules.merge_imported(current.get(key), lead)
-        outcomes.append((key in current, merged is not None))
-        if merged is not None:
-            current[key] = merged
-            changed.add(key)
-    deltas = CountDeltas()
-    for key in changed:
-        deltas.change(before.get(key), current[key])
-    tx.add_counts(deltas)
-    tx.insert_leads(current[key] for key in changed - before.keys())
-    for key in changed & before.keys():
-        tx.update_lead(current[key])
+        holders = book.holders(lead.key)
+        plan = identity.settle(identity.meant(lead.key, holders), lead.contact_phone,
+                               lead.business_scoped_user_id, holders)
+        for half in plan.absorbed:
+            book.put(half, None)
+        for other in plan.robbed:
+            book.put(other, replace(other, contact_phone=""))
+        merged = rules.merge_imported(plan.base, lead) or plan.base
+        assert merged is not None
+        book.put(plan.old, merged)
+        written = merged != plan.old or bool(plan.absorbed or plan.robbed)
+        outcomes.append((plan.old is not None, written))
+    book.write(tx)
     return outcomes
+
+
+class _Book:
+    """The batch's leads in memory: each stored one as it was and as it is now."""
+
+    def __init__(self, stored: list[Lead]):
+        self._before: list[Lead | None] = list(stored)
+        self._now: list[Lead | None] = list(stored)
+
+    def _slot(self, lead: Lead) -> int:
+        return next(i for i, now in enumerate(self._now) if identity.same_lead(now, lead))
+
+    def holders(self, key: LeadKey) -> identity.Holders:
+        def holding(field: str, value: str) -> Lead | None:
+            return next((lead for lead in self._now if lead is not None and value
+                         and lead.workspace_id == key.workspace_id
+                         and getattr(lead, field) == value), None)
+
+        return identity.Holders(
+            by_bsuid=holding("business_scoped_user_id", key.business_scoped_user_id),
+            by_phone=holding("contact_phone", key.contact_phone))
+
+    def put(self, was: Lead | None, lead: Lead | None) -> None:
+        """Replace `was` (None: nothing, a new lead) by `lead` (None: removed)."""
+        if was is None:
+            self._before.append(None)
+            self._now.append(lead)
+        else:
+            self._now[self._slot(was)] = lead
+
+    def write(self, tx: WriteTx) -> None:
+        """Write what changed: removals, then updates that only give keys up, then the
+        others, then new leads, so that no two rows ever hold one key."""
+        deltas = CountDeltas()
+        changed = [(b, n) for b, n in zip(self._before, self._now, strict=True) if b != n]
+        for before, now in changed:
+            deltas.change(before, now)
+            if before is not None and now is None:
+                tx.delete_lead(before)
+        updates = [(b, n) for b, n in changed if b is not None and n is not None]
+        updates.sort(key=lambda pair: not _gives_up_only(*pair))
+        for before, now in updates:
+            tx.update_lead(now, was=before)
+        tx.insert_leads(n for b, n in changed if b is None and n is not None)
+        tx.add_counts(deltas)
+
+
+def _gives_up_only(before: Lead, now: Lead) -> bool:
+    return all(new in ("", old) for old, new in (
+        (before.contact_phone, now.contact_phone),
+        (before.business_scoped_user_id, now.business_scoped_user_id)))
 
 
 def _stored_outcome(lead: Lead, existed_written: tuple[bool, bool]) -> ImportOutcome:
     existed, written = existed_written
     word = ("merged" if written else "unchanged") if existed else "imported"
-    return ImportOutcome(word, lead.contact_phone)
+    return ImportOutcome(word, lead.contact_phone,
+                         business_scoped_user_id=lead.business_scoped_user_id)

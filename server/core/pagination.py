@@ -8,11 +8,13 @@ import re
 
 from server.core.domain import WORKSPACE_ID, ListQuery
 from server.core.errors import InvalidArgument
+from server.core.rules import BSUID
 
-_PHONE_RE = re.compile(r"\+[0-9]{1,19}")
+_PHONE_RE = re.compile(r"(\+[0-9]{1,19})?")  # "" for a lead known only by its BSUID
 
-# The position after a page: (order key value, contact_phone, workspace_id) of its last lead.
-Position = tuple[int, str, str]
+# The position after a page: (order key value, contact_phone, business_scoped_user_id,
+# workspace_id) of its last lead.
+Position = tuple[int, str, str, str]
 
 
 def _fingerprint(query: ListQuery) -> str:
@@ -38,11 +40,15 @@ def decode_token(query: ListQuery) -> Position | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        fingerprint, key, phone, workspace = json.loads(raw)
+        fields = json.loads(raw)
+        if isinstance(fields, list) and len(fields) == 4:
+            fields.insert(3, "")  # a token of before BSUIDs: its leads had none
+        fingerprint, key, phone, bsuid, workspace = fields
         # Tokens are easy to forge: nothing may reach the database that a stored lead
         # could not hold (a number past 64 bits, NUL, a lone surrogate).
         valid = (type(key) is int and 0 <= key < 2**63
                  and isinstance(phone, str) and bool(_PHONE_RE.fullmatch(phone))
+                 and isinstance(bsuid, str) and (bsuid == "" or bool(BSUID.fullmatch(bsuid)))
                  and isinstance(workspace, str) and bool(WORKSPACE_ID.fullmatch(workspace)))
     except (binascii.Error, ValueError, TypeError):
         valid = False
@@ -52,4 +58,4 @@ def decode_token(query: ListQuery) -> Position | None:
         raise InvalidArgument(
             [("page_token", "was issued for other filters or order; start from the first page")]
         )
-    return key, phone, workspace
+    return key, phone, bsuid, workspace

@@ -1,9 +1,12 @@
 """The contract's rules as plain functions: validation, normalisation, merge and etag."""
 
+import re
 import secrets
+import unicodedata
 from dataclasses import replace
 
 from server.core.domain import (
+    CLEARABLE,
     DEFAULT_ORDER,
     DEFAULT_PAGE_SIZE,
     LANGUAGES,
@@ -11,8 +14,10 @@ from server.core.domain import (
     STATES,
     TEMPERATURES,
     WORKSPACE_ID,
+    IdentityChange,
     Lead,
     LeadFilter,
+    LeadKey,
     ListQuery,
     Patch,
 )
@@ -26,6 +31,15 @@ _MAX_PAIN_POINT_LEN = 500
 _MAX_REQUEST_ID = 128
 MAX_PAGE_SIZE = 500
 _SHOWN = 40
+BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,100}")
+_PARENT_BSUID = re.compile(r"[A-Za-z0-9.]{0,128}")
+_MAX_USERNAME = 64
+_MAX_CLEAR = 10
+# The key fields a clear may not name: a lead is never left without a key by a clear.
+_KEY_PATHS = ("contact_phone", "business_scoped_user_id", "workspace_id")
+# The Lead fields of the paths set by a patch, to refuse clearing one in the same write.
+_SET_BY_PATCH = ("name", "business_type", "team_size", "goals", "username",
+                 "parent_business_scoped_user_id")
 
 
 def _shown(value: str) -> str:
@@ -67,28 +81,109 @@ def _check_workspace(v: _Violations, workspace_id: str | None) -> None:
         v.add("workspace_id", "must be at most 64 characters of A-Z a-z 0-9 _ -")
 
 
-def _check_phone(v: _Violations, raw: str, region: str) -> str:
+def _check_phone(v: _Violations, raw: str, region: str, field: str = "contact_phone") -> str:
     try:
         return normalize_phone(raw, region)
     except InvalidPhone as exc:
-        v.add("contact_phone", str(exc))
+        v.add(field, str(exc))
         return raw
 
 
-def validate_key(raw_phone: str, workspace_id: str, region: str) -> tuple[str, str]:
-    """Return the (workspace_id, E.164 phone) key of a lead, or raise InvalidArgument."""
+def _check_username(v: _Violations, username: str | None) -> None:
+    v.check_text("username", username, _MAX_USERNAME)
+    if username and any(unicodedata.category(c) == "Cc" for c in username):
+        v.add("username", "must not contain control characters")
+
+
+def _check_parent_bsuid(v: _Violations, parent: str | None) -> None:
+    if parent is not None and not _PARENT_BSUID.fullmatch(parent):
+        v.add("parent_business_scoped_user_id",
+              "must be at most 128 characters of letters, digits and dots")
+
+
+def _check_clear(v: _Violations, patch: Patch) -> None:
+    if len(patch.clear) > _MAX_CLEAR:
+        v.add("clear", f"must hold at most {_MAX_CLEAR} paths, got {len(patch.clear)}")
+    for path in patch.clear:
+        field = CLEARABLE.get(path)
+        if path in _KEY_PATHS:
+            v.add("clear", f"{_shown(path)} is a key and cannot be cleared")
+        elif field is None:
+            v.add("clear", f"{_shown(path)} is not a path that can be cleared; one of "
+                           f"{', '.join(CLEARABLE)}")
+        elif _sets(patch, field):
+            v.add("clear", f"{_shown(path)} is also set in this request; send one of them")
+
+
+def _sets(patch: Patch, field: str) -> bool:
+    """Whether the patch sets `field` (an empty pain_points list sets nothing)."""
+    if field == "pain_points":
+        return bool(patch.pain_points)
+    return field in _SET_BY_PATCH and getattr(patch, field) is not None
+
+
+def _check_bsuid(v: _Violations, field: str, raw: str) -> str:
+    bsuid = raw.strip()
+    if bsuid and not BSUID.fullmatch(bsuid):
+        v.add(field, "must be two upper-case letters, a dot, then 1 to 100 letters and "
+                     f"digits (e.g. 'ID.1648738043044942'), got {_shown(raw)}")
+    return bsuid
+
+
+def _check_lead_key(v: _Violations, raw_phone: str, raw_bsuid: str, region: str,
+                    fields: tuple[str, str] = ("contact_phone", "business_scoped_user_id"),
+                    ) -> tuple[str, str]:
+    """The (E.164 phone or "", BSUID or "") a request names its lead by."""
+    phone_field, bsuid_field = fields
+    if not raw_phone.strip() and not raw_bsuid.strip():
+        why = f"is required: give {phone_field}, {bsuid_field} or both"
+        v.add(phone_field, why)
+        v.add(bsuid_field, why)
+        return "", ""
+    bsuid = _check_bsuid(v, bsuid_field, raw_bsuid)
+    phone = _check_phone(v, raw_phone, region, phone_field) if raw_phone.strip() else ""
+    return phone, bsuid
+
+
+def validate_key(raw_phone: str, workspace_id: str, region: str,
+                 raw_bsuid: str = "") -> LeadKey:
+    """Return the key a request names its lead by, or raise InvalidArgument."""
     v = _Violations()
     _check_workspace(v, workspace_id)
-    phone = _check_phone(v, raw_phone, region)
+    phone, bsuid = _check_lead_key(v, raw_phone, raw_bsuid, region)
     v.raise_if_any()
-    return workspace_id, phone
+    return LeadKey(workspace_id, phone, bsuid)
+
+
+def validate_identity_change(change: IdentityChange, region: str) -> IdentityChange:
+    """Return the change with its keys normalised, or raise InvalidArgument.
+
+    The new key must change something: at least one new part, and not only the parts the
+    old key already has."""
+    v = _Violations()
+    old = change.old
+    _check_workspace(v, old.workspace_id)
+    phone, bsuid = _check_lead_key(v, old.contact_phone, old.business_scoped_user_id, region)
+    new_phone, new_bsuid = _check_lead_key(
+        v, change.new_contact_phone, change.new_business_scoped_user_id, region,
+        ("new_contact_phone", "new_business_scoped_user_id"))
+    v.check_text("request_id", change.request_id, _MAX_REQUEST_ID)
+    if not v.items and new_phone in ("", phone) and new_bsuid in ("", bsuid):
+        why = "the new key is the old one: nothing to change"
+        v.add("new_contact_phone" if new_phone else "new_business_scoped_user_id", why)
+    v.raise_if_any()
+    return replace(change, old=LeadKey(old.workspace_id, phone, bsuid),
+                   new_contact_phone=new_phone, new_business_scoped_user_id=new_bsuid)
 
 
 def validate_patch(patch: Patch, region: str) -> Patch:
     """Return the patch, phone normalised, or raise InvalidArgument naming every bad field."""
     v = _Violations()
     _check_workspace(v, patch.workspace_id)
-    phone = _check_phone(v, patch.contact_phone, region)
+    phone, bsuid = _check_lead_key(v, patch.contact_phone, patch.business_scoped_user_id, region)
+    _check_username(v, patch.username)
+    _check_parent_bsuid(v, patch.parent_business_scoped_user_id)
+    _check_clear(v, patch)
     v.check_word("state", patch.state, STATES)
     v.check_word("lead_temperature", patch.lead_temperature, TEMPERATURES)
     v.check_word("language", patch.language, LANGUAGES)
@@ -106,7 +201,7 @@ def validate_patch(patch: Patch, region: str) -> Patch:
     if patch.message_count is not None and patch.add_messages is not None:
         v.add("add_messages", "cannot be combined with message_count; send one of them")
     v.raise_if_any()
-    return replace(patch, contact_phone=phone)
+    return replace(patch, contact_phone=phone, business_scoped_user_id=bsuid)
 
 
 def new_etag() -> str:
@@ -119,7 +214,8 @@ def apply_patch(patch: Patch, current: Lead | None, now_us: int) -> Lead:
 
     Raises EtagMismatch when the patch carries an etag that is not the stored one.
     """
-    base = current or Lead(workspace_id=patch.workspace_id, contact_phone=patch.contact_phone)
+    base = current or Lead(workspace_id=patch.workspace_id, contact_phone=patch.contact_phone,
+                           business_scoped_user_id=patch.business_scoped_user_id)
     if patch.etag is not None and patch.etag != base.etag:
         raise EtagMismatch(
             f"etag {_shown(patch.etag)} does not match the stored etag {base.etag!r}; "
@@ -138,12 +234,15 @@ def apply_patch(patch: Patch, current: Lead | None, now_us: int) -> Lead:
         name: value
         for name in (
             "state", "lead_score", "lead_temperature", "name", "business_type",
-            "team_size", "goals", "language",
+            "team_size", "goals", "language", "username", "parent_business_scoped_user_id",
         )
         if (value := getattr(patch, name)) is not None
     }
     if patch.pain_points:
         changes["pain_points"] = patch.pain_points
+    for path in patch.clear:
+        field = CLEARABLE[path]
+        changes[field] = getattr(Lead, field)  # the dataclass default: None, "" or ()
     created = base.created_at if current else now_us
     grew = current is None or count > base.message_count
     return replace(
@@ -213,7 +312,21 @@ def imported_lead(
                    last_message_at=created_at if last_message_at is None else last_message_at)
 
 
-_IMPORT_SLOTS = ("name", "business_type", "team_size", "goals")
+# The slots a merge fills from the older conversation where the newer has none.
+_SLOTS = ("name", "business_type", "team_size", "goals", "pain_points", "username",
+          "parent_business_scoped_user_id")
+
+
+def fill_slots(newer: Lead, older: Lead) -> Lead:
+    """`newer`, with each slot it lacks (the slot's default) taken from `older`."""
+    return replace(newer, **{slot: getattr(older, slot) if _lacks(newer, slot)
+                             else getattr(newer, slot) for slot in _SLOTS})
+
+
+def _lacks(lead: Lead, slot: str) -> bool:
+    value: object = getattr(lead, slot)
+    default: object = getattr(Lead, slot)  # the dataclass default: None, "" or ()
+    return value == default
 
 
 def merge_imported(stored: Lead | None, imported: Lead) -> Lead | None:
@@ -226,35 +339,32 @@ def merge_imported(stored: Lead | None, imported: Lead) -> Lead | None:
     """
     if stored is None:
         return imported
-    newer, older = (imported, stored) if _later(imported.updated_at, stored.updated_at) else (
+    newer, older = (imported, stored) if later(imported.updated_at, stored.updated_at) else (
         stored, imported)
-    slots = {
-        slot: getattr(older, slot) if getattr(newer, slot) is None else getattr(newer, slot)
-        for slot in _IMPORT_SLOTS
-    }
     merged = replace(
-        newer,
-        **slots,
+        fill_slots(newer, older),
         workspace_id=stored.workspace_id,
-        contact_phone=stored.contact_phone,
-        pain_points=newer.pain_points or older.pain_points,
+        # The stored lead keeps its keys; a key it lacks comes from the import.
+        contact_phone=stored.contact_phone or imported.contact_phone,
+        business_scoped_user_id=stored.business_scoped_user_id
+        or imported.business_scoped_user_id,
         message_count=max(stored.message_count, imported.message_count),
-        created_at=_earliest(stored.created_at, imported.created_at),
-        updated_at=_latest(stored.updated_at, imported.updated_at),
-        last_message_at=_latest(stored.last_message_at, imported.last_message_at),
+        created_at=earliest(stored.created_at, imported.created_at),
+        updated_at=latest(stored.updated_at, imported.updated_at),
+        last_message_at=latest(stored.last_message_at, imported.last_message_at),
         etag=stored.etag,
     )
     return None if merged == stored else replace(merged, etag=new_etag())
 
 
-def _later(a: int | None, b: int | None) -> bool:
+def later(a: int | None, b: int | None) -> bool:
     """Whether time `a` is after `b`; a time that is not known is before every other."""
     return a is not None and (b is None or a > b)
 
 
-def _earliest(a: int | None, b: int | None) -> int | None:
+def earliest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def _latest(a: int | None, b: int | None) -> int | None:
+def latest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)

@@ -10,9 +10,19 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from server.core import rules
+from server.core import identity, rules
 from server.core.counts import CountDeltas, stats_of
-from server.core.domain import ORDER_KEYS, Lead, LeadFilter, ListQuery, Patch, Stats
+from server.core.domain import (
+    ORDER_KEYS,
+    IdentityChange,
+    Lead,
+    LeadFilter,
+    LeadKey,
+    ListQuery,
+    Patch,
+    Stats,
+)
+from server.core.errors import NotFound
 from server.core.pagination import decode_token, encode_token
 from server.core.scope import EVERY_WORKSPACE, Scope, scoped_workspace
 
@@ -43,12 +53,14 @@ class SarahService:
         self._last_prune: int | None = None
 
     def get_state(self, contact_phone: str, workspace_id: str,
-                  scope: Scope = EVERY_WORKSPACE) -> Lead:
+                  scope: Scope = EVERY_WORKSPACE, business_scoped_user_id: str = "") -> Lead:
         """The stored conversation, or the unsaved default one for an unknown lead."""
         workspace_id = scoped_workspace(workspace_id, scope)
-        workspace_id, phone = rules.validate_key(contact_phone, workspace_id, self._region)
-        stored = self._repo.get(workspace_id, phone)
-        return stored or Lead(workspace_id=workspace_id, contact_phone=phone)
+        key = rules.validate_key(contact_phone, workspace_id, self._region,
+                                 business_scoped_user_id)
+        stored = identity.meant(key, self._repo.holders(key))
+        return stored or Lead(workspace_id=workspace_id, contact_phone=key.contact_phone,
+                              business_scoped_user_id=key.business_scoped_user_id)
 
     def upsert_state(self, patch: Patch, scope: Scope = EVERY_WORKSPACE) -> Lead:
         """Create or partially update a conversation; return it as stored.
@@ -62,26 +74,59 @@ class SarahService:
 
     def _upsert(self, patch: Patch, tx: WriteTx) -> Lead:
         now = self._clock()
-        # Lock the lead first: two retries of one request_id then run one after the other,
-        # and the second finds the first's record.
-        old = tx.lock_lead(patch.workspace_id, patch.contact_phone)
+        # Lock the keys and the leads first: two retries of one request_id (or two
+        # writers with one person's two halves) then run one after the other, and the
+        # second finds what the first wrote.
+        tx.lock_keys([patch.key])
+        plan = identity.upsert_plan(patch.key, tx.lock_holders(patch.key))
         if patch.request_id:
-            seen = tx.find_request(patch.workspace_id, patch.contact_phone, patch.request_id,
+            seen = tx.find_request(plan.old.key if plan.old else patch.key, patch.request_id,
                                    since=now - REQUEST_ID_TTL_US)
             if seen is not None:
                 return seen
-        lead = rules.apply_patch(patch, old, now)
-        if old is None:
-            tx.insert_lead(lead)
-        else:
-            tx.update_lead(lead)
-        deltas = CountDeltas()
-        deltas.change(old, lead)
-        tx.add_counts(deltas)
+        lead = rules.apply_patch(patch, plan.base, now)
+        _write_plan(tx, plan, lead, now)
         if patch.request_id:
             self._prune_requests(tx, now)
             tx.save_request(patch.request_id, now, lead)
         return lead
+
+    def change_identity(self, change: IdentityChange, scope: Scope = EVERY_WORKSPACE) -> Lead:
+        """Move a lead from its old key to the new one; return it under the new key.
+
+        If the old key finds no lead but the new key does, the change already happened:
+        that lead is returned and nothing is written. If neither does: NotFound.
+        """
+        scoped_workspace(change.old.workspace_id, scope)
+        change = rules.validate_identity_change(change, self._region)
+        return self._repo.write(functools.partial(self._change_identity, change))
+
+    def _change_identity(self, change: IdentityChange, tx: WriteTx) -> Lead:
+        now = self._clock()
+        asked = identity.new_key_of(change)
+        tx.lock_keys([change.old, asked])
+        lead = identity.meant(change.old, tx.lock_holders(change.old))
+        if lead is None:
+            done = identity.meant(asked, tx.lock_holders(asked))
+            if done is None:
+                raise NotFound("no lead holds the old key or the new one; nothing changed")
+            return done
+        target = identity.new_key(change, lead)
+        if target == lead.key:
+            return lead  # it holds the new key already
+        if change.request_id:
+            seen = tx.find_request(lead.key, change.request_id, since=now - REQUEST_ID_TTL_US)
+            if seen is not None:
+                return seen
+        plan = identity.settle(lead, target.contact_phone, target.business_scoped_user_id,
+                               tx.lock_holders(target))
+        assert plan.base is not None  # settle() of a stored lead keeps a lead
+        moved = dataclasses.replace(plan.base, updated_at=now, etag=rules.new_etag())
+        _write_plan(tx, plan, moved, now)
+        if change.request_id:
+            self._prune_requests(tx, now)
+            tx.save_request(change.request_id, now, moved)
+        return moved
 
     def _prune_requests(self, tx: WriteTx, now: int) -> None:
         last = self._last_prune
@@ -94,11 +139,13 @@ class SarahService:
             _LOGGER.info("pruned %d expired request ids", gone)
 
     def delete_state(self, contact_phone: str, workspace_id: str,
-                     scope: Scope = EVERY_WORKSPACE) -> bool:
-        """Erase a conversation and every request record of it; True if there was one."""
+                     scope: Scope = EVERY_WORKSPACE, business_scoped_user_id: str = "") -> bool:
+        """Erase the lead either key finds and every request record of it; True if there
+        was one."""
         workspace_id = scoped_workspace(workspace_id, scope)
-        workspace_id, phone = rules.validate_key(contact_phone, workspace_id, self._region)
-        return self._repo.write(functools.partial(_delete, workspace_id, phone))
+        key = rules.validate_key(contact_phone, workspace_id, self._region,
+                                 business_scoped_user_id)
+        return self._repo.write(functools.partial(_delete, key))
 
     def list_leads(self, query: ListQuery,
                    scope: Scope = EVERY_WORKSPACE) -> tuple[list[Lead], str]:
@@ -113,7 +160,8 @@ class SarahService:
         if len(leads) == len(fetched):
             return leads, ""
         last = leads[-1]
-        position = (getattr(last, order_key), last.contact_phone, last.workspace_id)
+        position = (getattr(last, order_key), last.contact_phone,
+                    last.business_scoped_user_id, last.workspace_id)
         return leads, encode_token(query, position)
 
     def get_stats(self, lead_filter: LeadFilter, scope: Scope = EVERY_WORKSPACE) -> Stats:
@@ -123,12 +171,41 @@ class SarahService:
         return stats_of(self._repo.counts(workspace_id))
 
 
-def _delete(workspace_id: str, phone: str, tx: WriteTx) -> bool:
-    tx.delete_requests(workspace_id, phone)
-    old = tx.lock_lead(workspace_id, phone)
+def _write_plan(tx: WriteTx, plan: identity.Plan, lead: Lead, now: int) -> None:
+    """Write `lead` as the plan says, in an order that never holds a key twice: absorbed
+    halves go first, robbed leads drop the phone, then the lead takes its keys. The lead
+    counts change for every lead touched, so GetStats counts each person once."""
+    deltas = CountDeltas()
+    for half in plan.absorbed:
+        tx.delete_lead(half)
+        deltas.change(half, None)
+    for other in plan.robbed:
+        left = dataclasses.replace(other, contact_phone="", updated_at=now,
+                                   etag=rules.new_etag())
+        tx.update_lead(left, was=other)
+        deltas.change(other, left)
+    if plan.old is None:
+        tx.insert_lead(lead)
+    else:
+        tx.update_lead(lead, was=plan.old)
+    deltas.change(plan.old, lead)
+    tx.add_counts(deltas)
+
+
+def _delete(key: LeadKey, tx: WriteTx) -> bool:
+    tx.lock_keys([key])
+    holders = tx.lock_holders(key)
+    old = identity.meant(key, holders)
     if old is None:
+        # Records under a key no lead holds are of an erased lead; a key another person
+        # holds keeps that person's records.
+        tx.delete_requests(LeadKey(
+            key.workspace_id,
+            key.contact_phone if holders.by_phone is None else "",
+            key.business_scoped_user_id if holders.by_bsuid is None else ""))
         return False
-    tx.delete_lead(workspace_id, phone)
+    tx.delete_requests(old.key)
+    tx.delete_lead(old)
     deltas = CountDeltas()
     deltas.change(old, None)
     tx.add_counts(deltas)

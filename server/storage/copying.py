@@ -19,24 +19,33 @@ def copy_data(source_url: str, target_url: str) -> tuple[int, int]:
     source = open_database(source_url, pool_size=1)
     target = open_database(target_url, pool_size=1)
     migrate(target)
-    conversation_key = [ConversationRow.workspace_id, ConversationRow.contact_phone]
-    copied = _copy_table(
-        source, target, ConversationRow,
-        # The newer conversation wins, so running the copy again (or after the source
-        # moved on) changes only what is newer in the source.
-        lambda q: q.on_conflict(
-            conflict_target=conversation_key,
-            preserve=[f for f in ConversationRow._meta.sorted_fields if f.name != "id"],
-            where=(ConversationRow.updated_at < peewee.EXCLUDED.updated_at),
-        ),
-    )
-    request_ids = _copy_table(source, target, UpsertRequestRow, lambda q: q.on_conflict_ignore())
+    copied = _copy_table(source, target, ConversationRow, _write_conversations)
+    request_ids = _copy_table(source, target, UpsertRequestRow,
+                              lambda rows: UpsertRequestRow.insert_many(rows)
+                              .on_conflict_ignore().execute())
     Repository(target).rebuild_counts()
     return copied, request_ids
 
 
+def _write_conversations(rows: list[dict[str, Any]]) -> None:
+    """Insert conversations; one a lead of the target already holds (by its phone, or for
+    a lead without one, by its BSUID) is replaced only if the source's is newer, so
+    running the copy again (or after the source moved on) changes only what is newer."""
+    c = ConversationRow
+    for column, keyed in ((c.contact_phone, [r for r in rows if r["contact_phone"]]),
+                          (c.business_scoped_user_id,
+                           [r for r in rows if not r["contact_phone"]])):
+        if keyed:
+            c.insert_many(keyed).on_conflict(
+                conflict_target=[c.workspace_id, column],
+                conflict_where=(column != ""),  # the partial unique index of that key
+                preserve=[f for f in c._meta.sorted_fields if f.name != "id"],
+                where=(c.updated_at < peewee.EXCLUDED.updated_at),
+            ).execute()
+
+
 def _copy_table(source: peewee.Database, target: peewee.Database, model: type[peewee.Model],
-                on_conflict: Callable[[peewee.Insert], peewee.Insert]) -> int:
+                write_batch: Callable[[list[dict[str, Any]]], object]) -> int:
     """Copy every row of `model`'s table in id order, a batch at a time (constant memory)."""
     row_id = model._meta.primary_key
     columns = [f for f in model._meta.sorted_fields if f.name != "id"]
@@ -53,5 +62,5 @@ def _copy_table(source: peewee.Database, target: peewee.Database, model: type[pe
         for row in batch:
             row.pop("id", None)
         with target.bind_ctx([model]), target.atomic():
-            on_conflict(model.insert_many(batch)).execute()
+            write_batch(batch)
         copied += len(batch)

@@ -90,10 +90,67 @@ _INDEXES_ACROSS_WORKSPACES = (
     'DROP INDEX IF EXISTS "conversation_workspace_id_lead_temperature_state_lead_score"',
 )
 
+_OLD_LIST_INDEXES = (
+    "conversation_workspace_id_lead_score_contact_phone",
+    "conversation_workspace_id_last_message_at_contact_phone",
+    "conversation_workspace_id_created_at_contact_phone",
+    "conversation_workspace_id_updated_at_contact_phone",
+    "conversation_lead_score_contact_phone_workspace_id",
+    "conversation_last_message_at_contact_phone_workspace_id",
+    "conversation_created_at_contact_phone_workspace_id",
+    "conversation_updated_at_contact_phone_workspace_id",
+)
+
+# A lead is a phone number, a BSUID, or both: "" stands for "none" (so the columns stay
+# NOT NULL and every stored lead keeps its phone), and each key is unique per workspace
+# where present. Page order breaks ties by the BSUID after the phone, so the list
+# indexes gain it. Request records carry the BSUID too, so BSUID-only leads have them.
+_LEADS_BY_BSUID = (
+    'ALTER TABLE "conversation" ADD COLUMN "business_scoped_user_id" VARCHAR(103) '
+    "NOT NULL DEFAULT ''",
+    'ALTER TABLE "conversation" ADD COLUMN "parent_business_scoped_user_id" VARCHAR(128) '
+    "NOT NULL DEFAULT ''",
+    'ALTER TABLE "conversation" ADD COLUMN "username" VARCHAR(64) NOT NULL DEFAULT \'\'',
+    'DROP INDEX IF EXISTS "conversation_workspace_id_contact_phone"',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "conversation_workspace_id_contact_phone" '
+    'ON "conversation" ("workspace_id", "contact_phone") WHERE ("contact_phone" != \'\')',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "conversation_workspace_id_business_scoped_user_id" '
+    'ON "conversation" ("workspace_id", "business_scoped_user_id") '
+    'WHERE ("business_scoped_user_id" != \'\')',
+    *(f'DROP INDEX IF EXISTS "{name}"' for name in _OLD_LIST_INDEXES),
+    'CREATE INDEX IF NOT EXISTS "conversation_workspace_id_lead_score_contact_phone_busin_f00e59e" '
+    'ON "conversation" ("workspace_id", "lead_score", "contact_phone", "business_scoped_user_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_workspace_id_last_message_at_contact_phone__85c2374" '
+    'ON "conversation" ("workspace_id", "last_message_at", "contact_phone", '
+    '"business_scoped_user_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_workspace_id_created_at_contact_phone_busin_7d985f7" '
+    'ON "conversation" ("workspace_id", "created_at", "contact_phone", "business_scoped_user_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_workspace_id_updated_at_contact_phone_busin_8558b11" '
+    'ON "conversation" ("workspace_id", "updated_at", "contact_phone", "business_scoped_user_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_lead_score_contact_phone_business_scoped_us_d5baeed" '
+    'ON "conversation" ("lead_score", "contact_phone", "business_scoped_user_id", "workspace_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_last_message_at_contact_phone_business_scop_a9dba63" '
+    'ON "conversation" ("last_message_at", "contact_phone", "business_scoped_user_id", '
+    '"workspace_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_created_at_contact_phone_business_scoped_us_f899fab" '
+    'ON "conversation" ("created_at", "contact_phone", "business_scoped_user_id", "workspace_id")',
+    'CREATE INDEX IF NOT EXISTS "conversation_updated_at_contact_phone_business_scoped_us_7096a07" '
+    'ON "conversation" ("updated_at", "contact_phone", "business_scoped_user_id", "workspace_id")',
+    'ALTER TABLE "upsert_request" ADD COLUMN "business_scoped_user_id" VARCHAR(103) '
+    "NOT NULL DEFAULT ''",
+    'DROP INDEX IF EXISTS "upsert_request_workspace_id_contact_phone_request_id"',
+    'CREATE UNIQUE INDEX IF NOT EXISTS '
+    '"upsert_request_workspace_id_contact_phone_business_scope_ab7370e" ON "upsert_request" '
+    '("workspace_id", "contact_phone", "business_scoped_user_id", "request_id")',
+    'CREATE INDEX IF NOT EXISTS "upsert_request_workspace_id_business_scoped_user_id_request_id" '
+    'ON "upsert_request" ("workspace_id", "business_scoped_user_id", "request_id")',
+)
+
 MIGRATIONS: list[tuple[int, str, Sequence[str]]] = [
     (1, "conversations and request ids", _CONVERSATIONS_AND_REQUEST_IDS),
     (2, "lead counts for GetStats", _LEAD_COUNTS),
     (3, "indexes for lists across workspaces", _INDEXES_ACROSS_WORKSPACES),
+    (4, "leads by BSUID, username, phone optional", _LEADS_BY_BSUID),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -6,6 +6,7 @@ that these models describe exactly what they make."""
 import peewee
 
 database_proxy = peewee.DatabaseProxy()
+_EMPTY = peewee.SQL("DEFAULT ''")
 
 
 class _Model(peewee.Model):
@@ -15,7 +16,8 @@ class _Model(peewee.Model):
 
 
 class ConversationRow(_Model):
-    """One lead's conversation; unique per (workspace_id, contact_phone)."""
+    """One lead's conversation. A lead holds a phone number, a BSUID, or both ("" for
+    none); each is unique per workspace where present (the partial indexes below)."""
 
     id = peewee.AutoField()  # what peewee adds by itself, named so queries can say `.id`
     workspace_id = peewee.CharField(max_length=64)
@@ -34,26 +36,43 @@ class ConversationRow(_Model):
     updated_at = peewee.BigIntegerField()
     last_message_at = peewee.BigIntegerField()
     etag = peewee.CharField(max_length=32)
+    # Migration 4; the database's own default fills the rows stored before it.
+    business_scoped_user_id = peewee.CharField(max_length=103, constraints=[_EMPTY])
+    parent_business_scoped_user_id = peewee.CharField(max_length=128, constraints=[_EMPTY])
+    username = peewee.CharField(max_length=64, constraints=[_EMPTY])
 
     class Meta:
         table_name = "conversation"
         indexes = (
-            (("workspace_id", "contact_phone"), True),
-            # One per ListLeads order: keyset pages walk these backwards.
-            (("workspace_id", "lead_score", "contact_phone"), False),
-            (("workspace_id", "last_message_at", "contact_phone"), False),
-            (("workspace_id", "created_at", "contact_phone"), False),
-            (("workspace_id", "updated_at", "contact_phone"), False),
-            # Lists across every workspace (an operator's key): the same orders (migration 3).
-            (("lead_score", "contact_phone", "workspace_id"), False),
-            (("last_message_at", "contact_phone", "workspace_id"), False),
-            (("created_at", "contact_phone", "workspace_id"), False),
-            (("updated_at", "contact_phone", "workspace_id"), False),
+            # One per ListLeads order: keyset pages walk these backwards (migration 4
+            # added the BSUID, the tie-break after the phone).
+            (("workspace_id", "lead_score", "contact_phone", "business_scoped_user_id"), False),
+            (("workspace_id", "last_message_at", "contact_phone", "business_scoped_user_id"),
+             False),
+            (("workspace_id", "created_at", "contact_phone", "business_scoped_user_id"), False),
+            (("workspace_id", "updated_at", "contact_phone", "business_scoped_user_id"), False),
+            # Lists across every workspace (an operator's key): the same orders.
+            (("lead_score", "contact_phone", "business_scoped_user_id", "workspace_id"), False),
+            (("last_message_at", "contact_phone", "business_scoped_user_id", "workspace_id"),
+             False),
+            (("created_at", "contact_phone", "business_scoped_user_id", "workspace_id"), False),
+            (("updated_at", "contact_phone", "business_scoped_user_id", "workspace_id"), False),
         )
 
 
+# Each key is unique per workspace where a lead has it ("" is "none", held by many).
+ConversationRow.add_index(ConversationRow.index(
+    ConversationRow.workspace_id, ConversationRow.contact_phone, unique=True,
+    where=ConversationRow.contact_phone != ""))
+ConversationRow.add_index(ConversationRow.index(
+    ConversationRow.workspace_id, ConversationRow.business_scoped_user_id, unique=True,
+    where=ConversationRow.business_scoped_user_id != ""))
+
+
 class UpsertRequestRow(_Model):
-    """A processed request_id and the conversation it left, kept for 24 hours."""
+    """A processed request_id and the conversation it left, kept for 24 hours, under the
+    keys that lead had then ("" for a key it lacked): a retry finds it by either key of
+    the lead it means, and erasing the lead erases every record holding one of its keys."""
 
     id = peewee.BigAutoField()
     workspace_id = peewee.CharField(max_length=64)
@@ -61,10 +80,14 @@ class UpsertRequestRow(_Model):
     request_id = peewee.CharField(max_length=128)
     created_at = peewee.BigIntegerField(index=True)
     result = peewee.TextField()  # the Lead as JSON
+    business_scoped_user_id = peewee.CharField(max_length=103, constraints=[_EMPTY])
 
     class Meta:
         table_name = "upsert_request"
-        indexes = ((("workspace_id", "contact_phone", "request_id"), True),)
+        indexes = (
+            (("workspace_id", "contact_phone", "business_scoped_user_id", "request_id"), True),
+            (("workspace_id", "business_scoped_user_id", "request_id"), False),
+        )
 
 
 class LeadCount(_Model):

@@ -8,6 +8,7 @@ runs compiled statements (statements.py); the rest uses peewee's query builder.
 """
 
 import contextlib
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -16,8 +17,9 @@ from typing import Any, TypeVar, cast
 import peewee
 
 from server.core.counts import CountDeltas, CountRow
-from server.core.domain import Lead, LeadFilter
+from server.core.domain import Lead, LeadFilter, LeadKey
 from server.core.errors import Unavailable
+from server.core.identity import Holders
 from server.storage.database import LOCK_WAIT_MS, is_sqlite
 from server.storage.errors import database_errors
 from server.storage.models import ConversationRow, LeadCount, UpsertRequestRow, bind_models
@@ -28,7 +30,7 @@ _INSERT_RACE_RETRIES = 3
 _KEYS_PER_QUERY = 400
 _ROWS_PER_INSERT = 50
 _T = TypeVar("_T")
-Key = tuple[str, str]  # (workspace_id, contact_phone)
+_RowKey = tuple[str, str, str]  # (workspace_id, contact_phone, business_scoped_user_id)
 _PAIN_POINTS = LEAD_COLUMNS.index("pain_points")
 
 
@@ -71,6 +73,21 @@ def _lead_columns() -> list[peewee.Field]:
     return [ConversationRow.id, *(getattr(ConversationRow, c) for c in LEAD_COLUMNS)]
 
 
+def _row_key(lead: Lead) -> _RowKey:
+    return lead.workspace_id, lead.contact_phone, lead.business_scoped_user_id
+
+
+def _advisory_key(workspace_id: str, kind: str, value: str) -> int:
+    """A signed 64-bit number standing for one key of one workspace."""
+    digest = hashlib.blake2b(f"{workspace_id}\x00{kind}\x00{value}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def _key_parts(key: LeadKey) -> list[tuple[str, str]]:
+    parts = [("phone", key.contact_phone), ("bsuid", key.business_scoped_user_id)]
+    return [(kind, value) for kind, value in parts if value]
+
+
 def _where(lead_filter: LeadFilter) -> list[peewee.Expression]:
     """The filter as conditions that peewee's where(*conditions) joins with AND."""
     clauses: list[peewee.Expression] = []
@@ -92,33 +109,65 @@ class WriteTx:
     def __init__(self, db: peewee.Database, sql: Statements):
         self._db = db
         self._sql = sql
-        self._row_ids: dict[Key, int] = {}
+        self._row_ids: dict[_RowKey, int] = {}
 
-    def _key(self, workspace_id: str, phone: str) -> dict[str, str]:
-        return {"workspace_id": workspace_id, "contact_phone": phone}
-
-    def lock_lead(self, workspace_id: str, phone: str) -> Lead | None:
-        """The stored lead, locked until the transaction ends (on PostgreSQL; SQLite's
-        writer lock already covers it); None if there is none."""
-        row = self._sql.lock_lead.run(self._db, self._key(workspace_id, phone)).fetchone()
+    def _found(self, row: tuple[Any, ...] | None) -> Lead | None:
         if row is None:
             return None
-        self._row_ids[(workspace_id, phone)] = row[0]
-        return _lead_from_tuple(row)
+        lead = _lead_from_tuple(row)
+        self._row_ids[_row_key(lead)] = row[0]
+        return lead
 
-    def lock_leads(self, keys: Iterable[Key]) -> dict[Key, Lead]:
-        """The stored leads of `keys`, locked like lock_lead's, in a few queries."""
-        key = peewee.Tuple(ConversationRow.workspace_id, ConversationRow.contact_phone)
-        found: dict[Key, Lead] = {}
-        for part in peewee.chunked(keys, _KEYS_PER_QUERY):
-            query = ConversationRow.select(*_lead_columns()).where(key.in_(part))
-            if self._db.for_update:
-                query = query.for_update()
-            for row in _tuples(query):
-                lead = _lead_from_tuple(row)
-                self._row_ids[(lead.workspace_id, lead.contact_phone)] = row[0]
-                found[(lead.workspace_id, lead.contact_phone)] = lead
-        return found
+    def lock_keys(self, keys: Iterable[LeadKey]) -> None:
+        """Hold every key of `keys` until the transaction ends, even a key no lead holds
+        yet: two writers naming a key (one person's two halves, or one new BSUID) then
+        run one after the other. PostgreSQL takes advisory locks, in one sorted order (no
+        deadlock); SQLite's one writer already holds everything."""
+        if is_sqlite(self._db):
+            return
+        numbers = sorted({_advisory_key(key.workspace_id, kind, value)
+                          for key in keys for kind, value in _key_parts(key)})
+        for number in numbers:
+            self._db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (number,))
+
+    def lock_holders(self, key: LeadKey) -> Holders:
+        """The stored leads that hold `key`'s BSUID and phone, locked until the
+        transaction ends (on PostgreSQL; SQLite's writer lock already covers them)."""
+        by_bsuid = by_phone = None
+        if key.business_scoped_user_id:
+            by_bsuid = self._found(self._sql.lock_by_bsuid.run(self._db, {
+                "workspace_id": key.workspace_id,
+                "business_scoped_user_id": key.business_scoped_user_id}).fetchone())
+        if key.contact_phone:
+            if by_bsuid is not None and by_bsuid.contact_phone == key.contact_phone:
+                by_phone = by_bsuid
+            else:
+                by_phone = self._found(self._sql.lock_lead.run(self._db, {
+                    "workspace_id": key.workspace_id,
+                    "contact_phone": key.contact_phone}).fetchone())
+        return Holders(by_bsuid=by_bsuid, by_phone=by_phone)
+
+    def lock_leads(self, keys: Iterable[LeadKey]) -> list[Lead]:
+        """The stored leads holding any key of `keys`, locked like lock_holders', in a
+        few queries."""
+        keys = list(keys)
+        c = ConversationRow
+        by_phone = peewee.Tuple(c.workspace_id, c.contact_phone)
+        by_bsuid = peewee.Tuple(c.workspace_id, c.business_scoped_user_id)
+        phones = sorted({(k.workspace_id, k.contact_phone) for k in keys if k.contact_phone})
+        bsuids = sorted({(k.workspace_id, k.business_scoped_user_id) for k in keys
+                         if k.business_scoped_user_id})
+        found: dict[_RowKey, Lead] = {}
+        for column, values in ((by_phone, phones), (by_bsuid, bsuids)):
+            for part in peewee.chunked(values, _KEYS_PER_QUERY):
+                query = c.select(*_lead_columns()).where(column.in_(part))
+                if self._db.for_update:
+                    query = query.for_update()
+                for row in _tuples(query):
+                    lead = self._found(row)
+                    assert lead is not None
+                    found[_row_key(lead)] = lead
+        return list(found.values())
 
     def insert_lead(self, lead: Lead) -> None:
         self._sql.insert_lead.run(self._db, _row_values(lead))
@@ -128,31 +177,41 @@ class WriteTx:
         for part in peewee.chunked(rows, _ROWS_PER_INSERT):
             ConversationRow.insert_many(part).execute()
 
-    def update_lead(self, lead: Lead) -> None:
-        row_id = self._row_ids[(lead.workspace_id, lead.contact_phone)]
+    def update_lead(self, lead: Lead, was: Lead | None = None) -> None:
+        """Write `lead` over the row found in this transaction as `was` (by default, the
+        row of `lead`'s own keys)."""
+        row_id = self._row_ids.pop(_row_key(was or lead))
+        self._row_ids[_row_key(lead)] = row_id
         self._sql.update_lead.run(self._db, {**_row_values(lead), "id": row_id})
 
-    def delete_lead(self, workspace_id: str, phone: str) -> None:
-        row_id = self._row_ids.pop((workspace_id, phone))
+    def delete_lead(self, lead: Lead) -> None:
+        """Delete the row found in this transaction as `lead`."""
+        row_id = self._row_ids.pop(_row_key(lead))
         ConversationRow.delete().where(ConversationRow.id == row_id).execute()
 
     def add_counts(self, deltas: CountDeltas) -> None:
         for change in deltas.changes():
             self._sql.add_to_count.run(self._db, change._asdict())
 
-    def find_request(self, workspace_id: str, phone: str, request_id: str,
-                     since: int) -> Lead | None:
-        """The lead a request_id left, if it was saved after `since`."""
-        seen = self._sql.select_request.run(self._db, {
-            **self._key(workspace_id, phone), "request_id": request_id, "since": since,
-        }).fetchone()
+    def find_request(self, key: LeadKey, request_id: str, since: int) -> Lead | None:
+        """The lead a request_id left, saved after `since` under either key of `key`."""
+        values = {"workspace_id": key.workspace_id, "contact_phone": key.contact_phone,
+                  "business_scoped_user_id": key.business_scoped_user_id,
+                  "request_id": request_id, "since": since}
+        seen = None
+        if key.contact_phone:
+            seen = self._sql.select_request.run(self._db, values).fetchone()
+        if seen is None and key.business_scoped_user_id:
+            seen = self._sql.select_request_by_bsuid.run(self._db, values).fetchone()
         return _lead_from_json(seen[0]) if seen else None
 
     def save_request(self, request_id: str, created_at: int, lead: Lead) -> None:
-        """Remember what `request_id` left (replacing an older record of it)."""
+        """Remember what `request_id` left, under the lead's keys (replacing an older
+        record of it)."""
         self._sql.save_request.run(self._db, {
-            **self._key(lead.workspace_id, lead.contact_phone), "request_id": request_id,
-            "created_at": created_at, "result": _lead_to_json(lead),
+            "workspace_id": lead.workspace_id, "contact_phone": lead.contact_phone,
+            "business_scoped_user_id": lead.business_scoped_user_id,
+            "request_id": request_id, "created_at": created_at, "result": _lead_to_json(lead),
         })
 
     def prune_requests(self, created_up_to: int) -> int:
@@ -160,12 +219,14 @@ class WriteTx:
         return int(UpsertRequestRow.delete()
                    .where(UpsertRequestRow.created_at <= created_up_to).execute())
 
-    def delete_requests(self, workspace_id: str, phone: str) -> None:
-        """Forget every request of one lead."""
-        UpsertRequestRow.delete().where(
-            (UpsertRequestRow.workspace_id == workspace_id)
-            & (UpsertRequestRow.contact_phone == phone)
-        ).execute()
+    def delete_requests(self, key: LeadKey) -> None:
+        """Forget every request saved under either key of `key`."""
+        r = UpsertRequestRow
+        for column, value in ((r.contact_phone, key.contact_phone),
+                              (r.business_scoped_user_id, key.business_scoped_user_id)):
+            if value:
+                r.delete().where((r.workspace_id == key.workspace_id)
+                                 & (column == value)).execute()
 
 
 class Repository:
@@ -222,26 +283,38 @@ class Repository:
                     raise Unavailable(f"write conflict, retry: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def get(self, workspace_id: str, phone: str) -> Lead | None:
+    def holders(self, key: LeadKey) -> Holders:
+        """The stored leads that hold `key`'s BSUID and phone (a read: nothing locked)."""
+        by_bsuid = by_phone = None
         with self._session():
-            row = self._sql.select_lead.run(
-                self._db, {"workspace_id": workspace_id, "contact_phone": phone}).fetchone()
-        return _lead_from_tuple(row) if row else None
+            if key.business_scoped_user_id:
+                row = self._sql.select_by_bsuid.run(self._db, {
+                    "workspace_id": key.workspace_id,
+                    "business_scoped_user_id": key.business_scoped_user_id}).fetchone()
+                by_bsuid = _lead_from_tuple(row) if row else None
+            if key.contact_phone:
+                row = self._sql.select_lead.run(self._db, {
+                    "workspace_id": key.workspace_id,
+                    "contact_phone": key.contact_phone}).fetchone()
+                by_phone = _lead_from_tuple(row) if row else None
+        return Holders(by_bsuid=by_bsuid, by_phone=by_phone)
 
     def page(self, lead_filter: LeadFilter, order_key: str,
-             after: tuple[int, str, str] | None, limit: int) -> list[Lead]:
-        """Return up to `limit` leads ordered by `order_key` descending, then contact_phone
-        and workspace_id descending, strictly after the position `after`."""
-        key = getattr(ConversationRow, order_key)
-        position = peewee.Tuple(key, ConversationRow.contact_phone, ConversationRow.workspace_id)
+             after: tuple[int, str, str, str] | None, limit: int) -> list[Lead]:
+        """Return up to `limit` leads ordered by `order_key` descending, then contact_phone,
+        business_scoped_user_id and workspace_id descending (a lead has a phone or a BSUID,
+        so the order is total), strictly after the position `after`."""
+        c = ConversationRow
+        key = getattr(c, order_key)
+        position = peewee.Tuple(key, c.contact_phone, c.business_scoped_user_id, c.workspace_id)
         where = _where(lead_filter)
         if after is not None:
             where.append(position < peewee.Tuple(*after))
-        query = ConversationRow.select(*_lead_columns())
+        query = c.select(*_lead_columns())
         if where:  # peewee refuses where() of nothing
             query = query.where(*where)
-        query = (query.order_by(key.desc(), ConversationRow.contact_phone.desc(),
-                                ConversationRow.workspace_id.desc())
+        query = (query.order_by(key.desc(), c.contact_phone.desc(),
+                                c.business_scoped_user_id.desc(), c.workspace_id.desc())
                  .limit(limit))
         with self._session():
             return [_lead_from_tuple(row) for row in _tuples(query)]

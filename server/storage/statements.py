@@ -50,15 +50,25 @@ class Statements:
     def __init__(self, db: peewee.Database):
         c, r, n = ConversationRow, UpsertRequestRow, LeadCount
         key = ["workspace_id", "contact_phone"]
+        bsuid_key = ["workspace_id", "business_scoped_user_id"]
         lead_fields = [getattr(c, name) for name in LEAD_COLUMNS]
 
         def select_lead(v: dict[str, Any]) -> "peewee.ModelSelect[ConversationRow]":
             return c.select(c.id, *lead_fields).where(
                 (c.workspace_id == v["workspace_id"]) & (c.contact_phone == v["contact_phone"]))
 
+        def select_by_bsuid(v: dict[str, Any]) -> "peewee.ModelSelect[ConversationRow]":
+            return c.select(c.id, *lead_fields).where(
+                (c.workspace_id == v["workspace_id"])
+                & (c.business_scoped_user_id == v["business_scoped_user_id"]))
+
         self.select_lead = _compile(select_lead, c, key)
         self.lock_lead = _compile(
             lambda v: select_lead(v).for_update() if db.for_update else select_lead(v), c, key)
+        self.select_by_bsuid = _compile(select_by_bsuid, c, bsuid_key)
+        self.lock_by_bsuid = _compile(
+            lambda v: select_by_bsuid(v).for_update() if db.for_update else select_by_bsuid(v),
+            c, bsuid_key)
         self.insert_lead = _compile(
             lambda v: c.insert({getattr(c, k): v[k] for k in LEAD_COLUMNS}), c, LEAD_COLUMNS)
         self.update_lead = _compile(
@@ -69,14 +79,22 @@ class Statements:
                 (r.workspace_id == v["workspace_id"]) & (r.contact_phone == v["contact_phone"])
                 & (r.request_id == v["request_id"]) & (r.created_at > v["since"])),
             r, [*key, "request_id", "since"])
+        self.select_request_by_bsuid = _compile(
+            lambda v: r.select(r.result).where(
+                (r.workspace_id == v["workspace_id"])
+                & (r.business_scoped_user_id == v["business_scoped_user_id"])
+                & (r.request_id == v["request_id"]) & (r.created_at > v["since"])),
+            r, [*bsuid_key, "request_id", "since"])
         self.save_request = _compile(
             lambda v: r.insert(workspace_id=v["workspace_id"], contact_phone=v["contact_phone"],
+                               business_scoped_user_id=v["business_scoped_user_id"],
                                request_id=v["request_id"], created_at=v["created_at"],
                                result=v["result"]).on_conflict(
-                conflict_target=[r.workspace_id, r.contact_phone, r.request_id],
+                conflict_target=[r.workspace_id, r.contact_phone, r.business_scoped_user_id,
+                                 r.request_id],
                 update={r.created_at: peewee.EXCLUDED.created_at,
                         r.result: peewee.EXCLUDED.result}),
-            r, [*key, "request_id", "created_at", "result"])
+            r, [*key, "business_scoped_user_id", "request_id", "created_at", "result"])
         counts = n.select(n.lead_temperature, n.state, n.n, n.score_sum)
         self.counts_of_workspace = _compile(
             lambda v: counts.where(n.workspace_id == v["workspace_id"]), n, ["workspace_id"])

@@ -82,6 +82,8 @@ def test_unknown_lead_gets_the_default_with_zeros_printed(stack: Stack, ws: str)
         "contact_phone": PHONE, "workspace_id": ws, "state": "greeting", "lead_score": 0,
         "lead_temperature": "cold", "extracted_data": {"pain_points": []}, "language": "id",
         "message_count": 0, "etag": "",
+        # v1.1 adds the new keys to every response, "" when unknown.
+        "business_scoped_user_id": "", "parent_business_scoped_user_id": "", "username": "",
     }
 
 
@@ -252,3 +254,46 @@ def test_health_check_takes_a_draining_server_out_within_seconds(stack: Stack, w
     finally:
         stack.server.health.set("", health_pb2.HealthCheckResponse.SERVING)
     stack.wait_until(lambda: stack.envoy.call("GET", path)[0] == 200, timeout=5)
+
+
+_BSUID = "ID.1648738043044942"
+
+
+def test_a_bsuid_only_lead_is_written_and_read_over_http(stack: Stack, ws: str) -> None:
+    status, _, stored = _post(stack, {"business_scoped_user_id": _BSUID, "workspace_id": ws,
+                                      "username": "budi", "contact_phone": None,
+                                      "lead_score": 30})
+    assert status == 200, stored
+    assert (stored["contact_phone"], stored["business_scoped_user_id"], stored["username"]) == (
+        "", _BSUID, "budi")
+    assert stored["parent_business_scoped_user_id"] == ""
+    status, _, read = stack.envoy.call(
+        "GET", f"/sarah/state?business_scoped_user_id={_BSUID}&workspace_id={ws}")
+    assert status == 200 and read == stored
+
+
+def test_identity_change_over_http_is_200_then_404_for_an_unknown_lead(
+        stack: Stack, ws: str) -> None:
+    _post(stack, {"contact_phone": PHONE, "workspace_id": ws, "lead_score": 61})
+    status, _, moved = stack.envoy.call("POST", "/sarah/identity", {
+        "workspace_id": ws, "contact_phone": PHONE, "new_business_scoped_user_id": _BSUID})
+    assert status == 200, moved
+    assert (moved["contact_phone"], moved["business_scoped_user_id"], moved["lead_score"]) == (
+        PHONE, _BSUID, 61)
+    status, _, missing = stack.envoy.call("POST", "/sarah/identity", {
+        "workspace_id": ws, "contact_phone": "+6281200000001",
+        "new_contact_phone": "+6281200000002"})
+    assert status == 404, missing
+
+
+def test_clear_over_http_resets_the_named_slots(stack: Stack, ws: str) -> None:
+    _post(stack, {**KAPSO_BODY, "workspace_id": ws,
+                  "extracted_data": {"name": "Budi", "team_size": 5, "pain_points": ["a"]}})
+    status, _, cleared = _post(stack, {"contact_phone": PHONE, "workspace_id": ws,
+                                       "clear": ["extracted_data.team_size",
+                                                 "extracted_data.pain_points"]})
+    assert status == 200, cleared
+    assert cleared["extracted_data"] == {"name": "Budi", "pain_points": []}
+    status, _, refused = _post(stack, {"contact_phone": PHONE, "workspace_id": ws,
+                                       "clear": ["contact_phone"]})
+    assert status == 400 and "clear" in json.dumps(refused)

@@ -114,6 +114,39 @@ def test_bound_key_never_reaches_another_workspace(stub) -> None:
     assert other.lead_score == 90  # the refused upsert wrote nothing
 
 
+def test_bound_key_scopes_bsuid_leads_like_phone_leads(stub) -> None:
+    bsuid = "ID.1648738043044942"
+    for workspace in ("toko", "other"):
+        stub.UpsertState(pb.UpsertStateRequest(business_scoped_user_id=bsuid, lead_score=7,
+                                               workspace_id=workspace),
+                         metadata=_bearer(ADMIN_KEY), timeout=10)
+    toko = _bearer(TOKO_KEY)
+    mine = stub.GetState(pb.GetStateRequest(business_scoped_user_id=bsuid, workspace_id="toko"),
+                         metadata=toko, timeout=10)
+    assert (mine.workspace_id, mine.lead_score) == ("toko", 7)
+    for call in (
+        lambda: stub.GetState(pb.GetStateRequest(business_scoped_user_id=bsuid,
+                                                 workspace_id="other"), metadata=toko, timeout=10),
+        lambda: stub.UpsertState(pb.UpsertStateRequest(business_scoped_user_id=bsuid,
+                                                       workspace_id="other"),
+                                 metadata=toko, timeout=10),
+        lambda: stub.DeleteState(pb.DeleteStateRequest(business_scoped_user_id=bsuid,
+                                                       workspace_id="other"),
+                                 metadata=toko, timeout=10),
+        lambda: stub.ChangeIdentity(pb.ChangeIdentityRequest(
+            business_scoped_user_id=bsuid, new_contact_phone=PHONE, workspace_id="other"),
+            metadata=toko, timeout=10),
+    ):
+        assert _code(call) == grpc.StatusCode.PERMISSION_DENIED
+    moved = stub.ChangeIdentity(pb.ChangeIdentityRequest(
+        business_scoped_user_id=bsuid, new_contact_phone=PHONE, workspace_id="toko"),
+        metadata=toko, timeout=10)
+    assert (moved.workspace_id, moved.contact_phone) == ("toko", PHONE)
+    other = stub.GetState(pb.GetStateRequest(business_scoped_user_id=bsuid, workspace_id="other"),
+                          metadata=_bearer(ADMIN_KEY), timeout=10)
+    assert (other.lead_score, other.contact_phone) == (7, "")
+
+
 def test_list_and_stats_without_workspace_mean_my_workspace(stub) -> None:
     _seed(stub)
     toko = _bearer(TOKO_KEY)

@@ -1,5 +1,6 @@
 """Concurrent writers to one lead lose neither each other's fields nor a message count."""
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from sarah.v1 import sarah_pb2 as pb
@@ -50,3 +51,38 @@ def test_racing_retries_of_one_request_id_count_once(stub) -> None:
         results = list(pool.map(send, range(32)))
     assert get(stub, PHONE).message_count == 1
     assert len({r.etag for r in results}) == 1
+
+
+BSUID = "ID.1648738043044942"
+
+
+def _at_once(stub, requests: list[dict]) -> None:
+    """Send every request from its own thread, released together."""
+    start = threading.Barrier(len(requests))
+
+    def send(fields: dict) -> None:
+        start.wait(timeout=10)
+        upsert(stub, add_messages=1, **fields)
+
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        list(pool.map(send, requests))
+
+
+def test_two_halves_of_one_person_arriving_at_once_end_as_one_lead(stub) -> None:
+    for round_ in range(ROUNDS):
+        phone, bsuid = f"+62812555{round_:05d}", f"ID.{round_}"
+        _at_once(stub, [{"contact_phone": phone, "business_scoped_user_id": bsuid},
+                        {"contact_phone": phone}, {"business_scoped_user_id": bsuid},
+                        {"contact_phone": phone, "business_scoped_user_id": bsuid}])
+        lead = stub.GetState(pb.GetStateRequest(business_scoped_user_id=bsuid), timeout=10)
+        assert (lead.contact_phone, lead.message_count) == (phone, 4), round_
+    leads = stub.ListLeads(pb.ListLeadsRequest(page_size=500), timeout=10).leads
+    assert len(leads) == ROUNDS
+    assert stub.GetStats(pb.GetStatsRequest(), timeout=10).total == ROUNDS
+
+
+def test_writers_racing_on_one_new_bsuid_make_one_lead(stub) -> None:
+    _at_once(stub, [{"business_scoped_user_id": BSUID}] * 16)
+    lead = stub.GetState(pb.GetStateRequest(business_scoped_user_id=BSUID), timeout=10)
+    assert lead.message_count == 16
+    assert stub.GetStats(pb.GetStatsRequest(), timeout=10).total == 1

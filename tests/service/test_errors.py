@@ -26,7 +26,8 @@ LONG = "x" * 501
     ("fields", "named"),
     [
         ({"contact_phone": "08123"}, {"contact_phone"}),
-        ({"contact_phone": ""}, {"contact_phone"}),
+        # v1.1: with neither key, the error names both.
+        ({"contact_phone": ""}, {"contact_phone", "business_scoped_user_id"}),
         ({"contact_phone": PHONE, "lead_score": 101}, {"lead_score"}),
         ({"contact_phone": PHONE, "lead_score": -1}, {"lead_score"}),
         ({"contact_phone": PHONE, "message_count": -1}, {"message_count"}),

@@ -206,3 +206,40 @@ def test_import_of_10000_line_export_twice(sqlite_server: RunningServer, tmp_pat
     with SarahClient(target) as sarah:
         after = [(lead.contact_phone, lead.etag) for lead in sarah.iter_leads(page_size=500)]
     assert after == before  # not one lead was written again
+
+
+def _admin_and_stub(running: RunningServer) -> tuple[grpc.Channel, object, object]:
+    from sarah.v1 import sarah_pb2_grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    return (channel, sarah_pb2_grpc.SarahAdminServiceStub(channel),
+            sarah_pb2_grpc.SarahServiceStub(channel))
+
+
+def test_leads_known_by_bsuid_import_and_merge_by_the_identity_rules(
+        running: RunningServer) -> None:
+    bsuid = "ID.1648738043044942"
+    channel, admin, stub = _admin_and_stub(running)
+    with channel:
+        stub.UpsertState(pb.UpsertStateRequest(contact_phone=PHONE, lead_score=10), timeout=10)
+        batch = [
+            _conversation(business_scoped_user_id="ID.77", username="siti", lead_score=60,
+                          created_at=_T0, updated_at=_T0),
+            # The stored phone lead gets the BSUID: one person, not two.
+            _conversation(contact_phone=PHONE, business_scoped_user_id=bsuid,
+                          parent_business_scoped_user_id="ID.parent", created_at=_T0,
+                          updated_at=_T0, extracted_data=pb.ExtractedData(name="Budi")),
+        ]
+        results = admin.ImportConversations(
+            pb.ImportConversationsRequest(conversations=batch), timeout=10).results
+        assert [(pb.ImportOutcome.Name(r.outcome), r.business_scoped_user_id) for r in results] \
+            == [("imported", "ID.77"), ("merged", bsuid)]
+        again = admin.ImportConversations(
+            pb.ImportConversationsRequest(conversations=batch), timeout=10).results
+        assert [pb.ImportOutcome.Name(r.outcome) for r in again] == ["unchanged", "unchanged"]
+        siti = stub.GetState(pb.GetStateRequest(business_scoped_user_id="ID.77"), timeout=10)
+        budi = stub.GetState(pb.GetStateRequest(business_scoped_user_id=bsuid), timeout=10)
+        total = stub.GetStats(pb.GetStatsRequest(), timeout=10).total
+    assert (siti.contact_phone, siti.username, siti.lead_score) == ("", "siti", 60)
+    assert (budi.contact_phone, budi.parent_business_scoped_user_id) == (PHONE, "ID.parent")
+    assert budi.extracted_data.name == "Budi" and total == 2

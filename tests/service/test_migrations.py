@@ -13,9 +13,10 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import create_server
 from server.config import Config
+from server.storage import migrations
 from server.storage.database import open_database
-from server.storage.migrations import LATEST, migrate
-from server.storage.models import MODELS, ConversationRow, UpsertRequestRow, bind_models
+from server.storage.migrations import _CONVERSATIONS_AND_REQUEST_IDS, LATEST, _run, migrate
+from server.storage.models import MODELS, bind_models
 from tests.support.databases import fresh_postgres_database, is_postgres, new_database_url, query
 from tests.support.helpers import PHONE
 
@@ -64,8 +65,9 @@ def test_database_made_before_migrations_is_adopted_with_its_data(empty_database
     db = open_database(empty_database_url)
     bind_models(db)
     with db.connection_context():
-        # How the first version of the server made its schema.
-        db.create_tables([ConversationRow, UpsertRequestRow])
+        # How the first version of the server made its schema (the DDL of migration 1,
+        # peewee's of that day), without a record of any migration.
+        _run(db, _CONVERSATIONS_AND_REQUEST_IDS)
         db.execute_sql(
             "INSERT INTO conversation (workspace_id, contact_phone, state, lead_score, "
             "lead_temperature, pain_points, language, message_count, created_at, updated_at, "
@@ -83,6 +85,59 @@ def test_database_made_before_migrations_is_adopted_with_its_data(empty_database
     assert (lead.state, lead.lead_score, lead.message_count) == (pb.handoff, 88, 9)
     assert (stats.total, stats.hot, stats.by_state.handoff, stats.avg_score) == (1, 1, 1, 88)
     assert _versions(empty_database_url)[-1] == (LATEST,)
+
+
+def test_a_database_of_schema_3_with_leads_migrates_and_serves_them_unchanged(
+        empty_database_url, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = open_database(empty_database_url)
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+        migrate(db)
+    with db.connection_context():
+        db.execute_sql(
+            "INSERT INTO conversation (workspace_id, contact_phone, state, lead_score, "
+            "lead_temperature, name, pain_points, language, message_count, created_at, "
+            f"updated_at, last_message_at, etag) VALUES ('toko', '{PHONE}', 'handoff', 88, "
+            "'hot', 'Budi', '[\"ongkir\"]', 'en', 9, 1, 2, 3, 'e')")
+        db.execute_sql(
+            "INSERT INTO upsert_request (workspace_id, contact_phone, request_id, created_at, "
+            "result) VALUES ('toko', %s, 'wamid.old', 9999999999999999, 'x')"
+            .replace("%s", db.param), (PHONE,))
+        db.execute_sql(
+            "INSERT INTO lead_count (workspace_id, lead_temperature, state, n, score_sum) "
+            "VALUES ('toko', 'hot', 'handoff', 1, 88)")
+    db.close_all()
+    assert _versions(empty_database_url)[-1] == (3,)
+    running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = sarah_pb2_grpc.SarahServiceStub(channel)
+            lead = stub.GetState(pb.GetStateRequest(contact_phone=PHONE, workspace_id="toko"),
+                                 timeout=10)
+            listed = stub.ListLeads(pb.ListLeadsRequest(), timeout=10).leads
+            stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
+            given = stub.UpsertState(pb.UpsertStateRequest(
+                contact_phone=PHONE, workspace_id="toko",
+                business_scoped_user_id="ID.1648738043044942"), timeout=10)
+            by_bsuid = stub.GetState(pb.GetStateRequest(
+                business_scoped_user_id="ID.1648738043044942", workspace_id="toko"), timeout=10)
+            fresh = stub.UpsertState(pb.UpsertStateRequest(
+                business_scoped_user_id="ID.2", workspace_id="toko"), timeout=10)
+    finally:
+        running.shutdown(grace=None)
+    assert (lead.state, lead.lead_score, lead.message_count, lead.etag) == (pb.handoff, 88, 9, "e")
+    assert (lead.extracted_data.name, list(lead.extracted_data.pain_points)) == (
+        "Budi", ["ongkir"])
+    assert (lead.business_scoped_user_id, lead.username, lead.parent_business_scoped_user_id) == (
+        "", "", "")
+    assert [c.contact_phone for c in listed] == [PHONE]
+    assert (stats.total, stats.hot, stats.avg_score) == (1, 1, 88)
+    assert given.business_scoped_user_id == by_bsuid.business_scoped_user_id
+    assert by_bsuid.lead_score == 88 and fresh.contact_phone == ""
+    assert _versions(empty_database_url)[-1] == (LATEST,) and LATEST == 4
+    # The stored request record is still there, under the phone, with no BSUID.
+    assert query(empty_database_url, "SELECT business_scoped_user_id FROM upsert_request "
+                 "WHERE request_id = 'wamid.old'") == [("",)]
 
 
 def _schema(url: str, tables: list[str] | None = None) -> dict[str, object]:

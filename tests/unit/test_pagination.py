@@ -8,7 +8,7 @@ import pytest
 
 from server.core.domain import LeadFilter, ListQuery
 from server.core.errors import InvalidArgument
-from server.core.pagination import decode_token, encode_token
+from server.core.pagination import _fingerprint, decode_token, encode_token
 
 QUERY = ListQuery(filter=LeadFilter(temperature="hot"), order_by="lead_score desc",
                   page_size=20)
@@ -35,9 +35,19 @@ def test_the_first_page_has_no_position() -> None:
 
 
 def test_a_token_brings_back_the_position_it_was_made_from() -> None:
-    position = (82, "+6281234567890", "acme")
+    position = (82, "+6281234567890", "ID.1648738043044942", "acme")
     token = encode_token(QUERY, position)
     assert decode_token(_with_token(token)) == position
+
+
+def test_a_position_of_a_lead_without_a_phone_round_trips() -> None:
+    position = (82, "", "ID.1648738043044942", "acme")
+    assert decode_token(_with_token(encode_token(QUERY, position))) == position
+
+
+def test_a_token_issued_before_bsuids_continues_with_no_bsuid() -> None:
+    old = _raw_token([_fingerprint(QUERY), 82, "+6281234567890", "acme"])
+    assert decode_token(_with_token(old)) == (82, "+6281234567890", "", "acme")
 
 
 def test_a_token_is_url_safe_and_unpadded() -> None:
@@ -74,6 +84,9 @@ def test_the_page_size_is_not_part_of_what_a_token_is_tied_to() -> None:
     _raw_token(["x", 1, "+6281234567890", "bad workspace!"]),
     _raw_token(["x", 1, "+6281234567890"]),  # too short
     base64.urlsafe_b64encode(b'["x", 1, "+6281234567890", "\\ud800"]').decode(),  # lone surrogate
+    _raw_token(["x", 1, "+6281234567890", "id.lower", ""]),  # not a BSUID
+    _raw_token(["x", 1, "+6281234567890", "ID.1\u0000", ""]),  # NUL in the BSUID
+    _raw_token(["x", 1, "+6281234567890", 7, ""]),
 ])
 def test_a_forged_token_is_refused_before_it_reaches_the_database(token: str) -> None:
     assert _violation(_with_token(token)) == "is not a token this service issued"
