@@ -297,4 +297,5 @@ def test_readme_library_example_runs(target: str, capsys: pytest.CaptureFixture[
     [example] = _readme_blocks("python")
     exec(example.replace("127.0.0.1:50051", target), {})  # our own README, run as written
     printed = capsys.readouterr().out.splitlines()
-    assert printed == [f"{PHONE} hot", f"{PHONE} 82"]
+    assert printed == ["+6281244445555 hot", "ID.9081726354453628 rina_cakes 60",
+                       "+6281244445555 82"]
