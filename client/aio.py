@@ -60,7 +60,9 @@ class AsyncSarahClient:
         self, request: pb.GetStateRequest | None = None, /, *,
         timeout: float | None = None, **fields: Any,
     ) -> pb.Conversation:
-        """The lead's stored conversation, or the unsaved default for an unknown lead."""
+        """The lead's stored conversation, or the unsaved default for an unknown lead.
+
+        Name the lead by contact_phone, business_scoped_user_id, or both."""
         return await self._stub.GetState(
             build(pb.GetStateRequest, request, fields),
             timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
@@ -108,9 +110,20 @@ class AsyncSarahClient:
         self, request: pb.DeleteStateRequest | None = None, /, *,
         timeout: float | None = None, **fields: Any,
     ) -> pb.DeleteStateResponse:
-        """Erase a conversation; `deleted` tells whether there was one."""
+        """Erase a lead, found by either key; `deleted` tells whether there was one."""
         return await self._stub.DeleteState(
             build(pb.DeleteStateRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    async def change_identity(
+        self, request: pb.ChangeIdentityRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> pb.Conversation:
+        """Move a lead from its old key (contact_phone and/or business_scoped_user_id) to a new
+        one (new_contact_phone and/or new_business_scoped_user_id); returns it as stored.
+        NOT_FOUND when neither key finds a lead."""
+        return await self._stub.ChangeIdentity(
+            build(pb.ChangeIdentityRequest, request, fields),
             timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
 
     async def import_conversations(

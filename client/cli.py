@@ -18,6 +18,7 @@ from rich.console import Console
 from client import render
 from client.errors import describe
 from client.formats import to_json, write_csv, write_jsonl
+from client.identity import BSUID_KEY, CLEAR_PATHS, lead_key
 from client.importing import MAX_BATCH, ImportSummary, import_lines
 from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT
 from client.sync import SarahClient
@@ -108,20 +109,41 @@ def cli() -> None:
     """Read and write Sarah's lead conversations over gRPC."""
 
 
-@cli.command()
+_LEAD_HELP = ("LEAD is a phone number in any spelling (0812-3456-7890, 6281...) or a "
+              "WhatsApp BSUID (ID.1648738043044942).")
+_bsuid = click.option("--bsuid", default=None,
+                      help="the lead's BSUID as well, when LEAD is its phone number")
+
+
+def _lead_keys(lead: str | None, bsuid: str | None) -> dict[str, Any]:
+    """The key fields of a request naming LEAD (a phone number or a BSUID) and --bsuid.
+
+    With neither, no key is sent and the server names both fields as required."""
+    keys = lead_key(lead) if lead else {}
+    if bsuid is not None:
+        if keys.get(BSUID_KEY, bsuid) != bsuid:
+            raise click.UsageError(f"LEAD is the BSUID {lead}, and --bsuid says {bsuid}")
+        keys[BSUID_KEY] = bsuid
+    return keys
+
+
+@cli.command(epilog=_LEAD_HELP)
 @_connected
-@click.argument("phone")
+@click.argument("lead")
+@_bsuid
 @_lead_workspace
 @_as_json
-def get(client: SarahClient, phone: str, workspace: str, as_json: bool) -> None:
-    """Show the conversation of the lead PHONE (any spelling: 0812-3456-7890, 6281...)."""
-    lead = client.get_state(contact_phone=phone, workspace_id=workspace)
-    _emit(as_json, lead, render.conversation)
+def get(client: SarahClient, lead: str, bsuid: str | None, workspace: str,
+        as_json: bool) -> None:
+    """Show the conversation of LEAD (the default one for an unknown lead)."""
+    found = client.get_state(**_lead_keys(lead, bsuid), workspace_id=workspace)
+    _emit(as_json, found, render.conversation)
 
 
-@cli.command()
+@cli.command(epilog=_LEAD_HELP + " Give LEAD, --bsuid or both.")
 @_connected
-@click.argument("phone")
+@click.argument("lead", required=False)
+@_bsuid
 @_lead_workspace
 @click.option("--state", type=_STATES)
 @click.option("--score", type=int, callback=_int32, help="lead_score, 0 to 100")
@@ -135,22 +157,46 @@ def get(client: SarahClient, phone: str, workspace: str, as_json: bool) -> None:
 @click.option("--language", type=_LANGUAGES)
 @click.option("--message-count", type=int, callback=_int32, help="set message_count")
 @click.option("--add-messages", type=int, callback=_int32, help="add 1-1000 to message_count")
+@click.option("--username", help="the lead's WhatsApp username (display only)")
+@click.option("--parent-bsuid", "parent_business_scoped_user_id",
+              help="the parent BSUID of linked business portfolios")
+@click.option("--clear", "clear", multiple=True, type=click.Choice(CLEAR_PATHS), metavar="PATH",
+              help="reset PATH to its default, repeat for each: " + ", ".join(CLEAR_PATHS))
 @click.option("--etag", help="write only if the stored etag is this")
 @click.option("--request-id", default="", help="idempotency key: a retry applies nothing twice")
 @_as_json
-def upsert(client: SarahClient, phone: str, workspace: str, score: int | None,
-           temperature: str | None, pain_points: tuple[str, ...], request_id: str,
-           as_json: bool, **fields: Any) -> None:
-    """Create or update the conversation of PHONE; only the options given change."""
+def upsert(client: SarahClient, lead: str | None, bsuid: str | None, workspace: str,
+           score: int | None, temperature: str | None, pain_points: tuple[str, ...],
+           request_id: str, as_json: bool, **fields: Any) -> None:
+    """Create or update the conversation of LEAD; only the options given change."""
     slots = {k: fields.pop(k) for k in ("name", "business_type", "team_size", "goals")}
     fields |= {"lead_score": score, "lead_temperature": temperature}
     request = pb.UpsertStateRequest(
-        contact_phone=phone, workspace_id=workspace, request_id=request_id,
+        **_lead_keys(lead, bsuid), workspace_id=workspace, request_id=request_id,
         extracted_data=pb.ExtractedData(
             pain_points=pain_points, **{k: v for k, v in slots.items() if v is not None}),
         **{k: v for k, v in fields.items() if v is not None},
     )
     _emit(as_json, client.upsert_state(request), render.conversation)
+
+
+@cli.command("move-identity", epilog="OLD and NEW are each a phone number or a BSUID. " \
+             "If OLD finds no lead but NEW does, the move already happened and nothing " \
+             "changes; if neither does, it fails with NOT_FOUND.")
+@_connected
+@click.argument("old")
+@click.argument("new")
+@_lead_workspace
+@click.option("--request-id", default="", help="idempotency key: a retry applies nothing twice")
+@_as_json
+def move_identity(client: SarahClient, old: str, new: str, workspace: str, request_id: str,
+                  as_json: bool) -> None:
+    """Move the lead OLD to its new key NEW: WhatsApp's user_changed_number (a new phone
+    number) or user_changed_user_id (a new BSUID). A lead already holding NEW merges in."""
+    moved = client.change_identity(
+        **lead_key(old), **{f"new_{k}": v for k, v in lead_key(new).items()},
+        workspace_id=workspace, request_id=request_id)
+    _emit(as_json, moved, render.conversation)
 
 
 @cli.command()
@@ -179,20 +225,23 @@ def stats(client: SarahClient, workspace: str | None, as_json: bool) -> None:
     _emit(as_json, client.get_stats(request), render.stats)
 
 
-@cli.command()
+@cli.command(epilog=_LEAD_HELP)
 @_connected
-@click.argument("phone")
+@click.argument("lead")
+@_bsuid
 @_lead_workspace
 @_as_json
-def delete(client: SarahClient, phone: str, workspace: str, as_json: bool) -> None:
-    """Erase the conversation of PHONE (the right to erasure); unknown leads succeed too."""
-    response = client.delete_state(contact_phone=phone, workspace_id=workspace)
+def delete(client: SarahClient, lead: str, bsuid: str | None, workspace: str,
+           as_json: bool) -> None:
+    """Erase the whole lead LEAD, whichever key finds it (the right to erasure); unknown
+    leads succeed too."""
+    response = client.delete_state(**_lead_keys(lead, bsuid), workspace_id=workspace)
     if as_json:
         click.echo(json.dumps(to_json(response)))
     elif response.deleted:
-        click.echo(f"deleted the conversation of {phone}")
+        click.echo(f"deleted the conversation of {lead}")
     else:
-        click.echo(f"nothing to delete: no stored conversation of {phone}")
+        click.echo(f"nothing to delete: no stored conversation of {lead}")
 
 
 @cli.command()

@@ -14,10 +14,12 @@ from sarah.v1 import sarah_pb2 as pb
 _LOGGER = logging.getLogger(__name__)
 
 _SLOTS = ("name", "business_type", "team_size", "pain_points", "goals")
-# One column per field of the conversation, extracted_data's slots spread out.
+# One column per field of the conversation, extracted_data's slots spread out. The v1.1
+# identity fields come last, so a reader of v1's columns by position still finds them.
 COLUMNS = (
     "contact_phone", "workspace_id", "state", "lead_score", "lead_temperature", *_SLOTS,
     "language", "message_count", "created_at", "updated_at", "last_message_at", "etag",
+    "business_scoped_user_id", "parent_business_scoped_user_id", "username",
 )
 
 

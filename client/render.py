@@ -19,7 +19,7 @@ from sarah.v1 import sarah_pb2 as pb
 _LOGGER = logging.getLogger(__name__)
 
 # What fits on one line of a terminal per lead; `sarah get` and --json show everything.
-_LEAD_COLUMNS = ("contact_phone", "workspace_id", "state", "lead_score", "lead_temperature",
+_LEAD_COLUMNS = ("lead", "workspace_id", "state", "lead_score", "lead_temperature",
                  "name", "business_type", "message_count", "last_message_at")
 _PIPE_WIDTH = 250
 
@@ -44,7 +44,8 @@ def leads(console: Console, page: pb.ListLeadsResponse) -> None:
     """One page of leads, and how to get the next one."""
     table = Table(*_LEAD_COLUMNS)
     for lead in page.leads:
-        row = flat(lead)
+        # A lead known only by its BSUID has no phone: the BSUID names it instead.
+        row = flat(lead) | {"lead": lead.contact_phone or lead.business_scoped_user_id}
         table.add_row(*(Text(row[column]) for column in _LEAD_COLUMNS))
     console.print(table)
     count = len(page.leads)

@@ -63,7 +63,9 @@ class SarahClient:
         self, request: pb.GetStateRequest | None = None, /, *,
         timeout: float | None = None, **fields: Any,
     ) -> pb.Conversation:
-        """The lead's stored conversation, or the unsaved default for an unknown lead."""
+        """The lead's stored conversation, or the unsaved default for an unknown lead.
+
+        Name the lead by contact_phone, business_scoped_user_id, or both."""
         return self._stub.GetState(
             build(pb.GetStateRequest, request, fields),
             timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
@@ -110,9 +112,20 @@ class SarahClient:
         self, request: pb.DeleteStateRequest | None = None, /, *,
         timeout: float | None = None, **fields: Any,
     ) -> pb.DeleteStateResponse:
-        """Erase a conversation; `deleted` tells whether there was one."""
+        """Erase a lead, found by either key; `deleted` tells whether there was one."""
         return self._stub.DeleteState(
             build(pb.DeleteStateRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    def change_identity(
+        self, request: pb.ChangeIdentityRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> pb.Conversation:
+        """Move a lead from its old key (contact_phone and/or business_scoped_user_id) to a new
+        one (new_contact_phone and/or new_business_scoped_user_id); returns it as stored.
+        NOT_FOUND when neither key finds a lead."""
+        return self._stub.ChangeIdentity(
+            build(pb.ChangeIdentityRequest, request, fields),
             timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
 
     def import_conversations(

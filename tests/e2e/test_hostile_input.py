@@ -35,6 +35,8 @@ from tests.support.hostile import (
     SEED_ETAG,
     SEED_WORKSPACE,
     encoded_bodies,
+    identity_bodies,
+    identity_messages,
     query_strings,
     raw_requests,
     read_messages,
@@ -59,9 +61,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 _CODE_OF_HTTP = {400: 3, 404: 5, 409: 10, 413: 8, 431: 8}
 _REQUEST_OF = {name: cls for cls, name in METHOD_OF.items()}
 _REPLY_OF = {"GetState": pb.Conversation, "UpsertState": pb.Conversation,
+             "ChangeIdentity": pb.Conversation,
              "DeleteState": pb.DeleteStateResponse, "GetStats": pb.GetStatsResponse,
              "ListLeads": pb.ListLeadsResponse}
 _SHAPE_OF = {"GetState": shapes.check_conversation, "UpsertState": shapes.check_conversation,
+             "ChangeIdentity": shapes.check_conversation,
              "DeleteState": shapes.check_deleted, "GetStats": shapes.check_stats,
              "ListLeads": shapes.check_leads_page}
 
@@ -141,6 +145,17 @@ def test_any_post_body_gets_a_contract_answer_and_a_refusal_writes_nothing(
         assert target.snapshot() == before, (raw[:300], status, body)
 
 
+@fuzz
+@given(raw=identity_bodies())
+def test_any_identity_change_body_gets_a_contract_answer_and_a_refusal_writes_nothing(
+        target: Target, raw: bytes) -> None:
+    target.seed()
+    before = target.snapshot()
+    status, headers, body = target.stack.envoy.call("POST", "/sarah/identity", raw)
+    if not _check_http(status, headers, body, shapes.check_conversation, {400, 404, 413}):
+        assert target.snapshot() == before, (raw[:300], status, body)
+
+
 @pytest.mark.parametrize(("method", "path", "shape"), [
     ("GET", "/sarah/state", shapes.check_conversation),
     ("GET", "/sarah/leads", shapes.check_leads_page),
@@ -185,6 +200,8 @@ def _check_grpc_error(method: str, err: grpc.RpcError, decodable: bool) -> None:
     refusals = {grpc.StatusCode.INVALID_ARGUMENT}
     if method == "UpsertState":
         refusals.add(grpc.StatusCode.ABORTED)  # etag mismatch
+    if method == "ChangeIdentity":
+        refusals.add(grpc.StatusCode.NOT_FOUND)  # neither key finds a lead
     assert code in refusals, (method, code, details)
     if code == grpc.StatusCode.INVALID_ARGUMENT:  # the server names each bad field
         status = rpc_status.from_call(err)
@@ -203,6 +220,17 @@ def test_any_upsert_message_gets_a_contract_answer_and_a_refusal_writes_nothing(
         request.etag = seed.etag
     before = target.snapshot()
     if not _check_grpc("UpsertState", lambda: target.stub.UpsertState(request, timeout=10)):
+        assert target.snapshot() == before, request
+
+
+@fuzz
+@given(request=identity_messages)
+def test_any_identity_change_message_gets_a_contract_answer_and_a_refusal_writes_nothing(
+        target: Target, request: pb.ChangeIdentityRequest) -> None:
+    target.seed()
+    before = target.snapshot()
+    if not _check_grpc("ChangeIdentity",
+                       lambda: target.stub.ChangeIdentity(request, timeout=10)):
         assert target.snapshot() == before, request
 
 
@@ -231,7 +259,7 @@ def test_any_bytes_as_a_request_get_a_contract_answer(
     before = target.snapshot()
     call = target.channel.unary_unary(f"/sarah.v1.SarahService/{method}")  # bytes in, bytes out
     if not _check_grpc(method, lambda: call(raw, timeout=10), decodable) or (
-            method not in ("UpsertState", "DeleteState")):
+            method not in ("UpsertState", "DeleteState", "ChangeIdentity")):
         assert target.snapshot() == before, (method, raw)
 
 
@@ -315,6 +343,7 @@ class Row:
     field: str | None = None  # a field the BadRequest details name
     shown: str | None = None  # the README's spelling of a body too long or raw to print
     keeps: str | None = None  # a field an accepted write leaves as it was
+    path: str = "/sarah/state"  # where a POST goes
 
 
 _P = '{"contact_phone": "6281234567890", '
@@ -398,6 +427,29 @@ HTTP_ROWS = [
         shown="/sarah/state?contact_phone=6281234567890&utm=x…(4 KiB)"),
     Row("`DELETE` without `contact_phone`", "DELETE", "/sarah/state", 400, 3,
         "contact_phone: is required", "contact_phone"),
+    Row("a malformed BSUID", "POST", '{"business_scoped_user_id": "id.1648738043044942"}', 400,
+        3, "business_scoped_user_id", "business_scoped_user_id"),
+    Row("a malformed BSUID in a query", "GET", "/sarah/state?business_scoped_user_id=ID.", 400,
+        3, "business_scoped_user_id", "business_scoped_user_id"),
+    Row("a `username` over 64 characters", "POST", _P + '"username": "' + "x" * 65 + '"}', 400,
+        3, "username", "username", shown=_P + '"username": "x" × 65}'),
+    Row("a `parent_business_scoped_user_id` over 128 characters", "POST",
+        _P + '"parent_business_scoped_user_id": "' + "1" * 129 + '"}', 400, 3,
+        "parent_business_scoped_user_id", "parent_business_scoped_user_id",
+        shown=_P + '"parent_business_scoped_user_id": "1" × 129}'),
+    Row("`clear` with an unknown path", "POST", _P + '"clear": ["lead_score"]}', 400, 3,
+        "clear", "clear"),
+    Row("`clear` naming a key", "POST", _P + '"clear": ["business_scoped_user_id"]}', 400, 3,
+        "clear", "clear"),
+    Row("`clear` with a path also set", "POST",
+        _P + '"extracted_data": {"name": "Budi"}, "clear": ["extracted_data.name"]}', 400, 3,
+        "clear", "clear"),
+    Row("`ChangeIdentity` to the key it already has", "POST",
+        _P + '"new_contact_phone": "+6281234567890"}', 400, 3, "new_contact_phone",
+        "new_contact_phone", path="/sarah/identity"),
+    Row("`ChangeIdentity` of a lead no key finds", "POST",
+        '{"business_scoped_user_id": "ID.404", "new_business_scoped_user_id": "ID.405"}', 404, 5,
+        path="/sarah/identity"),
     Row("an unknown path", "GET", "/sarah/nope", 404, 5, "Could not resolve"),
 ]
 # Straight to gRPC: (what, the README's spelling, method, request, the field named or else
@@ -412,6 +464,10 @@ GRPC_ROWS = [
      pb.ListLeadsRequest(min_score=101), "min_score"),
     ("an invalid phone in a read or delete", 'DeleteStateRequest(contact_phone="08123")',
      "DeleteState", pb.DeleteStateRequest(contact_phone="08123"), "contact_phone"),
+    ("a malformed BSUID in a read or delete", 'GetStateRequest(business_scoped_user_id="ID.")',
+     "GetState", pb.GetStateRequest(business_scoped_user_id="ID."), "business_scoped_user_id"),
+    ("`ChangeIdentity` without a new key", 'ChangeIdentityRequest(contact_phone=PHONE)',
+     "ChangeIdentity", pb.ChangeIdentityRequest(contact_phone=PHONE), "new_contact_phone"),
     ("bytes that are not the method's message", r'b"\x0a\x02\xff\xfe"', "GetState",
      b"\x0a\x02\xff\xfe", "does not decode"),
 ]
@@ -421,6 +477,8 @@ _SHAPE_OF_PATH = {"/sarah/state": shapes.check_conversation,
 
 def _render(row: Row) -> str:
     example = row.shown or (row.sent.decode() if isinstance(row.sent, bytes) else row.sent)
+    if row.path != "/sarah/state":
+        example = f"{row.path} {example}"
     answer = "200, accepted" if row.status == 200 else f"{row.status}, code {row.code}"
     says = f"`{row.says}`" if row.says else "—"
     if row.field:
@@ -439,7 +497,7 @@ def test_bad_input_table_http_row(target: Target, row: Row) -> None:
     key = pb.GetStateRequest(contact_phone=PHONE)
     target.stub.UpsertState(pb.UpsertStateRequest(contact_phone=PHONE, lead_score=7), timeout=10)
     before = (target.stub.GetState(key, timeout=10), target.snapshot())
-    path, body = ("/sarah/state", row.sent) if row.method == "POST" else (row.sent, None)
+    path, body = (row.path, row.sent) if row.method == "POST" else (row.sent, None)
     status, headers, reply = target.stack.envoy.call(
         row.method, path, body.encode() if isinstance(body, str) else body)
     assert status == row.status, reply

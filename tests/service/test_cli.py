@@ -298,4 +298,64 @@ def test_readme_library_example_runs(target: str, capsys: pytest.CaptureFixture[
     [example] = _readme_blocks("python")
     exec(example.replace("127.0.0.1:50051", target), {})  # our own README, run as written
     printed = capsys.readouterr().out.splitlines()
-    assert printed == [f"{PHONE} hot", f"{PHONE} 82"]
+    assert printed == ["+6281244445555 hot", "ID.9081726354453628 rina_cakes 60",
+                       "+6281244445555 82"]
+
+
+BSUID = "ID.1648738043044942"
+
+
+def test_a_bsuid_is_taken_wherever_a_phone_is(target: str) -> None:
+    stored = json.loads(_invoke(target, "upsert", "--bsuid", BSUID, "--username", "tokosari",
+                                "--parent-bsuid", "ID.ENT.77", "--score", "60", "--json").output)
+    assert (stored["contact_phone"], stored["business_scoped_user_id"], stored["username"],
+            stored["parent_business_scoped_user_id"]) == ("", BSUID, "tokosari", "ID.ENT.77")
+    got = _invoke(target, "get", BSUID, "--json")
+    assert json.loads(got.output) == stored
+    table = _invoke(target, "leads").output
+    assert BSUID in table  # named by its BSUID, having no phone
+    cleared = json.loads(_invoke(target, "upsert", BSUID, "--clear", "username",
+                                 "--json").output)
+    assert cleared["username"] == "" and cleared["lead_score"] == 60
+    assert "deleted the conversation of " + BSUID in _invoke(target, "delete", BSUID).output
+    assert json.loads(_invoke(target, "get", BSUID, "--json").output)["etag"] == ""
+
+
+def test_upsert_with_both_keys_and_move_identity(target: str) -> None:
+    both = json.loads(_invoke(target, "upsert", "0812-3456-7890", "--bsuid", BSUID,
+                              "--team-size", "5", "--json").output)
+    assert (both["contact_phone"], both["business_scoped_user_id"]) == (PHONE, BSUID)
+    moved = _sarah(target, "move-identity", PHONE, "0812-9999-0000", "--json")
+    assert moved.returncode == 0, moved.stderr
+    lead = json.loads(moved.stdout)
+    assert (lead["contact_phone"], lead["business_scoped_user_id"]) == ("+6281299990000", BSUID)
+    assert lead["extracted_data"]["team_size"] == 5
+    renamed = json.loads(_invoke(target, "move-identity", BSUID, "ID.77", "--json").output)
+    assert renamed["business_scoped_user_id"] == "ID.77"
+    nobody = _sarah(target, "move-identity", "ID.404", "ID.405")
+    assert nobody.returncode == 1 and nobody.stderr.startswith("Error: NOT_FOUND")
+
+
+def test_bsuid_cli_errors_are_usage_errors_or_name_the_field(target: str) -> None:
+    clash = CliRunner().invoke(cli, ["get", BSUID, "--bsuid", "ID.2", "--target", target])
+    assert clash.exit_code == 2 and "--bsuid" in clash.output
+    neither = _sarah(target, "upsert", "--score", "5")
+    assert neither.returncode == 1 and "business_scoped_user_id" in neither.stderr
+    bad = _sarah(target, "upsert", "--bsuid", "id.lower")
+    assert bad.returncode == 1 and "\n  business_scoped_user_id: " in bad.stderr
+    unknown_path = CliRunner().invoke(cli, ["upsert", BSUID, "--clear", "lead_score"])
+    assert unknown_path.exit_code == 2
+
+
+def test_export_writes_the_identity_columns(target: str, tmp_path: Path) -> None:
+    _invoke(target, "upsert", "--bsuid", BSUID, "--username", "tokosari")
+    _invoke(target, "upsert", "0812-3456-7890")
+    out = tmp_path / "leads.csv"
+    assert _invoke(target, "export", "--format", "csv", "-o", str(out)).exit_code == 0
+    rows = {r["business_scoped_user_id"] or r["contact_phone"]: r
+            for r in csv.DictReader(io.StringIO(out.read_text()))}
+    assert (rows[BSUID]["contact_phone"], rows[BSUID]["username"]) == ("", "tokosari")
+    assert rows[PHONE]["business_scoped_user_id"] == ""
+    lines = [json.loads(line) for line in _invoke(target, "export").output.splitlines()
+             if line.startswith("{")]
+    assert {line["business_scoped_user_id"] for line in lines} == {BSUID, ""}

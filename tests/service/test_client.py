@@ -157,3 +157,28 @@ def test_async_client_does_what_the_blocking_one_does(server: RunningServer) -> 
             assert "\n  contact_phone: " in text and "\n  lead_score: " in text
 
     asyncio.run(scenario())
+
+
+def test_bsuid_keys_and_change_identity_in_both_clients(server: RunningServer) -> None:
+    bsuid = "ID.1648738043044942"
+    with SarahClient(f"127.0.0.1:{server.port}") as sarah:
+        stored = sarah.upsert_state(business_scoped_user_id=bsuid, username="tokosari",
+                                    lead_score=40)
+        assert (stored.contact_phone, stored.business_scoped_user_id) == ("", bsuid)
+        assert sarah.get_state(business_scoped_user_id=bsuid) == stored
+        moved = sarah.change_identity(messages.ChangeIdentityRequest(
+            business_scoped_user_id=bsuid, new_contact_phone="0812-3456-7890"))
+        assert (moved.contact_phone, moved.business_scoped_user_id) == (PHONE, bsuid)
+        with pytest.raises(grpc.RpcError) as caught:
+            sarah.change_identity(business_scoped_user_id="ID.404",
+                                  new_business_scoped_user_id="ID.405")
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+    async def scenario() -> None:
+        async with AsyncSarahClient(f"127.0.0.1:{server.port}") as sarah:
+            renamed = await sarah.change_identity(business_scoped_user_id=bsuid,
+                                                  new_business_scoped_user_id="ID.77")
+            assert (renamed.business_scoped_user_id, renamed.lead_score) == ("ID.77", 40)
+            assert (await sarah.delete_state(business_scoped_user_id="ID.77")).deleted
+
+    asyncio.run(scenario())

@@ -243,3 +243,29 @@ def test_leads_known_by_bsuid_import_and_merge_by_the_identity_rules(
     assert (siti.contact_phone, siti.username, siti.lead_score) == ("", "siti", 60)
     assert (budi.contact_phone, budi.parent_business_scoped_user_id) == (PHONE, "ID.parent")
     assert budi.extracted_data.name == "Budi" and total == 2
+
+
+def test_old_exports_without_the_identity_fields_still_load(
+        running: RunningServer, tmp_path: Path) -> None:
+    """A line written before v1.1 (no BSUID, parent BSUID or username) and one written after
+    it, keyed by BSUID only, load in one file."""
+    old = {"_id": "a1", "contact_phone": "0812-3456-7890", "lead_score": 50,
+           "created_at": _T0, "updated_at": _T0}
+    new = {"business_scoped_user_id": "ID.1648738043044942", "username": "tokosari",
+           "parent_business_scoped_user_id": "ID.ENT.1", "contact_phone": "",
+           "lead_score": 70, "created_at": _T0, "updated_at": _T0 + _HOUR}
+    export = tmp_path / "export.jsonl"
+    export.write_text(json.dumps(old) + "\n" + json.dumps(new) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "client", "import", str(export), "--json",
+         "--target", f"127.0.0.1:{running.port}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["imported"] == 2
+    with SarahClient(f"127.0.0.1:{running.port}") as sarah:
+        by_phone = sarah.get_state(contact_phone=PHONE)
+        by_bsuid = sarah.get_state(business_scoped_user_id="ID.1648738043044942")
+    assert (by_phone.lead_score, by_phone.business_scoped_user_id) == (50, "")
+    assert (by_bsuid.lead_score, by_bsuid.contact_phone, by_bsuid.username,
+            by_bsuid.parent_business_scoped_user_id) == (70, "", "tokosari", "ID.ENT.1")
+    assert _ms(by_bsuid.updated_at) == _T0 + _HOUR

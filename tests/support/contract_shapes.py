@@ -18,9 +18,13 @@ _MAX_COUNT = 1_000_000
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _WORKSPACE = re.compile(r"[A-Za-z0-9_-]{0,64}")
 _RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+_BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,100}")
+_PARENT_BSUID = re.compile(r"[A-Za-z0-9.]{0,128}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONVERSATION_KEYS = {
     "contact_phone", "workspace_id", "state", "lead_score", "lead_temperature",
     "extracted_data", "language", "message_count", "etag",
+    "business_scoped_user_id", "parent_business_scoped_user_id", "username",
 }
 _TIMESTAMP_KEYS = {"created_at", "updated_at", "last_message_at"}
 _TEXT_SLOTS = {"name": 200, "business_type": 200, "goals": 500}
@@ -46,7 +50,15 @@ def check_conversation(c: object, where: str = "conversation") -> None:
     assert isinstance(c, dict), f"{where}: {c!r} is not an object"
     keys = set(c)
     assert _CONVERSATION_KEYS <= keys <= _CONVERSATION_KEYS | _TIMESTAMP_KEYS, (where, keys)
-    assert isinstance(c["contact_phone"], str) and _E164.fullmatch(c["contact_phone"]), c
+    # A lead is known by its phone, its BSUID or both: "" is the one it lacks.
+    phone, bsuid = c["contact_phone"], c["business_scoped_user_id"]
+    assert isinstance(phone, str) and (phone == "" or _E164.fullmatch(phone)), c
+    assert isinstance(bsuid, str) and (bsuid == "" or _BSUID.fullmatch(bsuid)), c
+    assert phone or bsuid or not c["etag"], c  # a stored lead has at least one key
+    parent, username = c["parent_business_scoped_user_id"], c["username"]
+    assert isinstance(parent, str) and _PARENT_BSUID.fullmatch(parent), c
+    assert isinstance(username, str) and len(username) <= 64, c
+    assert not _CONTROL.search(username), c
     assert isinstance(c["workspace_id"], str) and _WORKSPACE.fullmatch(c["workspace_id"]), c
     assert c["state"] in STATES, c
     assert c["lead_temperature"] in TEMPERATURES, c

@@ -33,7 +33,18 @@ PHONE_SPELLINGS = [PHONE, "6281234567890", "081234567890", "0812-3456-7890",
 _BAD_PHONES = ["", " ", "+", "+0", "08123", "+14155550123", "tel:+6281234567890",
                "+6281234567890 ext. 5", "+6281234567890\x00", "٠٨١٢٣٤٥٦٧٨٩٠",
                "０８１２３４５６７８９０", "1" * 65, "+62 812 3456 7890 " * 4]
-_LONG_SIZES = [127, 128, 129, 199, 200, 201, 499, 500, 501, 5000]
+_LONG_SIZES = [63, 64, 65, 100, 101, 127, 128, 129, 199, 200, 201, 499, 500, 501, 5000]
+# The seeded lead's BSUID, a few more well-formed ones, and malformed ones.
+SEED_BSUID = "ID.1648738043044942"
+_GOOD_BSUIDS = [SEED_BSUID, " ID.1648738043044942 ", "ID.2029384756102938", "US.a",
+                "BR." + "9" * 100]
+_BAD_BSUIDS = ["ID", "ID.", "id.123", "IDN.123", "ID.12-3", "ID.1.2", ".123", "ID .123",
+               "ID.😀", "ID.123\x00", "BR." + "9" * 101, "+6281234567890", "ID.١٢٣"]
+CLEAR_PATHS = ["extracted_data.name", "extracted_data.business_type", "extracted_data.team_size",
+               "extracted_data.pain_points", "extracted_data.goals", "username",
+               "parent_business_scoped_user_id"]
+_BAD_CLEAR = ["lead_score", "contact_phone", "business_scoped_user_id", "extracted_data",
+              "extracted_data.", "EXTRACTED_DATA.NAME", "extractedData.name", ""]
 # Envoy refuses a body over 1 MiB (413); one size over it, drawn rarely.
 HUGE = 1_100_000
 
@@ -48,6 +59,10 @@ int32s = st.one_of(st.integers(INT32_MIN, INT32_MAX),
                    st.sampled_from([i for i in _EDGE_INTS if INT32_MIN <= i <= INT32_MAX]))
 phones = st.one_of(st.sampled_from(PHONE_SPELLINGS), st.sampled_from(_BAD_PHONES), texts)
 workspaces = st.one_of(st.just(SEED_WORKSPACE), st.just(""), texts)
+bsuids = st.one_of(st.sampled_from(_GOOD_BSUIDS), st.sampled_from(_BAD_BSUIDS), texts)
+_parents = st.one_of(st.sampled_from(["US.ENT.11815799212886844830", "ID.ENT.1", "."]), texts)
+clear_lists = st.lists(st.one_of(st.sampled_from(CLEAR_PATHS), st.sampled_from(_BAD_CLEAR),
+                                 texts), max_size=12)
 
 # Lone surrogates only here, where they go out as JSON (invalid UTF-8 or \ud800 escapes):
 # st.text() never draws them, and a protobuf message cannot carry them.
@@ -82,6 +97,9 @@ _body_fields = {
     "etag": _wrong(st.one_of(st.just(SEED_ETAG), texts)), "request_id": _wrong(texts),
     "leadScore": _wrong(_numbers), "contactPhone": _wrong(phones),
     "created_at": json_values, "updated_at": json_values, "lead_scroe": json_values,
+    "business_scoped_user_id": _wrong(bsuids), "parent_business_scoped_user_id": _wrong(_parents),
+    "username": _wrong(texts), "clear": _wrong(clear_lists),
+    "businessScopedUserId": _wrong(bsuids),
 }
 
 
@@ -107,6 +125,8 @@ _valid_body = st.fixed_dictionaries(
         "request_id": _clean_texts, "extracted_data": st.fixed_dictionaries({}, optional={
             "name": _clean_texts, "goals": _clean_texts, "team_size": st.integers(0, 10**6),
             "pain_points": st.lists(_clean_texts, max_size=3)}),
+        "business_scoped_user_id": st.just(SEED_BSUID), "username": _clean_texts,
+        "clear": st.lists(st.sampled_from(CLEAR_PATHS[4:]), max_size=1, unique=True),
     },
 )
 
@@ -142,12 +162,33 @@ def encoded_bodies(draw: st.DrawFn) -> bytes:
     return raw
 
 
-_QUERY_KEYS = ["contact_phone", "workspace_id", "temperature", "state", "min_score",
+_identity_fields = {
+    "workspace_id": _wrong(workspaces), "contact_phone": _wrong(phones),
+    "business_scoped_user_id": _wrong(bsuids), "new_contact_phone": _wrong(phones),
+    "new_business_scoped_user_id": _wrong(bsuids), "request_id": _wrong(texts),
+    "newContactPhone": _wrong(phones),
+}
+
+
+@st.composite
+def identity_bodies(draw: st.DrawFn) -> bytes:
+    """The bytes of a POST /sarah/identity body: mostly the request's keys with values right
+    or wrong (so some moves are accepted, some find nobody), sometimes any JSON or bytes."""
+    kind = draw(st.sampled_from(["near", "near", "near", "any", "bytes"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=200))
+    value = draw(json_values if kind == "any"
+                 else st.fixed_dictionaries({}, optional=_identity_fields))
+    return json.dumps(value, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+
+
+_QUERY_KEYS = ["contact_phone", "business_scoped_user_id", "businessScopedUserId",
+               "workspace_id", "temperature", "state", "min_score",
                "order_by", "page_size", "page_token", "contactPhone", "pageSize", "utm_source",
                "leads", "deleted", "extracted_data.name", "contact_phone.x", ""]
 _query_values = st.one_of(
-    phones, workspaces, _words.map(str), st.sampled_from(["lead_score desc", "created_at desc",
-                                                "last_message_at%20desc", PAGE_TOKEN]),
+    phones, workspaces, bsuids, _words.map(str),
+    st.sampled_from(["lead_score desc", "created_at desc", "last_message_at%20desc", PAGE_TOKEN]),
     ints.map(str), texts,
 )
 _ESCAPE_BYTES = st.binary(min_size=1, max_size=8).map(lambda b: "".join(f"%{c:02X}" for c in b))
@@ -206,6 +247,8 @@ _upsert_fields = dict(
     extracted_data=_optional(_extracted_pb), language=_optional(_enums),
     message_count=_optional(int32s), add_messages=_optional(int32s),
     etag=_optional(st.one_of(st.just(SEED_ETAG), texts)), request_id=_optional(texts),
+    business_scoped_user_id=_optional(bsuids), parent_business_scoped_user_id=_optional(_parents),
+    username=_optional(texts), clear=_optional(clear_lists),
 )
 _valid_upsert = st.fixed_dictionaries({
     "contact_phone": st.sampled_from(PHONE_SPELLINGS), "workspace_id": st.just(SEED_WORKSPACE),
@@ -226,9 +269,15 @@ def _one_off_upserts(draw: st.DrawFn) -> pb.UpsertStateRequest:
 
 
 upsert_messages = _one_off_upserts() | _message(pb.UpsertStateRequest, **_upsert_fields)
+identity_messages = _message(
+    pb.ChangeIdentityRequest, workspace_id=_optional(workspaces), contact_phone=_optional(phones),
+    business_scoped_user_id=_optional(bsuids), new_contact_phone=_optional(phones),
+    new_business_scoped_user_id=_optional(bsuids), request_id=_optional(texts))
 read_messages = st.one_of(
-    _message(pb.GetStateRequest, contact_phone=phones, workspace_id=workspaces),
-    _message(pb.DeleteStateRequest, contact_phone=phones, workspace_id=workspaces),
+    _message(pb.GetStateRequest, contact_phone=phones, workspace_id=workspaces,
+             business_scoped_user_id=_optional(bsuids)),
+    _message(pb.DeleteStateRequest, contact_phone=phones, workspace_id=workspaces,
+             business_scoped_user_id=_optional(bsuids)),
     _message(pb.GetStatsRequest, workspace_id=_optional(workspaces)),
     _message(pb.ListLeadsRequest, workspace_id=_optional(workspaces),
              temperature=_optional(_enums), state=_optional(_enums),
@@ -238,7 +287,7 @@ read_messages = st.one_of(
 METHOD_OF = {
     pb.GetStateRequest: "GetState", pb.DeleteStateRequest: "DeleteState",
     pb.GetStatsRequest: "GetStats", pb.ListLeadsRequest: "ListLeads",
-    pb.UpsertStateRequest: "UpsertState",
+    pb.UpsertStateRequest: "UpsertState", pb.ChangeIdentityRequest: "ChangeIdentity",
 }
 
 
@@ -250,7 +299,8 @@ def raw_requests(draw: st.DrawFn) -> tuple[str, bytes]:
     kind = draw(st.sampled_from(["random", "mutated", "mutated", "extended"]))
     if kind == "random":
         return method, draw(st.binary(max_size=64))
-    message = draw(upsert_messages if method == "UpsertState" else read_messages)
+    message = draw({"UpsertState": upsert_messages, "ChangeIdentity": identity_messages}.get(
+        method, read_messages))
     raw = bytearray(message.SerializeToString())
     if kind == "extended":
         tag = draw(st.integers(0, 2**32)) << 3 | draw(st.integers(0, 7))
