@@ -103,14 +103,18 @@ def _check_parent_bsuid(v: _Violations, parent: str | None) -> None:
 
 def _check_clear(v: _Violations, patch: Patch) -> None:
     if len(patch.clear) > _MAX_CLEAR:
+        # Checking each path too would grow the error past gRPC's 8 KiB status limit.
         v.add("clear", f"must hold at most {_MAX_CLEAR} paths, got {len(patch.clear)}")
+        return
+    listed = False
     for path in patch.clear:
         field = CLEARABLE.get(path)
         if path in _KEY_PATHS:
             v.add("clear", f"{_shown(path)} is a key and cannot be cleared")
         elif field is None:
-            v.add("clear", f"{_shown(path)} is not a path that can be cleared; one of "
-                           f"{', '.join(CLEARABLE)}")
+            known = "" if listed else f"; one of {', '.join(CLEARABLE)}"
+            v.add("clear", f"{_shown(path)} is not a path that can be cleared{known}")
+            listed = True
         elif _sets(patch, field):
             v.add("clear", f"{_shown(path)} is also set in this request; send one of them")
 

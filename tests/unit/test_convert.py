@@ -35,6 +35,8 @@ def test_stored_lead_prints_as_the_flat_conversation() -> None:
         "extracted_data": {"name": "Budi", "team_size": 0, "pain_points": ["a", "b"]},
         "created_at": "2024-05-01T12:00:00.250Z", "updated_at": "2024-05-01T12:00:00.250001Z",
         "last_message_at": "2024-05-01T12:00:00.250Z",
+        # v1.1: a lead known by phone alone prints its unknown identity fields as "".
+        "business_scoped_user_id": "", "parent_business_scoped_user_id": "", "username": "",
     }
 
 
@@ -45,6 +47,7 @@ def test_default_lead_prints_without_timestamps() -> None:
         "contact_phone": PHONE, "workspace_id": "", "state": "greeting", "lead_score": 0,
         "lead_temperature": "cold", "language": "id", "message_count": 0, "etag": "",
         "extracted_data": {"pain_points": []},
+        "business_scoped_user_id": "", "parent_business_scoped_user_id": "", "username": "",
     }
 
 

@@ -255,3 +255,13 @@ def test_a_bad_clear_names_clear(patch: Patch) -> None:
 def test_ten_clears_are_accepted() -> None:
     patch = Patch(contact_phone=PHONE, clear=("username",) * 10)
     assert validate_patch(patch, "ID") == patch
+
+
+@pytest.mark.parametrize("paths", [("x" * 500,) * 10, ("x" * 500,) * 5000])
+def test_a_bad_clear_stays_within_grpcs_status_limit(paths: tuple[str, ...]) -> None:
+    # gRPC refuses a status over 8 KiB (message and details together): the caller would
+    # get RESOURCE_EXHAUSTED instead of the field that is wrong.
+    with pytest.raises(InvalidArgument) as caught:
+        validate_patch(Patch(contact_phone=PHONE, clear=paths), "ID")
+    assert _fields(caught) == {"clear"}
+    assert sum(len(why) for _, why in caught.value.violations) < 2048
