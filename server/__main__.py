@@ -4,7 +4,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import peewee
@@ -14,6 +13,7 @@ from server.app import create_server
 from server.commands import ADMIN_COMMANDS
 from server.config import Config, parse_args
 from server.core.errors import Unavailable
+from server.signals import Signals
 from server.supervise import supervise
 
 _LOGGER = logging.getLogger("server")
@@ -74,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(config)
     # Handlers first: a signal that lands while the server starts (or right after it says
     # it listens) must not find Python's defaults, which end the process on the spot.
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: stop.set())
-    reload_keys = threading.Event()
-    signal.signal(signal.SIGHUP, lambda signum, _frame: reload_keys.set())
+    signals = Signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     try:
         running = create_server(config)
     except (OSError, ValueError, RuntimeError, peewee.PeeweeException, Unavailable) as exc:
@@ -90,11 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     if running.metrics_port is not None:
         _LOGGER.info("metrics on http://%s:%d/metrics",
                      config.metrics_listen.rpartition(":")[0], running.metrics_port)
-    while not stop.wait(timeout=0.2):
-        if reload_keys.is_set():
-            reload_keys.clear()
+    reloads = 0
+
+    def stopping() -> bool:
+        nonlocal reloads
+        if signals.count(signal.SIGHUP) != reloads:  # SIGHUP: re-read the keys file
+            reloads = signals.count(signal.SIGHUP)
             if running.keys is not None:
                 running.keys.reload()
+        return bool(signals.count(signal.SIGTERM) or signals.count(signal.SIGINT))
+
+    signals.wait_for(stopping)
     _LOGGER.info("shutting down: finishing calls in flight (grace %.0fs)", config.grace_seconds)
     running.shutdown(config.grace_seconds, drain=config.drain_seconds)
     _LOGGER.info("stopped")

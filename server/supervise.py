@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from server.signals import Signals
+
 _STOP_TIMEOUT_S = 20
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Loaded before any fork: the child only calls it.
@@ -28,34 +30,28 @@ def supervise(commands: dict[str, list[str]], banner: str, cwd: Path,
     if threading.current_thread() is not threading.main_thread():
         # Linux sends the death signal when the thread that forked a child ends.
         raise RuntimeError("supervise() must run on the main thread")
-    stop = threading.Event()
+    signals = Signals(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     children: dict[str, subprocess.Popen[bytes]] = {}
-
-    def hang_up(*_: object) -> None:
-        if not forward_hangup:
-            stop.set()
-            return
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGHUP)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, hang_up)
     for name, command in commands.items():
         # Own sessions: a terminal's Ctrl-C or hangup reaches only us, and we stop them
         # in order.
         children[name] = subprocess.Popen(command, cwd=cwd, start_new_session=True,
                                           preexec_fn=_die_with(os.getpid()))
     print(banner, flush=True)
+    hangups = 0
 
-    def watch(name: str) -> None:
-        children[name].wait()
-        stop.set()
+    def stopping() -> bool:
+        nonlocal hangups
+        if forward_hangup and signals.count(signal.SIGHUP) != hangups:
+            hangups = signals.count(signal.SIGHUP)
+            for child in children.values():
+                if child.poll() is None:
+                    child.send_signal(signal.SIGHUP)
+        asked = (signals.count(signal.SIGINT) or signals.count(signal.SIGTERM)
+                 or (not forward_hangup and signals.count(signal.SIGHUP)))
+        return bool(asked) or any(child.poll() is not None for child in children.values())
 
-    for name in children:
-        threading.Thread(target=watch, args=(name,), daemon=True).start()
-    stop.wait()
+    signals.wait_for(stopping)
     died = [name for name, child in children.items() if child.poll() is not None]
     # The last started is the front (Envoy): it stops first, so nothing new reaches the
     # servers; then the servers all drain and finish their calls at once.

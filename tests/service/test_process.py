@@ -109,6 +109,23 @@ def test_new_calls_are_refused_after_shutdown(server_process: ServerProcess) -> 
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_burst_of_signals_does_not_hang_the_server(
+        server_process: ServerProcess, sig: signal.Signals) -> None:
+    # A second signal landing inside the first one's handler once deadlocked the server
+    # (Event.set() re-entered its own lock); SIGTERM came twice when make run's supervisor
+    # was killed. A burst of SIGHUPs (key reloads) must leave it serving, then SIGTERM
+    # still stops it.
+    for _ in range(200):
+        server_process.proc.send_signal(sig)
+    if sig == signal.SIGHUP:
+        with grpc.insecure_channel(server_process.target) as channel:
+            stub = sarah_pb2_grpc.SarahServiceStub(channel)
+            stub.GetState(pb.GetStateRequest(contact_phone=PHONE), timeout=10)
+    server_process.stop(signal.SIGTERM, timeout=20)
+    assert server_process.proc.returncode == 0
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
