@@ -128,6 +128,34 @@ rejected: ImportOutcome.ValueType  # 3
 """The conversation was invalid and nothing was written; reason says why."""
 Global___ImportOutcome: _TypeAlias = ImportOutcome  # noqa: Y015
 
+class _EventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    upserted: _EventKind.ValueType  # 0
+    """A write created or changed the lead; conversation is the lead as stored after it."""
+    deleted: _EventKind.ValueType  # 1
+    """A write removed the lead (an erasure, or a half merged into another lead);
+    conversation holds its workspace and keys only.
+    """
+    heartbeat: _EventKind.ValueType  # 2
+    """Nothing happened for 15 s: revision is the current one; no conversation."""
+
+class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper):
+    """EventKind is what happened to a lead. The lowercase names are the JSON words."""
+
+upserted: EventKind.ValueType  # 0
+"""A write created or changed the lead; conversation is the lead as stored after it."""
+deleted: EventKind.ValueType  # 1
+"""A write removed the lead (an erasure, or a half merged into another lead);
+conversation holds its workspace and keys only.
+"""
+heartbeat: EventKind.ValueType  # 2
+"""Nothing happened for 15 s: revision is the current one; no conversation."""
+Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
+
 @_typing.final
 class ExtractedData(_message.Message):
     """ExtractedData holds what the bot has learnt about the lead's business. Each slot is
@@ -528,8 +556,13 @@ class ListLeadsResponse(_message.Message):
 
     LEADS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Pass this as page_token to get the next page; "" on the last page."""
+    revision: _builtins.int
+    """The latest revision committed when this page was read, whatever the filter; 0 only
+    on a database never written. WatchLeads from here misses nothing.
+    """
     @_builtins.property
     def leads(self) -> _containers.RepeatedCompositeFieldContainer[Global___Conversation]:
         """The leads of this page, in the requested order."""
@@ -539,10 +572,11 @@ class ListLeadsResponse(_message.Message):
         *,
         leads: _abc.Iterable[Global___Conversation] | None = ...,
         next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leads", b"leads", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leads", b"leads", "next_page_token", b"next_page_token", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -626,6 +660,7 @@ class GetStatsResponse(_message.Message):
     COLD_FIELD_NUMBER: _builtins.int
     AVG_SCORE_FIELD_NUMBER: _builtins.int
     BY_STATE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     """All leads."""
     hot: _builtins.int
@@ -636,6 +671,8 @@ class GetStatsResponse(_message.Message):
     """Cold leads."""
     avg_score: _builtins.float
     """The mean lead score; 0 when there are no leads."""
+    revision: _builtins.int
+    """The latest revision committed when these counts were read, as in ListLeadsResponse."""
     @_builtins.property
     def by_state(self) -> Global___StateCounts:
         """Leads per conversation state."""
@@ -649,10 +686,11 @@ class GetStatsResponse(_message.Message):
         cold: _builtins.int = ...,
         avg_score: _builtins.float = ...,
         by_state: Global___StateCounts | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["by_state", b"by_state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_score", b"avg_score", "by_state", b"by_state", "cold", b"cold", "hot", b"hot", "total", b"total", "warm", b"warm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_score", b"avg_score", "by_state", b"by_state", "cold", b"cold", "hot", b"hot", "revision", b"revision", "total", b"total", "warm", b"warm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -837,3 +875,89 @@ class ImportConversationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportConversationsResponse: _TypeAlias = ImportConversationsResponse  # noqa: Y015
+
+@_typing.final
+class WatchLeadsRequest(_message.Message):
+    """WatchLeadsRequest chooses what to watch and from where."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    SINCE_REVISION_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    """Only leads of this workspace ("" is the default workspace); unset means every
+    workspace the caller may see.
+    """
+    since_revision: _builtins.int
+    """Send the events after this revision, then live ones; unset means from now on.
+    OUT_OF_RANGE when events after it are no longer retained: list again and watch
+    from the new revision.
+    """
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str | None = ...,
+        since_revision: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_since_revision", b"_since_revision", "_workspace_id", b"_workspace_id", "since_revision", b"since_revision", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since_revision", b"_since_revision", "_workspace_id", b"_workspace_id", "since_revision", b"since_revision", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__since_revision: _TypeAlias = _typing.Literal["since_revision"]  # noqa: Y015
+    _WhichOneofArgType__since_revision: _TypeAlias = _typing.Literal["_since_revision", b"_since_revision"]  # noqa: Y015
+    _WhichOneofReturnType__workspace_id: _TypeAlias = _typing.Literal["workspace_id"]  # noqa: Y015
+    _WhichOneofArgType__workspace_id: _TypeAlias = _typing.Literal["_workspace_id", b"_workspace_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__since_revision) -> _WhichOneofReturnType__since_revision | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__workspace_id) -> _WhichOneofReturnType__workspace_id | None: ...
+
+Global___WatchLeadsRequest: _TypeAlias = WatchLeadsRequest  # noqa: Y015
+
+@_typing.final
+class LeadEvent(_message.Message):
+    """LeadEvent is one committed change to one lead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CONVERSATION_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """Strictly increasing in commit order (a JSON string of digits)."""
+    kind: Global___EventKind.ValueType
+    """What happened."""
+    @_builtins.property
+    def conversation(self) -> Global___Conversation:
+        """The lead after the change; for deleted, its workspace and keys only; absent on
+        heartbeats.
+        """
+
+    @_builtins.property
+    def changed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The field paths the write changed, spelled as in UpsertStateRequest.clear (e.g.
+        "state", "extracted_data.name"); empty on heartbeats.
+        """
+
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the change was committed."""
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        kind: Global___EventKind.ValueType = ...,
+        conversation: Global___Conversation | None = ...,
+        changed: _abc.Iterable[_builtins.str] | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "conversation", b"conversation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "changed", b"changed", "conversation", b"conversation", "kind", b"kind", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadEvent: _TypeAlias = LeadEvent  # noqa: Y015

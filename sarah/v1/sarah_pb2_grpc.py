@@ -70,6 +70,11 @@ class SarahServiceStub:
                 request_serializer=sarah_dot_v1_dot_sarah__pb2.ChangeIdentityRequest.SerializeToString,
                 response_deserializer=sarah_dot_v1_dot_sarah__pb2.Conversation.FromString,
                 _registered_method=True)
+        self.WatchLeads = channel.unary_stream(
+                '/sarah.v1.SarahService/WatchLeads',
+                request_serializer=sarah_dot_v1_dot_sarah__pb2.WatchLeadsRequest.SerializeToString,
+                response_deserializer=sarah_dot_v1_dot_sarah__pb2.LeadEvent.FromString,
+                _registered_method=True)
 
 
 class SarahServiceServicer:
@@ -133,6 +138,17 @@ class SarahServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchLeads(self, request, context):
+        """WatchLeads streams every committed change to the leads the caller may see, in commit
+        order: an upserted event for each lead a write creates or changes, a deleted event
+        for each lead it removes, and a heartbeat after 15 s of silence. Through Envoy the
+        stream is Server-Sent Events (one `data: {json}` frame per event). List first, then
+        watch from the list's revision, and nothing is missed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SarahServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +181,11 @@ def add_SarahServiceServicer_to_server(servicer, server):
                     servicer.ChangeIdentity,
                     request_deserializer=sarah_dot_v1_dot_sarah__pb2.ChangeIdentityRequest.FromString,
                     response_serializer=sarah_dot_v1_dot_sarah__pb2.Conversation.SerializeToString,
+            ),
+            'WatchLeads': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchLeads,
+                    request_deserializer=sarah_dot_v1_dot_sarah__pb2.WatchLeadsRequest.FromString,
+                    response_serializer=sarah_dot_v1_dot_sarah__pb2.LeadEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -335,6 +356,33 @@ class SarahService:
             '/sarah.v1.SarahService/ChangeIdentity',
             sarah_dot_v1_dot_sarah__pb2.ChangeIdentityRequest.SerializeToString,
             sarah_dot_v1_dot_sarah__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sarah.v1.SarahService/WatchLeads',
+            sarah_dot_v1_dot_sarah__pb2.WatchLeadsRequest.SerializeToString,
+            sarah_dot_v1_dot_sarah__pb2.LeadEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,13 @@ class SarahServiceStub:
     old key finds no lead but the new key does, the change already happened: that lead is
     returned and nothing is written. If neither finds a lead: NOT_FOUND.
     """
+    WatchLeads: _grpc.UnaryStreamMultiCallable[_sarah_pb2.WatchLeadsRequest, _sarah_pb2.LeadEvent]
+    """WatchLeads streams every committed change to the leads the caller may see, in commit
+    order: an upserted event for each lead a write creates or changes, a deleted event
+    for each lead it removes, and a heartbeat after 15 s of silence. Through Envoy the
+    stream is Server-Sent Events (one `data: {json}` frame per event). List first, then
+    watch from the list's revision, and nothing is missed.
+    """
 
 @_typing.type_check_only
 class SarahServiceAsyncStub(SarahServiceStub):
@@ -106,6 +113,13 @@ class SarahServiceAsyncStub(SarahServiceStub):
     the two merge; if a lead with a different BSUID holds it, the number moves. If the
     old key finds no lead but the new key does, the change already happened: that lead is
     returned and nothing is written. If neither finds a lead: NOT_FOUND.
+    """
+    WatchLeads: _aio.UnaryStreamMultiCallable[_sarah_pb2.WatchLeadsRequest, _sarah_pb2.LeadEvent]  # type: ignore[assignment]
+    """WatchLeads streams every committed change to the leads the caller may see, in commit
+    order: an upserted event for each lead a write creates or changes, a deleted event
+    for each lead it removes, and a heartbeat after 15 s of silence. Through Envoy the
+    stream is Server-Sent Events (one `data: {json}` frame per event). List first, then
+    watch from the list's revision, and nothing is missed.
     """
 
 class SarahServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -177,6 +191,19 @@ class SarahServiceServicer(metaclass=_abc_1.ABCMeta):
         the two merge; if a lead with a different BSUID holds it, the number moves. If the
         old key finds no lead but the new key does, the change already happened: that lead is
         returned and nothing is written. If neither finds a lead: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchLeads(
+        self,
+        request: _sarah_pb2.WatchLeadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_sarah_pb2.LeadEvent], _abc.AsyncIterator[_sarah_pb2.LeadEvent]]:
+        """WatchLeads streams every committed change to the leads the caller may see, in commit
+        order: an upserted event for each lead a write creates or changes, a deleted event
+        for each lead it removes, and a heartbeat after 15 s of silence. Through Envoy the
+        stream is Server-Sent Events (one `data: {json}` frame per event). List first, then
+        watch from the list's revision, and nothing is missed.
         """
 
 def add_SarahServiceServicer_to_server(servicer: SarahServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
