@@ -6,8 +6,10 @@ import io
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from server.app import RunningServer, create_server
 from server.config import Config
 from tests.support.helpers import PHONE
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -359,3 +362,76 @@ def test_export_writes_the_identity_columns(target: str, tmp_path: Path) -> None
     lines = [json.loads(line) for line in _invoke(target, "export").output.splitlines()
              if line.startswith("{")]
     assert {line["business_scoped_user_id"] for line in lines} == {BSUID, ""}
+
+
+class _Watching:
+    """`sarah watch ARGS` running in a child process; `lines` is what it printed so far."""
+
+    def __init__(self, target: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "client", "watch", *args], cwd=ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "SARAH_TARGET": target})
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, count: int) -> list[str]:
+        wait_until(lambda: len(self.lines) >= count or self.proc.poll() is not None, 20,
+                   f"{count} lines from sarah watch")
+        assert len(self.lines) >= count, self.stop()
+        return self.lines[:count]
+
+    def stop(self) -> str:
+        """Ctrl-C, as a person ends it; returns what it printed on stderr."""
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=20)
+        self._reader.join(timeout=5)
+        return err
+
+
+def test_watch_prints_changes_made_by_another_client(target: str) -> None:
+    with SarahClient(target) as sarah:
+        sarah.upsert_state(contact_phone=PHONE, lead_score=10)  # before the watch: not shown
+        since = sarah.get_stats().revision
+        lines, as_json = _Watching(target, "--since", str(since)), _Watching(
+            target, "--since", str(since), "--json")
+        try:
+            sarah.upsert_state(contact_phone=PHONE, lead_score=40, state=pb.qualifying,
+                               lead_temperature=pb.warm)
+            sarah.upsert_state(business_scoped_user_id="ID.77", workspace_id="shop")
+            sarah.delete_state(contact_phone=PHONE)
+            printed, docs = lines.wait_for(3), [json.loads(doc) for doc in as_json.wait_for(3)]
+        finally:
+            errors = lines.stop(), as_json.stop()
+    assert (lines.proc.returncode, as_json.proc.returncode) == (0, 0), errors
+    assert errors == ("", "")
+    revisions = [int(doc["revision"]) for doc in docs]
+    assert since < revisions[0] < revisions[1] < revisions[2]
+    upserted, other, deleted = printed
+    assert upserted.startswith(f"{revisions[0]} upserted {PHONE} workspace=- state=qualifying "
+                               "temperature=warm score=40 changed=")
+    assert "lead_score" in upserted.rsplit("changed=", 1)[1].split(",")
+    assert other.startswith(f"{revisions[1]} upserted ID.77 workspace=shop state=greeting ")
+    assert deleted == f"{revisions[2]} deleted {PHONE} workspace=-"
+    # --json: the contract's LeadEvent, 64-bit revision as a string of digits.
+    assert [doc["kind"] for doc in docs] == ["upserted", "upserted", "deleted"]
+    assert all(isinstance(doc["revision"], str) and doc["at"] for doc in docs)
+    assert docs[0]["conversation"]["lead_score"] == 40 and "lead_score" in docs[0]["changed"]
+    assert docs[2]["conversation"]["contact_phone"] == PHONE
+
+
+def test_watch_of_an_erased_revision_exits_1_saying_to_list_again(target: str) -> None:
+    with SarahClient(target) as sarah:
+        sarah.upsert_state(contact_phone=PHONE, lead_score=10)
+        sarah.delete_state(contact_phone=PHONE)
+    result = _sarah(target, "watch", "--since", "0")
+    assert result.returncode == 1
+    assert "OUT_OF_RANGE: the events after revision 0 are no longer retained" in result.stderr
+    assert "list the leads again" in result.stderr and "Traceback" not in result.stderr
+    assert _invoke(target, "watch", "--since", "-1").exit_code == 2  # a usage error
