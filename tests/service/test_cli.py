@@ -105,6 +105,8 @@ def test_stats_counts_as_numbers(target: str) -> None:
             "--state", "handoff")
     _invoke(target, "upsert", "+6281200000001", "--workspace", "w", "--score", "20")
     every = json.loads(_invoke(target, "stats", "--json").stdout)
+    revision = every.pop("revision")  # 64-bit: a JSON string of digits
+    assert isinstance(revision, str) and int(revision) > 0
     assert every == {"total": 2, "hot": 1, "warm": 0, "cold": 1, "avg_score": 50.0,
                      "by_state": {"greeting": 1, "qualifying": 0, "scoring": 0, "handoff": 1,
                                   "completed": 0}}
@@ -112,6 +114,7 @@ def test_stats_counts_as_numbers(target: str) -> None:
     assert (one["total"], one["avg_score"]) == (1, 20.0)
     table = _invoke(target, "stats").stdout
     assert "avg_score" in table and "50.0" in table and "state handoff" in table
+    assert f"revision  │ {revision}" in table
 
 
 def test_delete_erases_and_then_succeeds_again(target: str) -> None:
