@@ -16,14 +16,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sarah.v1 import sarah_pb2, sarah_pb2_grpc
 from server.api.admin import SarahAdminServicer
 from server.api.auth import KeyRing
-from server.api.interceptors import AuthInterceptor, DecodeInterceptor, ObserveInterceptor
+from server.api.interceptors import (
+    AuthInterceptor,
+    DecodeInterceptor,
+    ObserveInterceptor,
+    UnaryLimitInterceptor,
+)
 from server.api.metrics import Metrics
 from server.api.reflection import enable_reflection
 from server.api.servicer import SarahServicer
 from server.config import Config
+from server.core.delivery import Hub, WatchLimits
 from server.core.service import SarahService
-from server.storage.database import open_database
+from server.storage.database import is_sqlite, open_database
 from server.storage.migrations import migrate, require_current
+from server.storage.notify import Listener
 from server.storage.repository import Repository
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,6 +47,8 @@ class RunningServer:
     health: health.HealthServicer
     store: Repository
     executor: futures.ThreadPoolExecutor
+    hub: Hub | None = None
+    listener: Listener | None = None
     keys: KeyRing | None = None
     metrics: Metrics | None = None
     metrics_port: int | None = None
@@ -50,6 +59,12 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         if drain > 0:
             time.sleep(drain)
+        # Watch streams never end by themselves: end them first (UNAVAILABLE, so their
+        # callers resume elsewhere), or they would hold the grace period to its end.
+        if self.hub is not None:
+            self.hub.stop()
+        if self.listener is not None:
+            self.listener.stop()
         self.server.stop(grace).wait()
         # A call past its grace is cancelled, but its thread may still be in the database:
         # close connections only once every handler has returned.
@@ -129,14 +144,24 @@ def create_server(config: Config) -> RunningServer:
     else:
         require_current(db)
     store = Repository(db)
-    service = SarahService(store, default_region=config.default_region)
+    service = SarahService(store, default_region=config.default_region,
+                           history_days=config.history_days)
+    hub = Hub(store, WatchLimits(max_watchers=config.max_watchers, buffer=config.watch_buffer,
+                                 heartbeat_seconds=config.watch_heartbeat_seconds,
+                                 poll_seconds=config.watch_poll_seconds))
+    store.on_commit(hub.poke)
+    listener = None if is_sqlite(db) else Listener(config.database_url, hub.poke)
     metrics = Metrics(store.count) if config.metrics_listen else None
-    interceptors: list[grpc.ServerInterceptor] = [ObserveInterceptor(metrics)]
+    interceptors: list[grpc.ServerInterceptor] = [ObserveInterceptor(metrics),
+                                                  UnaryLimitInterceptor(config.threads)]
     if keys is not None:
         interceptors.append(AuthInterceptor(keys, open_reflection=config.open_reflection))
-    executor = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="sarah")
+    # A streaming call holds a pool thread for its whole life: a thread per watcher on
+    # top of the unary calls' (UnaryLimitInterceptor keeps those at config.threads).
+    executor = futures.ThreadPoolExecutor(max_workers=config.threads + config.max_watchers,
+                                          thread_name_prefix="sarah")
     server = grpc_server(executor, interceptors)
-    sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(service), server)
+    sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(service, hub), server)
     admin = SarahAdminServicer(store, default_region=config.default_region)
     sarah_pb2_grpc.add_SarahAdminServiceServicer_to_server(admin, server)
     health_servicer = health.HealthServicer()
@@ -151,6 +176,8 @@ def create_server(config: Config) -> RunningServer:
         store.close()
         raise
     server.start()
+    if listener is not None:
+        listener.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if keys is None:
@@ -159,5 +186,6 @@ def create_server(config: Config) -> RunningServer:
     else:
         _LOGGER.info("API keys required: %d loaded from %s", len(keys), config.api_keys_file)
     return RunningServer(server=server, port=port, health=health_servicer, store=store,
-                         executor=executor, keys=keys, metrics=metrics,
+                         executor=executor, hub=hub, listener=listener, keys=keys,
+                         metrics=metrics,
                          metrics_port=metrics_port)

@@ -27,6 +27,12 @@ class Config:
     open_reflection: bool = False
     # Off for servers built in code (tests start many); the command line's default is on.
     metrics_listen: str = ""
+    # WatchLeads (core/delivery.py) and the change log's retention.
+    max_watchers: int = 256
+    watch_buffer: int = 1000
+    watch_heartbeat_seconds: float = 15.0
+    watch_poll_seconds: float = 0.25
+    history_days: float = 90.0
 
 
 def _flag(value: str) -> bool:
@@ -105,6 +111,31 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
                         help="loopback host:port of the Prometheus /metrics page; port 0 picks "
                              "one, empty turns it off "
                              f"(env SARAH_METRICS_LISTEN, default {DEFAULT_METRICS_LISTEN})")
+    parser.add_argument("--max-watchers", type=int,
+                        default=env.get("SARAH_MAX_WATCHERS", str(d.max_watchers)),
+                        help="most open WatchLeads streams; each holds a thread of its own, "
+                             "beside the --threads that serve other calls "
+                             f"(env SARAH_MAX_WATCHERS, default {d.max_watchers})")
+    parser.add_argument("--watch-buffer", type=int,
+                        default=env.get("SARAH_WATCH_BUFFER", str(d.watch_buffer)),
+                        help="events a watcher may fall behind before it is dropped with "
+                             "RESOURCE_EXHAUSTED "
+                             f"(env SARAH_WATCH_BUFFER, default {d.watch_buffer})")
+    parser.add_argument("--watch-heartbeat-seconds", type=float,
+                        default=env.get("SARAH_WATCH_HEARTBEAT_SECONDS",
+                                        str(d.watch_heartbeat_seconds)),
+                        help="a watch stream silent this long sends a heartbeat "
+                             "(env SARAH_WATCH_HEARTBEAT_SECONDS, default "
+                             f"{d.watch_heartbeat_seconds:g})")
+    parser.add_argument("--watch-poll-seconds", type=float,
+                        default=env.get("SARAH_WATCH_POLL_SECONDS", str(d.watch_poll_seconds)),
+                        help="the change log is read at least this often, for commits of other "
+                             "processes that no notification announced (env "
+                             f"SARAH_WATCH_POLL_SECONDS, default {d.watch_poll_seconds:g})")
+    parser.add_argument("--history-days", type=float,
+                        default=env.get("SARAH_HISTORY_DAYS", str(d.history_days)),
+                        help="days of events the change log keeps; a watcher can resume from "
+                             f"within them (env SARAH_HISTORY_DAYS, default {d.history_days:g})")
     args = parser.parse_args(argv)
     try:
         region = check_region(args.default_region)
@@ -116,6 +147,12 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         parser.error("--workers must be at least 1")
     if args.db_pool_size < 1:
         parser.error("--db-pool-size must be at least 1")
+    if args.max_watchers < 0 or args.watch_buffer < 1:
+        parser.error("--max-watchers must be 0 or more and --watch-buffer at least 1")
+    if args.watch_heartbeat_seconds <= 0 or args.watch_poll_seconds <= 0:
+        parser.error("--watch-heartbeat-seconds and --watch-poll-seconds must be above 0")
+    if args.history_days <= 0:
+        parser.error("--history-days must be above 0")
     return Config(
         listen=args.listen,
         database_url=args.database_url,
@@ -131,4 +168,9 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         insecure=args.insecure,
         open_reflection=args.open_reflection,
         metrics_listen=args.metrics_listen,
+        max_watchers=args.max_watchers,
+        watch_buffer=args.watch_buffer,
+        watch_heartbeat_seconds=args.watch_heartbeat_seconds,
+        watch_poll_seconds=args.watch_poll_seconds,
+        history_days=args.history_days,
     )

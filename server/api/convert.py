@@ -6,6 +6,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from sarah.v1 import sarah_pb2 as pb
+from server.core.changes import Event
 from server.core.domain import IdentityChange, Lead, LeadFilter, LeadKey, Patch, Stats
 
 
@@ -117,4 +118,13 @@ def stats_to_proto(stats: Stats) -> pb.GetStatsResponse:
         cold=stats.by_temperature.get("cold", 0),
         avg_score=stats.avg_score,
         by_state=pb.StateCounts(**{s: n for s, n in stats.by_state.items()}),
+        revision=stats.revision,
     )
+
+
+def event_to_proto(event: Event) -> pb.LeadEvent:
+    message = pb.LeadEvent(revision=event.revision, kind=pb.EventKind.Value(event.kind),
+                           changed=event.changed, at=_timestamp(event.at))
+    if event.lead is not None:
+        message.conversation.CopyFrom(lead_to_proto(event.lead))
+    return message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeAlias, cast
@@ -144,3 +145,29 @@ class AuthInterceptor(grpc.ServerInterceptor):
         # sees this scope, and no other call does.
         set_caller_scope(key.scope)
         return handler
+
+
+class UnaryLimitInterceptor(grpc.ServerInterceptor):
+    """At most `limit` unary calls run at once; more wait their turn.
+
+    The thread pool has a thread per unary slot plus one per allowed watcher (a
+    server-streaming call holds its pool thread for its whole life): without this bound,
+    unary calls could spread over the watchers' threads too and the database pool would
+    see more callers than before; with it, watchers can never starve unary calls, and
+    unary calls never take a watcher's thread for long."""
+
+    def __init__(self, limit: int):
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def intercept_service(self, continuation: _Continuation,
+                          handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        def limited(request: Any, context: grpc.ServicerContext) -> Any:
+            with self._slots:
+                return inner(request, context)
+
+        return _with_behavior(handler, limited)

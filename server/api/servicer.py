@@ -1,18 +1,39 @@
 """The gRPC servicer: translates protobuf to service calls and results back, nothing more."""
 
+from collections.abc import Iterator
+
 import grpc
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.api import convert, status
 from server.api.auth import caller_scope
+from server.core.delivery import Hub
 from server.core.domain import ListQuery
 from server.core.service import SarahService
 
 
 class SarahServicer(sarah_pb2_grpc.SarahServiceServicer):
-    def __init__(self, service: SarahService):
+    def __init__(self, service: SarahService, hub: Hub):
         self._service = service
+        self._hub = hub
+
+    def WatchLeads(self, request: pb.WatchLeadsRequest,
+                   context: grpc.ServicerContext) -> Iterator[pb.LeadEvent]:
+        # A stream's errors surface while it is iterated, so they are mapped here rather
+        # than by status.mapped.
+        try:
+            workspace = self._service.watch_scope(
+                request.workspace_id if request.HasField("workspace_id") else None,
+                caller_scope())
+            since = request.since_revision if request.HasField("since_revision") else None
+            subscription = self._hub.watch(workspace, since)
+            # A caller that hangs up ends the stream at once, not at its next heartbeat.
+            context.add_callback(subscription.close)
+            for event in subscription:
+                yield convert.event_to_proto(event)
+        except Exception as exc:  # noqa: BLE001 - abort() maps every kind
+            status.abort(context, exc)
 
     @status.mapped
     def GetState(self, request: pb.GetStateRequest,
@@ -36,9 +57,10 @@ class SarahServicer(sarah_pb2_grpc.SarahServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        leads, next_token = self._service.list_leads(query, caller_scope())
+        leads, next_token, revision = self._service.list_leads(query, caller_scope())
         return pb.ListLeadsResponse(
-            leads=[convert.lead_to_proto(lead) for lead in leads], next_page_token=next_token
+            leads=[convert.lead_to_proto(lead) for lead in leads], next_page_token=next_token,
+            revision=revision,
         )
 
     @status.mapped

@@ -15,7 +15,9 @@ from server.core.errors import (
     EtagMismatch,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     PermissionDenied,
+    ResourceExhausted,
     SarahError,
     Unavailable,
 )
@@ -57,6 +59,10 @@ def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     if isinstance(exc, EtagMismatch):
         context.abort(grpc.StatusCode.ABORTED, str(exc))
+    if isinstance(exc, OutOfRange):
+        context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+    if isinstance(exc, ResourceExhausted):
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     if isinstance(exc, Unavailable):
         context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     if isinstance(exc, SarahError):

@@ -139,3 +139,4 @@ class Stats:
     by_temperature: dict[str, int] = field(default_factory=dict)
     by_state: dict[str, int] = field(default_factory=dict)
     avg_score: float = 0.0
+    revision: int = 0  # the latest revision committed when the counts were read

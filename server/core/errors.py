@@ -27,3 +27,11 @@ class PermissionDenied(SarahError):
 
 class NotFound(SarahError):
     """The lead the request names does not exist (ChangeIdentity); nothing was written."""
+
+
+class OutOfRange(SarahError):
+    """A watch asked to resume from a revision whose later events are no longer retained."""
+
+
+class ResourceExhausted(SarahError):
+    """A limit was reached: too many watchers, or a watcher's buffer overflowed."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from server.core import identity, rules
+from server.core.changes import changes_of
 from server.core.counts import CountDeltas
 from server.core.domain import Lead, LeadKey, Patch
 from server.core.errors import InvalidArgument
@@ -142,6 +144,7 @@ class _Book:
             tx.update_lead(now, was=before)
         tx.insert_leads(n for b, n in changed if b is None and n is not None)
         tx.add_counts(deltas)
+        tx.append_events(changes_of(changed), time.time_ns() // 1000)  # last: changelog.py
 
 
 def _gives_up_only(before: Lead, now: Lead) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from server.core import identity, rules
+from server.core.changes import Change, changes_of
 from server.core.counts import CountDeltas, stats_of
 from server.core.domain import (
     ORDER_KEYS,
@@ -35,6 +36,9 @@ _LOGGER = logging.getLogger(__name__)
 REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000
 # Expired records go at most once a minute, inside a write that holds the lock anyway.
 PRUNE_EVERY_US = 60 * 1_000_000
+# The change log keeps this many days of events (SARAH_HISTORY_DAYS).
+DEFAULT_HISTORY_DAYS = 90.0
+_DAY_US = 24 * 3600 * 1_000_000
 
 
 def now_us() -> int:
@@ -46,11 +50,14 @@ class SarahService:
     """Conversation state of leads, independent of any transport."""
 
     def __init__(self, repo: Repository, default_region: str = "ID",
-                 clock: Callable[[], int] = now_us):
+                 clock: Callable[[], int] = now_us,
+                 history_days: float = DEFAULT_HISTORY_DAYS):
         self._repo = repo
         self._region = default_region
         self._clock = clock
+        self._history_us = int(history_days * _DAY_US)
         self._last_prune: int | None = None
+        self._last_log_prune: int | None = None
 
     def get_state(self, contact_phone: str, workspace_id: str,
                   scope: Scope = EVERY_WORKSPACE, business_scoped_user_id: str = "") -> Lead:
@@ -85,10 +92,11 @@ class SarahService:
             if seen is not None:
                 return seen
         lead = rules.apply_patch(patch, plan.base, now)
-        _write_plan(tx, plan, lead, now)
+        pairs = _write_plan(tx, plan, lead, now)
         if patch.request_id:
             self._prune_requests(tx, now)
             tx.save_request(patch.request_id, now, lead)
+        self._log(tx, changes_of(pairs), now)
         return lead
 
     def change_identity(self, change: IdentityChange, scope: Scope = EVERY_WORKSPACE) -> Lead:
@@ -122,11 +130,23 @@ class SarahService:
                                tx.lock_holders(target))
         assert plan.base is not None  # settle() of a stored lead keeps a lead
         moved = dataclasses.replace(plan.base, updated_at=now, etag=rules.new_etag())
-        _write_plan(tx, plan, moved, now)
+        pairs = _write_plan(tx, plan, moved, now)
         if change.request_id:
             self._prune_requests(tx, now)
             tx.save_request(change.request_id, now, moved)
+        self._log(tx, changes_of(pairs), now)
         return moved
+
+    def _log(self, tx: WriteTx, changes: list[Change], now: int) -> None:
+        """Log the write's events, last in its transaction (the revision counter's lock is
+        held from there to commit); drop events past retention at most once a minute."""
+        last = self._last_log_prune
+        if last is None or not 0 <= now - last < PRUNE_EVERY_US:
+            self._last_log_prune = now
+            gone = tx.prune_events(at_up_to=now - self._history_us)
+            if gone:
+                _LOGGER.info("pruned %d events older than the retained history", gone)
+        tx.append_events(changes, now)
 
     def _prune_requests(self, tx: WriteTx, now: int) -> None:
         last = self._last_prune
@@ -145,71 +165,89 @@ class SarahService:
         workspace_id = scoped_workspace(workspace_id, scope)
         key = rules.validate_key(contact_phone, workspace_id, self._region,
                                  business_scoped_user_id)
-        return self._repo.write(functools.partial(_delete, key))
+        return self._repo.write(functools.partial(self._delete, key))
+
+    def _delete(self, key: LeadKey, tx: WriteTx) -> bool:
+        tx.lock_keys([key])
+        holders = tx.lock_holders(key)
+        old = identity.meant(key, holders)
+        if old is None:
+            # Records under a key no lead holds are of an erased lead; a key another person
+            # holds keeps that person's records.
+            tx.delete_requests(LeadKey(
+                key.workspace_id,
+                key.contact_phone if holders.by_phone is None else "",
+                key.business_scoped_user_id if holders.by_bsuid is None else ""))
+            return False
+        tx.delete_requests(old.key)
+        tx.delete_lead(old)
+        deltas = CountDeltas()
+        deltas.change(old, None)
+        tx.add_counts(deltas)
+        # Erasure: the lead's earlier events carry its personal data; its deleted event
+        # (keys only) is all that stays.
+        tx.erase_events(old.key)
+        self._log(tx, changes_of([(old, None)]), self._clock())
+        return True
 
     def list_leads(self, query: ListQuery,
-                   scope: Scope = EVERY_WORKSPACE) -> tuple[list[Lead], str]:
-        """One page of leads and the token of the next page ("" on the last)."""
+                   scope: Scope = EVERY_WORKSPACE) -> tuple[list[Lead], str, int]:
+        """One page of leads, the token of the next page ("" on the last), and the revision
+        the page is as of (watch from it and nothing is missed)."""
         query = dataclasses.replace(query, filter=_scoped(query.filter, scope))
         query = rules.validate_list_query(query)
         after = decode_token(query)
         order_key = ORDER_KEYS[query.order_by]
         # One extra row tells whether another page follows without a second query.
-        fetched = self._repo.page(query.filter, order_key, after, query.page_size + 1)
+        fetched, revision = self._repo.page(query.filter, order_key, after, query.page_size + 1)
         leads = fetched[: _fitting(fetched, query.page_size)]
         if len(leads) == len(fetched):
-            return leads, ""
+            return leads, "", revision
         last = leads[-1]
         position = (getattr(last, order_key), last.contact_phone,
                     last.business_scoped_user_id, last.workspace_id)
-        return leads, encode_token(query, position)
+        return leads, encode_token(query, position), revision
+
+    def watch_scope(self, workspace_id: str | None, scope: Scope = EVERY_WORKSPACE) -> str | None:
+        """The workspace a watcher sees (None: every one), checked like ListLeads'."""
+        return rules.validate_filter(_scoped(LeadFilter(workspace_id=workspace_id), scope)
+                                     ).workspace_id
 
     def get_stats(self, lead_filter: LeadFilter, scope: Scope = EVERY_WORKSPACE) -> Stats:
         """Counts by temperature and state, and the mean score."""
         lead_filter = _scoped(lead_filter, scope)
         workspace_id = rules.validate_filter(lead_filter).workspace_id
-        return stats_of(self._repo.counts(workspace_id))
+        rows, revision = self._repo.counts(workspace_id)
+        return dataclasses.replace(stats_of(rows), revision=revision)
 
 
-def _write_plan(tx: WriteTx, plan: identity.Plan, lead: Lead, now: int) -> None:
+def _write_plan(tx: WriteTx, plan: identity.Plan, lead: Lead,
+                now: int) -> list[tuple[Lead | None, Lead | None]]:
     """Write `lead` as the plan says, in an order that never holds a key twice: absorbed
     halves go first, robbed leads drop the phone, then the lead takes its keys. The lead
-    counts change for every lead touched, so GetStats counts each person once."""
+    counts change for every lead touched, so GetStats counts each person once. Returns
+    (before, after) of each lead touched, for the change log."""
     deltas = CountDeltas()
+    pairs: list[tuple[Lead | None, Lead | None]] = []
     for half in plan.absorbed:
         tx.delete_lead(half)
         deltas.change(half, None)
+        pairs.append((half, None))
     for other in plan.robbed:
         left = dataclasses.replace(other, contact_phone="", updated_at=now,
                                    etag=rules.new_etag())
         tx.update_lead(left, was=other)
         deltas.change(other, left)
+        pairs.append((other, left))
     if plan.old is None:
         tx.insert_lead(lead)
     else:
         tx.update_lead(lead, was=plan.old)
     deltas.change(plan.old, lead)
     tx.add_counts(deltas)
+    pairs.append((plan.old, lead))
+    return pairs
 
-
-def _delete(key: LeadKey, tx: WriteTx) -> bool:
-    tx.lock_keys([key])
-    holders = tx.lock_holders(key)
-    old = identity.meant(key, holders)
-    if old is None:
-        # Records under a key no lead holds are of an erased lead; a key another person
-        # holds keeps that person's records.
-        tx.delete_requests(LeadKey(
-            key.workspace_id,
-            key.contact_phone if holders.by_phone is None else "",
-            key.business_scoped_user_id if holders.by_bsuid is None else ""))
-        return False
-    tx.delete_requests(old.key)
-    tx.delete_lead(old)
-    deltas = CountDeltas()
-    deltas.change(old, None)
-    tx.add_counts(deltas)
-    return True
 
 
 def _scoped(lead_filter: LeadFilter, scope: Scope) -> LeadFilter:

@@ -146,11 +146,31 @@ _LEADS_BY_BSUID = (
     'ON "upsert_request" ("workspace_id", "business_scoped_user_id", "request_id")',
 )
 
+# The change log of WatchLeads: an event per lead a committed write touched, and the one
+# row that hands out revisions (repository.py says why a counter row, not a sequence).
+# The log starts empty at revision 0: leads stored before it have no events, and a
+# watcher lists them first, as it would anyway.
+_CHANGE_LOG = (
+    'CREATE TABLE IF NOT EXISTS "lead_event" ("revision" {bigint} NOT NULL PRIMARY KEY, '
+    '"workspace_id" VARCHAR(64) NOT NULL, "kind" VARCHAR(16) NOT NULL, '
+    '"contact_phone" VARCHAR(20) NOT NULL, "business_scoped_user_id" VARCHAR(103) NOT NULL, '
+    '"conversation" TEXT NOT NULL, "changed" TEXT NOT NULL, "at" {bigint} NOT NULL)',
+    'CREATE INDEX IF NOT EXISTS "lead_event_at" ON "lead_event" ("at")',
+    'CREATE INDEX IF NOT EXISTS "lead_event_workspace_id_contact_phone" '
+    'ON "lead_event" ("workspace_id", "contact_phone")',
+    'CREATE INDEX IF NOT EXISTS "lead_event_workspace_id_business_scoped_user_id" '
+    'ON "lead_event" ("workspace_id", "business_scoped_user_id")',
+    'CREATE TABLE IF NOT EXISTS "log_head" ("id" INTEGER NOT NULL PRIMARY KEY, '
+    '"revision" {bigint} NOT NULL, "pruned_through" {bigint} NOT NULL)',
+    'INSERT INTO "log_head" ("id", "revision", "pruned_through") VALUES (1, 0, 0)',
+)
+
 MIGRATIONS: list[tuple[int, str, Sequence[str]]] = [
     (1, "conversations and request ids", _CONVERSATIONS_AND_REQUEST_IDS),
     (2, "lead counts for GetStats", _LEAD_COUNTS),
     (3, "indexes for lists across workspaces", _INDEXES_ACROSS_WORKSPACES),
     (4, "leads by BSUID, username, phone optional", _LEADS_BY_BSUID),
+    (5, "change log for WatchLeads", _CHANGE_LOG),
 ]
 LATEST = MIGRATIONS[-1][0]
 

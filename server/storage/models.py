@@ -108,7 +108,43 @@ class LeadCount(_Model):
         indexes = ((("workspace_id", "lead_temperature", "state"), True),)
 
 
-MODELS = (ConversationRow, UpsertRequestRow, LeadCount)  # every table but schema_migrations
+class LeadEventRow(_Model):
+    """The change log (migration 5): one row per event of a committed write, written in
+    that write's transaction. `revision` is handed out by LogHead, not by a sequence, so
+    revisions are gapless and in commit order (see repository.py)."""
+
+    revision = peewee.BigIntegerField(primary_key=True)
+    workspace_id = peewee.CharField(max_length=64)
+    kind = peewee.CharField(max_length=16)  # upserted or deleted
+    contact_phone = peewee.CharField(max_length=20)
+    business_scoped_user_id = peewee.CharField(max_length=103)
+    conversation = peewee.TextField()  # the Lead as JSON (keys only when deleted)
+    changed = peewee.TextField()  # a JSON array of field paths
+    at = peewee.BigIntegerField(index=True)  # commit time, microseconds
+
+    class Meta:
+        table_name = "lead_event"
+        indexes = (
+            # Erasure finds a lead's earlier events by either key.
+            (("workspace_id", "contact_phone"), False),
+            (("workspace_id", "business_scoped_user_id"), False),
+        )
+
+
+class LogHead(_Model):
+    """One row: the latest revision handed out, and the latest one retention removed
+    (a watcher may resume from any revision at or after it)."""
+
+    id = peewee.IntegerField(primary_key=True)
+    revision = peewee.BigIntegerField()
+    pruned_through = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "log_head"
+
+
+# Every table but schema_migrations.
+MODELS = (ConversationRow, UpsertRequestRow, LeadCount, LeadEventRow, LogHead)
 
 
 def bind_models(db: peewee.Database) -> None:

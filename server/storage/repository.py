@@ -16,10 +16,12 @@ from typing import Any, TypeVar, cast
 
 import peewee
 
+from server.core.changes import Change, Event
 from server.core.counts import CountDeltas, CountRow
 from server.core.domain import Lead, LeadFilter, LeadKey
 from server.core.errors import Unavailable
 from server.core.identity import Holders
+from server.storage import changelog
 from server.storage.database import LOCK_WAIT_MS, is_sqlite
 from server.storage.errors import database_errors
 from server.storage.models import ConversationRow, LeadCount, UpsertRequestRow, bind_models
@@ -110,6 +112,7 @@ class WriteTx:
         self._db = db
         self._sql = sql
         self._row_ids: dict[_RowKey, int] = {}
+        self.appended: list[Event] = []
 
     def _found(self, row: tuple[Any, ...] | None) -> Lead | None:
         if row is None:
@@ -193,6 +196,21 @@ class WriteTx:
         for change in deltas.changes():
             self._sql.add_to_count.run(self._db, change._asdict())
 
+    def append_events(self, changes: list[Change], at: int) -> list[Event]:
+        """Log the write's events with their revisions; the use case calls it last (it
+        serialises writers from here to commit: changelog.py says why)."""
+        events = changelog.append(self._db, changes, at)
+        self.appended.extend(events)
+        return events
+
+    def erase_events(self, key: LeadKey) -> None:
+        """Remove the logged events of the lead holding `key` (erasure)."""
+        changelog.erase(self._db, key)
+
+    def prune_events(self, at_up_to: int) -> int:
+        """Remove the events committed at or before `at_up_to`; how many went."""
+        return changelog.prune(self._db, at_up_to)
+
     def find_request(self, key: LeadKey, request_id: str, since: int) -> Lead | None:
         """The lead a request_id left, saved after `since` under either key of `key`."""
         values = {"workspace_id": key.workspace_id, "contact_phone": key.contact_phone,
@@ -237,6 +255,12 @@ class Repository:
         self._writers = threading.Lock()
         bind_models(db)
         self._sql = Statements(db)
+        self._commit_listeners: list[Callable[[list[Event]], None]] = []
+
+    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
+        """Call `listener` with the events of each write that logged some, after it
+        committed (in the writer's thread: it must be quick)."""
+        self._commit_listeners.append(listener)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
@@ -275,7 +299,12 @@ class Repository:
         for attempt in range(_INSERT_RACE_RETRIES):
             try:
                 with self._session(), self._write_transaction():
-                    return work(WriteTx(self._db, self._sql))
+                    tx = WriteTx(self._db, self._sql)
+                    result = work(tx)
+                if tx.appended:
+                    for listener in self._commit_listeners:
+                        listener(tx.appended)
+                return result
             except peewee.IntegrityError as exc:
                 # Only without SQLite's up-front lock: two first writes of one lead (or one
                 # request_id) raced; the retry sees the winner's row.
@@ -299,11 +328,31 @@ class Repository:
                 by_phone = _lead_from_tuple(row) if row else None
         return Holders(by_bsuid=by_bsuid, by_phone=by_phone)
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction whose statements all see the same committed state (SQLite
+        in WAL mode takes the snapshot at the first read of a transaction)."""
+        with self._session(), self._db.atomic():
+            if not is_sqlite(self._db):
+                self._db.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield
+
+    def log_head(self) -> tuple[int, int]:
+        """(latest committed revision, latest revision retention removed)."""
+        with self._session():
+            return changelog.head(self._db)
+
+    def events_after(self, revision: int, limit: int) -> list[Event]:
+        """Up to `limit` logged events after `revision`, in order."""
+        with self._session():
+            return changelog.after(self._db, revision, limit)
+
     def page(self, lead_filter: LeadFilter, order_key: str,
-             after: tuple[int, str, str, str] | None, limit: int) -> list[Lead]:
+             after: tuple[int, str, str, str] | None, limit: int) -> tuple[list[Lead], int]:
         """Return up to `limit` leads ordered by `order_key` descending, then contact_phone,
         business_scoped_user_id and workspace_id descending (a lead has a phone or a BSUID,
-        so the order is total), strictly after the position `after`."""
+        so the order is total), strictly after the position `after`; and the revision
+        the page is as of."""
         c = ConversationRow
         key = getattr(c, order_key)
         position = peewee.Tuple(key, c.contact_phone, c.business_scoped_user_id, c.workspace_id)
@@ -316,17 +365,20 @@ class Repository:
         query = (query.order_by(key.desc(), c.contact_phone.desc(),
                                 c.business_scoped_user_id.desc(), c.workspace_id.desc())
                  .limit(limit))
-        with self._session():
-            return [_lead_from_tuple(row) for row in _tuples(query)]
+        with self._snapshot():
+            revision = changelog.head(self._db)[0]
+            return [_lead_from_tuple(row) for row in _tuples(query)], revision
 
-    def counts(self, workspace_id: str | None) -> list[CountRow]:
-        """The lead counts of one workspace, or of all (a row per workspace and bucket)."""
-        with self._session():
+    def counts(self, workspace_id: str | None) -> tuple[list[CountRow], int]:
+        """The lead counts of one workspace, or of all (a row per workspace and bucket), and
+        the revision they are as of."""
+        with self._snapshot():
+            revision = changelog.head(self._db)[0]
             if workspace_id is None:
                 rows = self._sql.counts_of_all.run(self._db, {})
             else:
                 rows = self._sql.counts_of_workspace.run(self._db, {"workspace_id": workspace_id})
-            return [CountRow._make(row) for row in rows.fetchall()]
+            return [CountRow._make(row) for row in rows.fetchall()], revision
 
     def count(self) -> int:
         """How many conversations are stored, in every workspace."""

@@ -134,7 +134,7 @@ def test_a_database_of_schema_3_with_leads_migrates_and_serves_them_unchanged(
     assert (stats.total, stats.hot, stats.avg_score) == (1, 1, 88)
     assert given.business_scoped_user_id == by_bsuid.business_scoped_user_id
     assert by_bsuid.lead_score == 88 and fresh.contact_phone == ""
-    assert _versions(empty_database_url)[-1] == (LATEST,) and LATEST == 4
+    assert _versions(empty_database_url)[-1] == (LATEST,) and LATEST == 5
     # The stored request record is still there, under the phone, with no BSUID.
     assert query(empty_database_url, "SELECT business_scoped_user_id FROM upsert_request "
                  "WHERE request_id = 'wamid.old'") == [("",)]

@@ -88,8 +88,35 @@ def _check_extracted(data: object, where: str) -> None:
     assert all(isinstance(p, str) and len(p) <= 500 for p in points), (where, points)
 
 
+_REVISION = re.compile(r"0|[1-9][0-9]{0,18}")  # an int64 >= 0, printed as a JSON string
+_EVENT_KINDS = ("upserted", "deleted", "heartbeat")
+
+
+def _revision(value: object, where: str) -> None:
+    assert isinstance(value, str) and _REVISION.fullmatch(value), f"{where}: {value!r}"
+
+
+def check_lead_event(event: object) -> None:
+    """A WatchLeads event (contract: Live changes)."""
+    assert isinstance(event, dict), event
+    keys = set(event)
+    assert {"revision", "kind", "changed", "at"} <= keys <= {
+        "revision", "kind", "changed", "at", "conversation"}, event
+    _revision(event["revision"], "revision")
+    assert event["kind"] in _EVENT_KINDS, event
+    _timestamp(event["at"], "at")
+    changed = event["changed"]
+    assert isinstance(changed, list) and all(isinstance(p, str) for p in changed), event
+    if event["kind"] == "heartbeat":
+        assert "conversation" not in event and changed == [], event
+    else:
+        check_conversation(event["conversation"])
+
+
 def check_leads_page(page: object) -> None:
-    assert isinstance(page, dict) and set(page) == {"leads", "next_page_token"}, page
+    assert isinstance(page, dict) and set(page) == {
+        "leads", "next_page_token", "revision"}, page
+    _revision(page["revision"], "revision")
     assert isinstance(page["leads"], list) and len(page["leads"]) <= 500, page
     assert isinstance(page["next_page_token"], str), page
     for i, lead in enumerate(page["leads"]):
@@ -98,7 +125,9 @@ def check_leads_page(page: object) -> None:
 
 def check_stats(stats: object) -> None:
     assert isinstance(stats, dict), stats
-    assert set(stats) == {"total", "hot", "warm", "cold", "avg_score", "by_state"}, stats
+    assert set(stats) == {
+        "total", "hot", "warm", "cold", "avg_score", "by_state", "revision"}, stats
+    _revision(stats["revision"], "revision")
     for key in ("total", "hot", "warm", "cold"):
         _count(stats[key], key, high=2**31 - 1)
     assert stats["hot"] + stats["warm"] + stats["cold"] == stats["total"], stats

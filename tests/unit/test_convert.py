@@ -117,7 +117,8 @@ def test_stats_print_every_temperature_and_state() -> None:
     printed = shapes.grpc_json(stats_to_proto(stats))
     shapes.check_stats(printed)
     assert printed == {"total": 3, "hot": 2, "warm": 0, "cold": 1, "avg_score": 61.5,
-                       "by_state": {s: {"greeting": 1, "handoff": 2}.get(s, 0) for s in STATES}}
+                       "by_state": {s: {"greeting": 1, "handoff": 2}.get(s, 0) for s in STATES},
+                       "revision": "0"}
 
 
 def test_stats_of_nothing_print_as_zeros() -> None:

@@ -1,0 +1,125 @@
+"""The change log: appending a write's events in its own transaction, and reading them.
+
+Revisions in commit order, without gaps
+---------------------------------------
+A watcher reads "every event after revision N", then "after M", and must never lose one.
+A sequence (SERIAL) would not do on PostgreSQL: it hands out numbers when a row is
+inserted, not when its transaction commits, so with two writers revision 41 can become
+visible after 42 — a reader that saw 42 has skipped 41 for good — and a rolled-back write
+leaves a hole that looks the same as a late commit.
+
+Instead one row, `log_head`, holds the latest revision handed out. A write takes its
+revisions with `UPDATE log_head SET revision = revision + n ... RETURNING revision`
+(written as an upsert of row 1) as the LAST statements of its transaction, after
+everything it could fail on. The UPDATE locks that row until commit or rollback, so
+writers pass this point one at a time, and the one that took 41 commits (or rolls back,
+returning 41 to the counter) before the next can take 42. Hence revisions are committed
+in increasing order, with no gaps: whoever sees revision r sees every revision below it.
+The serialised part is only the UPDATE, the event INSERT and the COMMIT. SQLite has one
+writer at a time anyway (BEGIN IMMEDIATE), so the same statements give the same
+guarantee across its processes.
+
+On PostgreSQL the write also runs `pg_notify('sarah_log', head)`; the notification is
+delivered at commit (never for a rollback), which wakes every replica's tailer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, cast
+
+import peewee
+
+from server.core.changes import Change, Event
+from server.core.domain import Lead, LeadKey
+from server.storage.database import is_sqlite
+from server.storage.models import LeadEventRow, LogHead
+
+CHANNEL = "sarah_log"
+_ROWS_PER_INSERT = 50
+
+
+def _lead_json(lead: Lead) -> str:
+    values = {f.name: getattr(lead, f.name) for f in dataclasses.fields(Lead)}
+    values["pain_points"] = list(lead.pain_points)
+    return json.dumps(values, ensure_ascii=False)
+
+
+def _lead_of(text: str) -> Lead:
+    values = json.loads(text)
+    values["pain_points"] = tuple(values["pain_points"])
+    return Lead(**values)
+
+
+def append(db: peewee.Database, changes: list[Change], at: int) -> list[Event]:
+    """Give `changes` the next revisions and write them; call it last in the write's
+    transaction (it holds log_head's row lock from here to commit)."""
+    if not changes:
+        return []
+    # An UPDATE of the one row, written as an upsert so that a log_head emptied by hand
+    # (tests truncate tables) starts again rather than failing every write.
+    head = db.execute_sql(
+        'INSERT INTO "log_head" ("id", "revision", "pruned_through") '
+        f"VALUES (1, {db.param}, 0) ON CONFLICT (\"id\") DO UPDATE "
+        'SET "revision" = "log_head"."revision" + "excluded"."revision" '
+        'RETURNING "revision"', (len(changes),)).fetchone()[0]
+    first = int(head) - len(changes) + 1
+    events = [Event(first + i, c.kind, c.lead, c.changed, at) for i, c in enumerate(changes)]
+    rows = [_row(event) for event in events]
+    for part in peewee.chunked(rows, _ROWS_PER_INSERT):
+        LeadEventRow.insert_many(part).execute()
+    if not is_sqlite(db):
+        db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(head)))
+    return events
+
+
+def _row(event: Event) -> dict[str, Any]:
+    assert event.lead is not None
+    return {"revision": event.revision, "workspace_id": event.lead.workspace_id,
+            "kind": event.kind, "contact_phone": event.lead.contact_phone,
+            "business_scoped_user_id": event.lead.business_scoped_user_id,
+            "conversation": _lead_json(event.lead), "changed": json.dumps(list(event.changed)),
+            "at": event.at}
+
+
+def head(db: peewee.Database) -> tuple[int, int]:
+    """(latest revision committed, latest revision retention removed)."""
+    found = db.execute_sql(
+        'SELECT "revision", "pruned_through" FROM "log_head" WHERE "id" = 1').fetchone()
+    return (int(found[0]), int(found[1])) if found else (0, 0)
+
+
+def after(db: peewee.Database, revision: int, limit: int) -> list[Event]:
+    """Up to `limit` events after `revision`, in revision order."""
+    e = LeadEventRow
+    query = (e.select(e.revision, e.kind, e.conversation, e.changed, e.at)
+             .where(e.revision > revision).order_by(e.revision).limit(limit))
+    rows: list[tuple[Any, ...]] = list(cast(Any, query.tuples()))
+    return [Event(int(rev), kind, _lead_of(text), tuple(json.loads(changed)), int(at))
+            for rev, kind, text, changed, at in rows]
+
+
+def erase(db: peewee.Database, key: LeadKey) -> None:
+    """Remove the events of the lead holding `key` (they carry personal data): its deleted
+    event, written after this, is all that stays."""
+    e = LeadEventRow
+    for column, value in ((e.contact_phone, key.contact_phone),
+                          (e.business_scoped_user_id, key.business_scoped_user_id)):
+        if value:
+            e.delete().where((e.workspace_id == key.workspace_id) & (column == value)).execute()
+
+
+def prune(db: peewee.Database, at_up_to: int) -> int:
+    """Remove the events committed at or before `at_up_to`, and remember the newest revision
+    removed, below which a watcher can no longer resume; how many went."""
+    e = LeadEventRow
+    newest = e.select(peewee.fn.MAX(e.revision)).where(e.at <= at_up_to).scalar()
+    if newest is None:
+        return 0
+    gone = int(e.delete().where(e.revision <= newest).execute())
+    LogHead.update(pruned_through=peewee.fn.MAX(LogHead.pruned_through, newest)
+                   if is_sqlite(db) else peewee.fn.GREATEST(LogHead.pruned_through, newest)
+                   ).where(LogHead.id == 1).execute()
+    return gone
+
