@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -140,7 +140,7 @@ class AsyncSarahClient:
     async def watch(
         self, workspace_id: str | None = None, since_revision: int | None = None, *,
         heartbeats: bool = False, give_up_after: float | None = DEFAULT_GIVE_UP_AFTER,
-    ) -> AsyncIterator[pb.LeadEvent]:
+    ) -> AsyncGenerator[pb.LeadEvent, None]:
         """SarahClient.watch for asyncio: the same resumption, retries and errors."""
         position = WatchPosition(workspace_id, since_revision)
         if since_revision is None:

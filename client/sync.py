@@ -2,7 +2,7 @@
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -142,7 +142,7 @@ class SarahClient:
     def watch(
         self, workspace_id: str | None = None, since_revision: int | None = None, *,
         heartbeats: bool = False, give_up_after: float | None = DEFAULT_GIVE_UP_AFTER,
-    ) -> Iterator[pb.LeadEvent]:
+    ) -> Generator[pb.LeadEvent, None, None]:
         """Every change to the leads after `since_revision` (from now on if None), as it
         commits, for as long as it is read; only `workspace_id`'s if given.
 

@@ -22,6 +22,7 @@ from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer, create_server
 from server.config import Config
+from tests.service.test_client import pruned_server
 from tests.support.helpers import PHONE
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -399,9 +400,13 @@ class _Watching:
         return err
 
 
+_GONE = "+6281200000009"
+
+
 def test_watch_prints_changes_made_by_another_client(target: str) -> None:
     with SarahClient(target) as sarah:
         sarah.upsert_state(contact_phone=PHONE, lead_score=10)  # before the watch: not shown
+        sarah.upsert_state(contact_phone=_GONE, lead_score=1)
         since = sarah.get_stats().revision
         lines, as_json = _Watching(target, "--since", str(since)), _Watching(
             target, "--since", str(since), "--json")
@@ -409,7 +414,8 @@ def test_watch_prints_changes_made_by_another_client(target: str) -> None:
             sarah.upsert_state(contact_phone=PHONE, lead_score=40, state=pb.qualifying,
                                lead_temperature=pb.warm)
             sarah.upsert_state(business_scoped_user_id="ID.77", workspace_id="shop")
-            sarah.delete_state(contact_phone=PHONE)
+            # A lead stored before `since`: erasing a lead also erases its earlier events.
+            sarah.delete_state(contact_phone=_GONE)
             printed, docs = lines.wait_for(3), [json.loads(doc) for doc in as_json.wait_for(3)]
         finally:
             errors = lines.stop(), as_json.stop()
@@ -422,20 +428,21 @@ def test_watch_prints_changes_made_by_another_client(target: str) -> None:
                                "temperature=warm score=40 changed=")
     assert "lead_score" in upserted.rsplit("changed=", 1)[1].split(",")
     assert other.startswith(f"{revisions[1]} upserted ID.77 workspace=shop state=greeting ")
-    assert deleted == f"{revisions[2]} deleted {PHONE} workspace=-"
+    assert deleted == f"{revisions[2]} deleted {_GONE} workspace=-"
     # --json: the contract's LeadEvent, 64-bit revision as a string of digits.
     assert [doc["kind"] for doc in docs] == ["upserted", "upserted", "deleted"]
     assert all(isinstance(doc["revision"], str) and doc["at"] for doc in docs)
     assert docs[0]["conversation"]["lead_score"] == 40 and "lead_score" in docs[0]["changed"]
-    assert docs[2]["conversation"]["contact_phone"] == PHONE
+    assert docs[2]["conversation"]["contact_phone"] == _GONE
 
 
-def test_watch_of_an_erased_revision_exits_1_saying_to_list_again(target: str) -> None:
-    with SarahClient(target) as sarah:
-        sarah.upsert_state(contact_phone=PHONE, lead_score=10)
-        sarah.delete_state(contact_phone=PHONE)
-    result = _sarah(target, "watch", "--since", "0")
+def test_watch_of_a_pruned_revision_exits_1_saying_to_list_again(tmp_path: Path) -> None:
+    running = pruned_server(tmp_path / "s.db")
+    try:
+        result = _sarah(f"127.0.0.1:{running.port}", "watch", "--since", "1")
+    finally:
+        running.shutdown(grace=None)
     assert result.returncode == 1
-    assert "OUT_OF_RANGE: the events after revision 0 are no longer retained" in result.stderr
+    assert "OUT_OF_RANGE: the events after revision 1 are no longer retained" in result.stderr
     assert "list the leads again" in result.stderr and "Traceback" not in result.stderr
-    assert _invoke(target, "watch", "--since", "-1").exit_code == 2  # a usage error
+    assert _invoke("127.0.0.1:1", "watch", "--since", "-1").exit_code == 2  # a usage error

@@ -265,28 +265,55 @@ def test_watch_from_a_listed_revision_sees_later_changes_and_deletions(
     client: SarahClient,
 ) -> None:
     client.upsert_state(contact_phone=PHONE, lead_score=10)
+    client.upsert_state(contact_phone="+6281200000009", lead_score=1)
     listed = client.list_leads()
-    assert listed.revision > 0 and len(listed.leads) == 1
+    assert listed.revision > 0 and len(listed.leads) == 2
     client.upsert_state(contact_phone=PHONE, lead_score=20, state=pb.qualifying)
     client.upsert_state(contact_phone="+6281299990000", workspace_id="other", lead_score=5)
-    assert client.delete_state(contact_phone=PHONE).deleted
-    events = iter(client.watch(workspace_id="", since_revision=listed.revision))
+    assert client.delete_state(contact_phone="+6281200000009").deleted
+    events = client.watch(workspace_id="", since_revision=listed.revision)
     changed, deleted = next(events), next(events)
+    events.close()
     assert (changed.kind, changed.conversation.lead_score) == (pb.upserted, 20)
     assert {"lead_score", "state"} <= set(changed.changed)
-    assert (deleted.kind, deleted.conversation.contact_phone) == (pb.deleted, PHONE)
+    assert (deleted.kind, deleted.conversation.contact_phone) == (pb.deleted, "+6281200000009")
     assert listed.revision < changed.revision < deleted.revision
 
 
-def test_watch_of_an_erased_revision_says_to_list_again(client: SarahClient) -> None:
-    client.upsert_state(contact_phone=PHONE, lead_score=10)
-    assert client.delete_state(contact_phone=PHONE).deleted  # erases the upsert's event
-    with pytest.raises(RevisionTooOld) as caught:
-        next(iter(client.watch(since_revision=0)))
-    assert caught.value.revision == 0
-    assert str(caught.value).startswith("OUT_OF_RANGE: the events after revision 0 are no "
-                                        "longer retained")
-    assert "list the leads again" in str(caught.value)
+def pruned_server(db: Path) -> RunningServer:
+    """A server over `db` whose change log no longer holds revisions 1 and 2: written with a
+    retained history of a few milliseconds, pruned by the next server's first write."""
+    config = Config(listen="127.0.0.1:0", database_url=f"sqlite:///{db}", history_days=1e-7)
+    first = create_server(config)
+    with SarahClient(f"127.0.0.1:{first.port}") as sarah:
+        sarah.upsert_state(contact_phone=PHONE, lead_score=1)
+        sarah.upsert_state(contact_phone=PHONE, lead_score=2)
+    first.shutdown(grace=None)
+    time.sleep(0.05)
+    second = create_server(config)
+    with SarahClient(f"127.0.0.1:{second.port}") as sarah:
+        sarah.upsert_state(contact_phone=PHONE, lead_score=3)  # the first write prunes
+    return second
+
+
+def test_watch_of_a_pruned_revision_says_to_list_again(tmp_path: Path) -> None:
+    running = pruned_server(tmp_path / "s.db")
+    try:
+        with SarahClient(f"127.0.0.1:{running.port}") as sarah:
+            with pytest.raises(RevisionTooOld) as caught:
+                next(iter(sarah.watch(since_revision=1)))
+            assert caught.value.revision == 1
+            assert str(caught.value).startswith(
+                "OUT_OF_RANGE: the events after revision 1 are no longer retained (")
+            assert "list the leads again" in str(caught.value)
+            # From the revision a list returns, the watch starts.
+            listed = sarah.list_leads()
+            events = sarah.watch(since_revision=listed.revision)
+            sarah.upsert_state(contact_phone=PHONE, lead_score=4)
+            assert next(events).conversation.lead_score == 4
+            events.close()
+    finally:
+        running.shutdown(grace=None)
 
 
 def test_async_watch_sees_changes_made_by_another_client(server: RunningServer) -> None:
