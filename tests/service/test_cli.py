@@ -110,7 +110,7 @@ def test_stats_counts_as_numbers(target: str) -> None:
     assert isinstance(revision, str) and int(revision) > 0
     assert every == {"total": 2, "hot": 1, "warm": 0, "cold": 1, "avg_score": 50.0,
                      "by_state": {"greeting": 1, "qualifying": 0, "scoring": 0, "handoff": 1,
-                                  "completed": 0}}
+                                  "completed": 0}, "revision": "2"}
     one = json.loads(_invoke(target, "stats", "--workspace", "w", "--json").stdout)
     assert (one["total"], one["avg_score"]) == (1, 20.0)
     table = _invoke(target, "stats").stdout
