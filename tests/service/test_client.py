@@ -193,8 +193,9 @@ _FAST_RETRY = RetryPolicy(initial_backoff=0.1, max_backoff=0.5)
 class _Watcher:
     """client.watch() read on a thread of its own into `events`, until the test ends it."""
 
-    def __init__(self, client: SarahClient) -> None:
+    def __init__(self, client: SarahClient, since_revision: int) -> None:
         self.events: list[pb.LeadEvent] = []
+        self._since = since_revision
         self.error: BaseException | None = None
         self._client = client
         self._stop = threading.Event()
@@ -203,7 +204,7 @@ class _Watcher:
 
     def _read(self) -> None:
         try:
-            for event in self._client.watch():
+            for event in self._client.watch(since_revision=self._since):
                 self.events.append(event)
                 if self._stop.is_set():
                     return
@@ -239,7 +240,8 @@ def test_watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat(tmp_path
     try:
         with SarahClient(proc.target, retry=_FAST_RETRY) as watching, \
                 SarahClient(proc.target) as writer:
-            watcher = _Watcher(watching)
+            # From a known revision: the watch's own "now" would race with the writes.
+            watcher = _Watcher(watching, writer.get_stats().revision)
             write(writer, 3)
             watcher.wait_for(3)
             proc.stop()
@@ -321,10 +323,10 @@ def test_async_watch_sees_changes_made_by_another_client(server: RunningServer) 
 
     async def scenario() -> list[pb.LeadEvent]:
         async with AsyncSarahClient(target) as sarah:
-            stream = sarah.watch()
+            stream = sarah.watch(since_revision=(await sarah.get_stats()).revision)
             first = asyncio.ensure_future(anext(stream))
             with SarahClient(target) as writer:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the stream opens first, or it is resumed: either works
                 await asyncio.to_thread(writer.upsert_state, contact_phone=PHONE, lead_score=1)
                 await asyncio.to_thread(writer.upsert_state, contact_phone=PHONE, lead_score=2)
             events = [await asyncio.wait_for(first, 10),
