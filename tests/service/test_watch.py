@@ -63,9 +63,12 @@ def test_list_then_watch_misses_nothing_and_revisions_follow_the_writes(
                                             extracted_data=pb.ExtractedData(name="Budi")),
                       timeout=10)
     wstub.UpsertState(pb.UpsertStateRequest(contact_phone=OTHER), timeout=10)
+    # Erasure removes a lead's earlier events from the log: read the upsert before the
+    # delete, or a watcher still catching up may find it already gone (a flake once).
+    got = _take(stream, 2)
     wstub.DeleteState(pb.DeleteStateRequest(contact_phone=OTHER), timeout=10)
     wstub.DeleteState(pb.DeleteStateRequest(contact_phone=OTHER), timeout=10)  # unknown: none
-    got = _take(stream, 3)
+    got += _take(stream, 1)
     stream.cancel()
     assert [(e.revision, e.kind) for e in got] == [
         (2, pb.upserted), (3, pb.upserted), (4, pb.deleted)]
