@@ -14,6 +14,7 @@ from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
 from tests.support.databases import query
+from tests.support.servers import serving
 
 PHONE = "+6281234567890"
 OTHER = "+6281234567891"
@@ -25,11 +26,9 @@ def _phone(i: int) -> str:
 
 @pytest.fixture
 def watch_server(database_url: str) -> Iterator[RunningServer]:
-    server = create_server(Config(listen="127.0.0.1:0", database_url=database_url,
-                                  watch_heartbeat_seconds=0.5, max_watchers=3,
-                                  watch_buffer=20))
-    yield server
-    server.shutdown(grace=None)
+    with serving(database_url, watch_heartbeat_seconds=0.5, max_watchers=3,
+                 watch_buffer=20) as server:
+        yield server
 
 
 @pytest.fixture
@@ -195,16 +194,13 @@ def test_a_watcher_resumes_after_a_restart(database_url: str, tmp_path: Path) ->
         threading.Thread(target=drain, daemon=True).start()
         server.shutdown(grace=1)
         assert ended.wait(10)
-    server = create_server(config)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-            stub = sarah_pb2_grpc.SarahServiceStub(ch)
-            stub.UpsertState(pb.UpsertStateRequest(contact_phone=OTHER), timeout=10)
-            stream = stub.WatchLeads(pb.WatchLeadsRequest(since_revision=seen[-1]), timeout=30)
-            assert [e.revision for e in _take(stream, 1)] == [2]
-            stream.cancel()
-    finally:
-        server.shutdown(grace=None)
+    with serving(database_url) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = sarah_pb2_grpc.SarahServiceStub(ch)
+        stub.UpsertState(pb.UpsertStateRequest(contact_phone=OTHER), timeout=10)
+        stream = stub.WatchLeads(pb.WatchLeadsRequest(since_revision=seen[-1]), timeout=30)
+        assert [e.revision for e in _take(stream, 1)] == [2]
+        stream.cancel()
 
 
 def test_a_watcher_resuming_from_a_pruned_revision_gets_out_of_range(
@@ -212,12 +208,11 @@ def test_a_watcher_resuming_from_a_pruned_revision_gets_out_of_range(
     # A retention of ~0.9 s. The log is pruned at a process's first write and then once a
     # minute, so a second server over the same database prunes what the first wrote.
     config = Config(listen="127.0.0.1:0", database_url=database_url, history_days=1e-5)
-    server = create_server(config)
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+    with serving(database_url, history_days=1e-5) as first, \
+            grpc.insecure_channel(f"127.0.0.1:{first.port}") as ch:
         stub = sarah_pb2_grpc.SarahServiceStub(ch)
         for i in range(3):
             stub.UpsertState(pb.UpsertStateRequest(contact_phone=_phone(i)), timeout=10)
-    server.shutdown(grace=1)
     time.sleep(1.2)  # revisions 1-3 are now past retention
     server = create_server(config)
     try:
