@@ -1,6 +1,5 @@
 """`python -m server` / `sarah-server`: serve until SIGTERM or SIGINT, then drain and exit."""
 
-import json
 import logging
 import signal
 import sys
@@ -13,32 +12,12 @@ from server.app import create_server
 from server.commands import ADMIN_COMMANDS
 from server.config import Config, parse_args
 from server.core.errors import Unavailable
+from server.logs import setup_logging
 from server.signals import Signals
+from server.storage.database import redact_url
 from server.supervise import supervise
 
 _LOGGER = logging.getLogger("server")
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line, with a call's fields (method, code, ...) as keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "severity": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            **getattr(record, "fields", {}),
-        })
-
-
-def _setup_logging(config: Config) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _moved(address: str, offset: int) -> str:
@@ -71,18 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     if config.workers > 1:
         return _run_workers(config, argv)
-    _setup_logging(config)
+    setup_logging(config.log_format, [config.database_url])
     # Handlers first: a signal that lands while the server starts (or right after it says
     # it listens) must not find Python's defaults, which end the process on the spot.
     signals = Signals(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     try:
         running = create_server(config)
     except (OSError, ValueError, RuntimeError, peewee.PeeweeException, Unavailable) as exc:
+        # A driver's error may quote the URL whole: the log's filter hides its password.
         _LOGGER.error("cannot start: %s", exc)
         return 1
     host = config.listen.rsplit(":", 1)[0]
     _LOGGER.info("listening on %s:%d (database %s, region %s, %d threads)",
-                 host, running.port, config.database_url, config.default_region, config.threads)
+                 host, running.port, redact_url(config.database_url), config.default_region,
+                 config.threads)
     if running.metrics_port is not None:
         _LOGGER.info("metrics on http://%s:%d/metrics",
                      config.metrics_listen.rpartition(":")[0], running.metrics_port)

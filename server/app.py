@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sarah.v1 import sarah_pb2, sarah_pb2_grpc
 from server.api.admin import SarahAdminServicer
 from server.api.auth import KeyRing
+from server.api.health import DatabaseHealth
 from server.api.interceptors import (
     AuthInterceptor,
     DecodeInterceptor,
@@ -28,7 +29,7 @@ from server.api.servicer import SarahServicer
 from server.config import Config
 from server.core.delivery import Hub, WatchLimits
 from server.core.service import SarahService
-from server.storage.database import is_sqlite, open_database
+from server.storage.database import is_sqlite, open_database, unreachable
 from server.storage.migrations import migrate, require_current
 from server.storage.notify import Listener
 from server.storage.repository import Repository
@@ -52,11 +53,14 @@ class RunningServer:
     keys: KeyRing | None = None
     metrics: Metrics | None = None
     metrics_port: int | None = None
+    database_health: DatabaseHealth | None = None
 
     def shutdown(self, grace: float | None, drain: float = 0.0) -> None:
         """Report NOT_SERVING, keep serving `drain` seconds while load balancers notice,
         stop accepting, let calls in flight finish, close the database."""
         self.health.enter_graceful_shutdown()
+        if self.database_health is not None:
+            self.database_health.stop()
         if drain > 0:
             time.sleep(drain)
         # Watch streams never end by themselves: end them first (UNAVAILABLE, so their
@@ -178,8 +182,9 @@ def create_server(config: Config) -> RunningServer:
     server.start()
     if listener is not None:
         listener.start()
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    database_health = DatabaseHealth(health_servicer, ("", *SERVICE_NAMES),
+                                     lambda: unreachable(db), config.health_check_seconds)
+    database_health.start()
     if keys is None:
         _LOGGER.warning("no API keys configured: every caller is let in, so the server "
                         "serves on loopback only (set SARAH_API_KEYS_FILE to require keys)")
@@ -187,5 +192,5 @@ def create_server(config: Config) -> RunningServer:
         _LOGGER.info("API keys required: %d loaded from %s", len(keys), config.api_keys_file)
     return RunningServer(server=server, port=port, health=health_servicer, store=store,
                          executor=executor, hub=hub, listener=listener, keys=keys,
-                         metrics=metrics,
-                         metrics_port=metrics_port)
+                         metrics=metrics, metrics_port=metrics_port,
+                         database_health=database_health)

@@ -1,14 +1,14 @@
 """Admin commands of sarah-server: `migrate`, `copy-data` between databases, `hash-key`."""
 
 import argparse
-import logging
 import os
 import sys
 
 from server.api.auth import hash_key
 from server.config import add_database_args
+from server.logs import setup_logging
 from server.storage.copying import copy_data
-from server.storage.database import open_database
+from server.storage.database import open_database, redact_url, without_secrets
 from server.storage.errors import DatabaseError
 from server.storage.migrations import migrate
 
@@ -23,7 +23,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _copy_data(args: argparse.Namespace) -> int:
     copied, request_ids = copy_data(args.source, args.database_url)
     print(f"copied {copied} conversations and {request_ids} request ids "
-          f"from {args.source} to {args.database_url}")
+          f"from {redact_url(args.source)} to {redact_url(args.database_url)}")
     return 0
 
 
@@ -57,13 +57,16 @@ def main(argv: list[str]) -> int:
     hash_parser.add_argument("key", nargs="?", help="the key (default: read standard input)")
     hash_parser.set_defaults(run=_hash_key)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    urls = [url for url in (getattr(args, "database_url", ""), getattr(args, "source", ""))
+            if url]
+    setup_logging("text", urls)
     try:
         code: int = args.run(args)
         return code
     except (ValueError, DatabaseError) as exc:
-        print(f"sarah-server {args.command}: {exc}", file=sys.stderr)
+        # A driver's error may quote a URL whole.
+        print(f"sarah-server {args.command}: {without_secrets(str(exc), *urls)}",
+              file=sys.stderr)
         return 1
 
 

@@ -4,6 +4,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
+from sarah.version import version
 from server.core.phones import check_region
 from server.storage.database import DEFAULT_URL
 
@@ -33,6 +34,8 @@ class Config:
     watch_heartbeat_seconds: float = 15.0
     watch_poll_seconds: float = 0.25
     history_days: float = 90.0
+    # How often the health service asks the database whether it answers (api/health.py).
+    health_check_seconds: float = 5.0
 
 
 def _flag(value: str) -> bool:
@@ -65,6 +68,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         description="Serve sarah.v1.SarahService over gRPC. Admin commands: "
                     "`sarah-server migrate`, `sarah-server copy-data` (see --help of each).",
     )
+    parser.add_argument("--version", action="version", version=f"sarah-server {version()}")
     parser.add_argument("--listen", default=env.get("SARAH_LISTEN", d.listen),
                         help="host:port to listen on; port 0 picks a free one "
                              f"(env SARAH_LISTEN, default {d.listen})")
@@ -136,6 +140,13 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
                         default=env.get("SARAH_HISTORY_DAYS", str(d.history_days)),
                         help="days of events the change log keeps; a watcher can resume from "
                              f"within them (env SARAH_HISTORY_DAYS, default {d.history_days:g})")
+    parser.add_argument("--health-check-seconds", type=float,
+                        default=env.get("SARAH_HEALTH_CHECK_SECONDS",
+                                        str(d.health_check_seconds)),
+                        help="the database is asked this often whether it answers; while it "
+                             "does not, health reports NOT_SERVING "
+                             "(env SARAH_HEALTH_CHECK_SECONDS, default "
+                             f"{d.health_check_seconds:g})")
     args = parser.parse_args(argv)
     try:
         region = check_region(args.default_region)
@@ -153,6 +164,8 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         parser.error("--watch-heartbeat-seconds and --watch-poll-seconds must be above 0")
     if args.history_days <= 0:
         parser.error("--history-days must be above 0")
+    if args.health_check_seconds <= 0:
+        parser.error("--health-check-seconds must be above 0")
     return Config(
         listen=args.listen,
         database_url=args.database_url,
@@ -173,4 +186,5 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         watch_heartbeat_seconds=args.watch_heartbeat_seconds,
         watch_poll_seconds=args.watch_poll_seconds,
         history_days=args.history_days,
+        health_check_seconds=args.health_check_seconds,
     )

@@ -13,6 +13,7 @@ import grpc
 from server.api import status
 from server.api.auth import KeyRing, presented_key, set_caller_scope
 from server.api.metrics import Metrics
+from server.logs import REQUEST_ID
 
 _LOGGER = logging.getLogger("server.calls")
 # Envoy checks health every second; logging each check would bury the calls that matter.
@@ -82,9 +83,11 @@ class ObserveInterceptor(grpc.ServerInterceptor):
 
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
+            bound = REQUEST_ID.set(str(request_id))  # for the lines the call itself logs
             try:
                 return inner(request, context)
             finally:
+                REQUEST_ID.reset(bound)
                 seconds = time.perf_counter() - start
                 code = (cast(_EndedContext, context).code() or grpc.StatusCode.OK).name
                 if self._metrics is not None:
@@ -92,8 +95,7 @@ class ObserveInterceptor(grpc.ServerInterceptor):
                 fields = {"method": method, "code": code,
                           "duration_ms": round(seconds * 1000, 2), "request_id": request_id}
                 _LOGGER.info("call method=%s code=%s duration_ms=%.2f request_id=%s",
-                             method, code, seconds * 1000, request_id,
-                             extra={"fields": fields})
+                             method, code, seconds * 1000, request_id, extra=fields)
 
         return _with_behavior(handler, observed)
 

