@@ -41,7 +41,10 @@ class _HideSecrets(logging.Filter):
         self._urls = tuple(urls)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # arguments that do not fit: the handler reports it, as without us
         hidden = without_secrets(message, *self._urls)
         if hidden != message:
             record.msg, record.args = hidden, None
