@@ -28,6 +28,7 @@ from server.api.servicer import SarahServicer
 from server.config import Config
 from server.core.delivery import Hub, WatchLimits
 from server.core.service import SarahService
+from server.storage.backup import ServingLock, serving_lock
 from server.storage.database import is_sqlite, open_database
 from server.storage.migrations import migrate, require_current
 from server.storage.notify import Listener
@@ -52,6 +53,7 @@ class RunningServer:
     keys: KeyRing | None = None
     metrics: Metrics | None = None
     metrics_port: int | None = None
+    lock: ServingLock | None = None
 
     def shutdown(self, grace: float | None, drain: float = 0.0) -> None:
         """Report NOT_SERVING, keep serving `drain` seconds while load balancers notice,
@@ -72,6 +74,8 @@ class RunningServer:
         if self.metrics is not None:
             self.metrics.close()
         self.store.close()
+        if self.lock is not None:  # only now: see server/storage/backup.py
+            self.lock.release()
 
 
 def is_loopback(listen: str) -> bool:
@@ -139,11 +143,19 @@ def create_server(config: Config) -> RunningServer:
     _check_exposure(config)
     keys = KeyRing(Path(config.api_keys_file)) if config.api_keys_file else None
     db = open_database(config.database_url, pool_size=config.db_pool_size)
-    if config.migrate:
-        migrate(db)
-    else:
-        require_current(db)
+    # Held for the server's life, so `sarah-server restore` refuses to replace the file.
+    lock = serving_lock(db)
     store = Repository(db)
+    try:
+        if config.migrate:
+            migrate(db)
+        else:
+            require_current(db)
+    except BaseException:
+        store.close()
+        if lock is not None:
+            lock.release()
+        raise
     service = SarahService(store, default_region=config.default_region,
                            history_days=config.history_days)
     hub = Hub(store, WatchLimits(max_watchers=config.max_watchers, buffer=config.watch_buffer,
@@ -174,6 +186,8 @@ def create_server(config: Config) -> RunningServer:
         metrics_port = _bind(config.metrics_listen, metrics.serve) if metrics else None
     except OSError:
         store.close()
+        if lock is not None:
+            lock.release()
         raise
     server.start()
     if listener is not None:
@@ -187,5 +201,4 @@ def create_server(config: Config) -> RunningServer:
         _LOGGER.info("API keys required: %d loaded from %s", len(keys), config.api_keys_file)
     return RunningServer(server=server, port=port, health=health_servicer, store=store,
                          executor=executor, hub=hub, listener=listener, keys=keys,
-                         metrics=metrics,
-                         metrics_port=metrics_port)
+                         metrics=metrics, metrics_port=metrics_port, lock=lock)
