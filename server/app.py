@@ -28,8 +28,8 @@ from server.api.servicer import SarahServicer
 from server.config import Config
 from server.core.delivery import Hub, WatchLimits
 from server.core.service import SarahService
-from server.storage.backup import ServingLock, serving_lock
 from server.storage.database import is_sqlite, open_database
+from server.storage.filelock import ServingLock, serving_lock
 from server.storage.migrations import migrate, require_current
 from server.storage.notify import Listener
 from server.storage.repository import Repository
@@ -74,7 +74,7 @@ class RunningServer:
         if self.metrics is not None:
             self.metrics.close()
         self.store.close()
-        if self.lock is not None:  # only now: see server/storage/backup.py
+        if self.lock is not None:  # only now: see server/storage/filelock.py
             self.lock.release()
 
 

@@ -1,21 +1,12 @@
-"""`sarah-server backup` and `restore` of a SQLite database, and the lock that tells a
-restore a server is using the file.
+"""`sarah-server backup` and `restore` of a SQLite database.
 
 A backup is SQLite's online backup API, a page range per step, reading one pinned WAL
 snapshot: writers carry on throughout, and the copy is the database as of one instant.
-PostgreSQL has its own tools (pg_dump, pg_restore); the README shows them.
-
-The lock is a BSD flock on the database file: every server process holds it shared for
-its lifetime, a restore takes it exclusively or refuses. On Linux flock and SQLite's POSIX
-byte-range locks do not see each other (but over NFS flock is emulated with POSIX locks:
-keep SQLite on a local disk, as SQLite itself says). A POSIX lock is dropped when the
-process closes *any* descriptor of the file, so the lock's descriptor is closed only once
-the server has closed every database connection.
+A restore replaces the file only while no server holds it (filelock.py). PostgreSQL has
+its own tools (pg_dump, pg_restore); the README shows them.
 """
 
 import contextlib
-import fcntl
-import logging
 import os
 import sqlite3
 import tempfile
@@ -23,12 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import peewee
-
 from server.storage.database import LOCK_WAIT_MS, is_sqlite, open_database
+from server.storage.filelock import lock_exclusive
 from server.storage.migrations import LATEST
-
-_LOGGER = logging.getLogger(__name__)
 
 DEFAULT_PAGES = 1024  # per step: 4 MiB of 4 KiB pages
 _LEFTOVERS = ("-wal", "-shm", "-journal")  # what SQLite keeps beside a database file
@@ -70,7 +58,7 @@ def backup(url: str, target: Path, force: bool = False,
     with _connect(source, mode="rw") as live, _scratch(target) as scratch:
         _pin_snapshot(live)
         _copy(live, scratch, pages)
-        summary = inspect(scratch)
+        summary = inspect(scratch, shown=source)
         if force:
             os.replace(scratch, target)
         else:
@@ -91,7 +79,7 @@ def restore(url: str, source: Path) -> tuple[Summary, Path]:
         raise ValueError(f"{source} is the database itself")
     target.parent.mkdir(parents=True, exist_ok=True)
     existed, replaced = target.exists(), False
-    lock = _lock_exclusive(target)
+    lock = lock_exclusive(target)
     try:
         with _connect(source, mode="ro") as backup_file, _scratch(target) as scratch:
             _copy(backup_file, scratch, DEFAULT_PAGES)
@@ -104,85 +92,36 @@ def restore(url: str, source: Path) -> tuple[Summary, Path]:
             replaced = True
         _sync_folder(target.parent)
     finally:
-        if not existed and not replaced:  # the empty file _lock_exclusive made
+        if not existed and not replaced:  # the empty file lock_exclusive made
             target.unlink(missing_ok=True)
         os.close(lock)
     return summary, target
 
 
-def inspect(path: Path) -> Summary:
-    """Check `path` is an intact SarahService database this server can serve."""
+def inspect(path: Path, shown: Path | None = None) -> Summary:
+    """Check `path` is an intact SarahService database this server can serve; errors name
+    `shown` (the live database, when `path` is its copy)."""
+    name = shown or path
     try:
         with _connect(path, mode="ro") as conn:
             problems = [row[0] for row in conn.execute("PRAGMA integrity_check(5)")]
             if problems != ["ok"]:
-                raise ValueError(f"{path} is damaged: {'; '.join(problems)}")
+                raise ValueError(f"{name} is damaged: {'; '.join(problems)}")
             tables = {row[0] for row in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not {"schema_migrations", "conversation"} <= tables:
-                raise ValueError(f"{path} is a SQLite database, but not SarahService's "
+                raise ValueError(f"{name} is a SQLite database, but not SarahService's "
                                  "(it has no schema_migrations and conversation tables)")
             version = conn.execute('SELECT MAX("version") FROM "schema_migrations"').fetchone()[0]
             leads = conn.execute('SELECT COUNT(*) FROM "conversation"').fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        raise ValueError(f"{path} is not a SQLite database ({exc})") from None
+        raise ValueError(f"{name} is not a SQLite database ({exc})") from None
     if version is None:
-        raise ValueError(f"{path} records no schema version: not SarahService's database")
+        raise ValueError(f"{name} records no schema version: not SarahService's database")
     if version > LATEST:
-        raise ValueError(f"{path} has schema version {version}, newer than this "
+        raise ValueError(f"{name} has schema version {version}, newer than this "
                          f"sarah-server's {LATEST}: restore it with a newer sarah-server")
     return Summary(path, int(leads), int(version), path.stat().st_size)
-
-
-class ServingLock:
-    """A server's shared hold on its database file, which makes a restore refuse."""
-
-    def __init__(self, path: Path) -> None:
-        self._fd: int | None = None
-        while self._fd is None:
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                _LOGGER.info("waiting for the restore of %s to finish", path)
-                fcntl.flock(fd, fcntl.LOCK_SH)
-            if _same_file(fd, path):
-                self._fd = fd
-            else:  # a restore put a new file in place meanwhile: lock that one
-                os.close(fd)
-
-    def release(self) -> None:
-        """Call after the last database connection of this process has closed."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def serving_lock(db: peewee.Database) -> ServingLock | None:
-    """The lock for a server of `db`, or None if it is not a SQLite file."""
-    if not is_sqlite(db) or db.database in ("", ":memory:"):
-        return None
-    return ServingLock(Path(db.database))
-
-
-def _lock_exclusive(path: Path) -> int:
-    while True:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ValueError(f"refusing to restore over {path}: a sarah-server is running on "
-                             "it (it holds the file's lock); stop every server and worker "
-                             "using it, then restore") from None
-        if _same_file(fd, path):
-            return fd
-        os.close(fd)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    held, named = os.fstat(fd), os.stat(path)
-    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 @contextlib.contextmanager
@@ -209,10 +148,7 @@ def _pin_snapshot(live: sqlite3.Connection) -> None:
 
 def _copy(source: sqlite3.Connection, scratch: Path, pages: int) -> None:
     with _connect(scratch, mode="rw") as copy:
-        def progress(_status: int, remaining: int, total: int) -> None:
-            _LOGGER.debug("copied %d of %d pages", total - remaining, total)
-
-        source.backup(copy, pages=pages, progress=progress)
+        source.backup(copy, pages=pages)
         # One self-contained file, with no -wal to carry beside it.
         copy.execute("PRAGMA journal_mode=DELETE")
     with open(scratch, "rb") as written:

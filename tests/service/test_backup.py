@@ -2,12 +2,14 @@
 restored into a fresh server; what restore and backup refuse; an older backup brought up
 to date; and PostgreSQL's pg_dump and pg_restore against the embedded server."""
 
+import logging
 import os
 import shlex
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.storage import migrations
 from server.storage.database import open_database
+from server.storage.filelock import ServingLock, lock_exclusive
 from server.storage.migrations import LATEST, migrate
 from tests.support.databases import fresh_postgres_database, query
 from tests.support.helpers import PHONE, get, upsert
@@ -312,3 +315,25 @@ def test_pg_dump_and_pg_restore_as_the_readme_shows(postgres_server_url: str,
 def test_sarah_server_help_names_backup_and_restore() -> None:
     done = _sarah_server("--help")
     assert done.returncode == 0 and "`backup`, `restore`" in " ".join(done.stdout.split())
+
+
+def test_a_server_starting_during_a_restore_waits_then_holds_the_restored_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "sarah.db"
+    path.write_bytes(b"")
+    restoring = lock_exclusive(path)
+    held: list[ServingLock] = []
+    starting = threading.Thread(target=lambda: held.append(ServingLock(path)))
+    with caplog.at_level(logging.INFO, logger="server.storage.filelock"):
+        starting.start()
+        wait_until(lambda: "waiting for the restore" in caplog.text, 20, "the server to wait")
+        restored = tmp_path / "restored.db"
+        restored.write_bytes(b"")
+        os.replace(restored, path)
+        os.close(restoring)
+        starting.join(timeout=20)
+    assert held, "the server never took the lock"
+    with pytest.raises(ValueError, match="running"):
+        lock_exclusive(path)  # the new file is the one held
+    held[0].release()
+    os.close(lock_exclusive(path))
