@@ -55,7 +55,8 @@ def backup(url: str, target: Path, force: bool = False,
     _check_writable(target, force)
     if target.exists() and target.samefile(source):
         raise ValueError(f"{target} is the database itself; back up to another file")
-    with _connect(source, mode="rw") as live, _scratch(target) as scratch:
+    with (_reported(f"cannot back up {source}"), _connect(source, mode="rw") as live,
+          _scratch(target) as scratch):
         _pin_snapshot(live)
         _copy(live, scratch, pages)
         summary = inspect(scratch, shown=source)
@@ -81,7 +82,8 @@ def restore(url: str, source: Path) -> tuple[Summary, Path]:
     existed, replaced = target.exists(), False
     lock = lock_exclusive(target)
     try:
-        with _connect(source, mode="ro") as backup_file, _scratch(target) as scratch:
+        with (_reported(f"cannot restore {source}"), _connect(source, mode="ro") as backup_file,
+              _scratch(target) as scratch):
             _copy(backup_file, scratch, DEFAULT_PAGES)
             if existed:
                 os.chmod(scratch, target.stat().st_mode & 0o777)
@@ -122,6 +124,15 @@ def inspect(path: Path, shown: Path | None = None) -> Summary:
         raise ValueError(f"{name} has schema version {version}, newer than this "
                          f"sarah-server's {LATEST}: restore it with a newer sarah-server")
     return Summary(path, int(leads), int(version), path.stat().st_size)
+
+
+@contextlib.contextmanager
+def _reported(what: str) -> Iterator[None]:
+    """A driver error as one clear line for the command to print."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 @contextlib.contextmanager

@@ -228,12 +228,15 @@ def test_backup_refuses_an_existing_file_unless_forced(tmp_path: Path) -> None:
     (("backup", "{tmp}/b.db", "--pages", "0"), ("--pages",)),
     (("backup", "{tmp}/b.db", "--database-url", "sqlite:///{tmp}/none.db"),
      ("no database", "{tmp}/none.db")),
+    (("backup", "{tmp}/b.db", "--database-url", "sqlite:///{tmp}/backup.py"),
+     ("cannot back up", "{tmp}/backup.py", "not a database")),
     (("restore", "{tmp}/missing.db"), ("no backup", "{tmp}/missing.db")),
     (("restore", "{tmp}"), ("{tmp}", "not a file")),
-], ids=["no-folder", "to-a-folder", "onto-itself", "no-pages", "no-database", "no-backup",
-        "from-a-folder"])
+], ids=["no-folder", "to-a-folder", "onto-itself", "no-pages", "no-database",
+        "database-not-sqlite", "no-backup", "from-a-folder"])
 def test_bad_paths_are_refused_clearly(tmp_path: Path, args, words) -> None:
     url = _database_with_a_lead(tmp_path / "sarah.db")
+    (tmp_path / "backup.py").write_text("print('not a database')\n")
     argv = [a.format(tmp=tmp_path) for a in args]
     if "--database-url" not in argv:
         argv += ["--database-url", url]
