@@ -30,6 +30,7 @@ from server.config import Config
 from server.core.delivery import Hub, WatchLimits
 from server.core.service import SarahService
 from server.storage.database import is_sqlite, open_database, unreachable
+from server.storage.filelock import ServingLock, serving_lock
 from server.storage.migrations import migrate, require_current
 from server.storage.notify import Listener
 from server.storage.repository import Repository
@@ -54,6 +55,7 @@ class RunningServer:
     metrics: Metrics | None = None
     metrics_port: int | None = None
     database_health: DatabaseHealth | None = None
+    lock: ServingLock | None = None
 
     def shutdown(self, grace: float | None, drain: float = 0.0) -> None:
         """Report NOT_SERVING, keep serving `drain` seconds while load balancers notice,
@@ -76,6 +78,8 @@ class RunningServer:
         if self.metrics is not None:
             self.metrics.close()
         self.store.close()
+        if self.lock is not None:  # only now: see server/storage/filelock.py
+            self.lock.release()
 
 
 def is_loopback(listen: str) -> bool:
@@ -143,11 +147,24 @@ def create_server(config: Config) -> RunningServer:
     _check_exposure(config)
     keys = KeyRing(Path(config.api_keys_file)) if config.api_keys_file else None
     db = open_database(config.database_url, pool_size=config.db_pool_size)
-    if config.migrate:
-        migrate(db)
-    else:
-        require_current(db)
+    # Held for the server's life, so `sarah-server restore` refuses to replace the file.
+    lock = serving_lock(db)
     store = Repository(db)
+
+    def abandon() -> None:
+        """Undo what a failed start holds: the connections, then the file's lock."""
+        store.close()
+        if lock is not None:
+            lock.release()
+
+    try:
+        if config.migrate:
+            migrate(db)
+        else:
+            require_current(db)
+    except BaseException:
+        abandon()
+        raise
     service = SarahService(store, default_region=config.default_region,
                            history_days=config.history_days)
     hub = Hub(store, WatchLimits(max_watchers=config.max_watchers, buffer=config.watch_buffer,
@@ -177,7 +194,7 @@ def create_server(config: Config) -> RunningServer:
         port = _bind(config.listen, server.add_insecure_port)
         metrics_port = _bind(config.metrics_listen, metrics.serve) if metrics else None
     except OSError:
-        store.close()
+        abandon()
         raise
     server.start()
     if listener is not None:
@@ -193,4 +210,4 @@ def create_server(config: Config) -> RunningServer:
     return RunningServer(server=server, port=port, health=health_servicer, store=store,
                          executor=executor, hub=hub, listener=listener, keys=keys,
                          metrics=metrics, metrics_port=metrics_port,
-                         database_health=database_health)
+                         database_health=database_health, lock=lock)

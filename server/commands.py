@@ -1,16 +1,19 @@
-"""Admin commands of sarah-server: `migrate`, `copy-data` between databases, `hash-key`."""
+"""Admin commands of sarah-server: `migrate`, `copy-data` between databases, `backup`,
+`restore`, `hash-key`."""
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from server.api.auth import hash_key
 from server.config import add_database_args
 from server.logs import setup_logging
+from server.storage.backup import DEFAULT_PAGES, backup, restore
 from server.storage.copying import copy_data
 from server.storage.database import open_database, redact_url, without_secrets
 from server.storage.errors import DatabaseError
-from server.storage.migrations import migrate
+from server.storage.migrations import LATEST, migrate
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -24,6 +27,23 @@ def _copy_data(args: argparse.Namespace) -> int:
     copied, request_ids = copy_data(args.source, args.database_url)
     print(f"copied {copied} conversations and {request_ids} request ids "
           f"from {redact_url(args.source)} to {redact_url(args.database_url)}")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    done = backup(args.database_url, Path(args.path), force=args.force, pages=args.pages)
+    print(f"backed up {done.leads} leads (schema version {done.version}, "
+          f"{done.size / 2**20:.1f} MiB) to {done.path}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    done, target = restore(args.database_url, Path(args.path))
+    print(f"restored {done.leads} leads (schema version {done.version}) from {done.path} "
+          f"into {target}")
+    if done.version < LATEST:
+        print(f"the server brings it from schema version {done.version} to {LATEST} when it "
+              "starts (or run `sarah-server migrate`)")
     return 0
 
 
@@ -52,6 +72,23 @@ def main(argv: list[str]) -> int:
     copy_parser.add_argument("--source", required=True, help="URL of the database to read")
     add_database_args(copy_parser, env)
     copy_parser.set_defaults(run=_copy_data)
+    backup_parser = commands.add_parser(
+        "backup", help="copy the live SQLite database to PATH while the server keeps "
+                       "writing (PostgreSQL: use pg_dump, see the README)")
+    backup_parser.add_argument("path", help="the backup file to write")
+    backup_parser.add_argument("--force", action="store_true",
+                               help="replace PATH if it exists (default: refuse)")
+    backup_parser.add_argument("--pages", type=int, default=DEFAULT_PAGES,
+                               help="database pages copied per step "
+                                    f"(default {DEFAULT_PAGES})")
+    add_database_args(backup_parser, env)
+    backup_parser.set_defaults(run=_backup)
+    restore_parser = commands.add_parser(
+        "restore", help="make the backup at PATH the SQLite database; refused while a "
+                        "server runs on it (PostgreSQL: use pg_restore, see the README)")
+    restore_parser.add_argument("path", help="a file written by `sarah-server backup`")
+    add_database_args(restore_parser, env)
+    restore_parser.set_defaults(run=_restore)
     hash_parser = commands.add_parser(
         "hash-key", help="print the sha256: form of an API key, for the keys file")
     hash_parser.add_argument("key", nargs="?", help="the key (default: read standard input)")
@@ -63,11 +100,11 @@ def main(argv: list[str]) -> int:
     try:
         code: int = args.run(args)
         return code
-    except (ValueError, DatabaseError) as exc:
+    except (ValueError, OSError, DatabaseError) as exc:
         # A driver's error may quote a URL whole.
         print(f"sarah-server {args.command}: {without_secrets(str(exc), *urls)}",
               file=sys.stderr)
         return 1
 
 
-ADMIN_COMMANDS = ("migrate", "copy-data", "hash-key")
+ADMIN_COMMANDS = ("migrate", "copy-data", "backup", "restore", "hash-key")

@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     parser = argparse.ArgumentParser(
         prog="sarah-server",
         description="Serve sarah.v1.SarahService over gRPC. Admin commands: "
-                    "`sarah-server migrate`, `sarah-server copy-data` (see --help of each).",
+                    "`sarah-server migrate`, `copy-data`, `backup`, `restore`, `hash-key` "
+                    "(see `sarah-server COMMAND --help`).",
     )
     parser.add_argument("--version", action="version", version=f"sarah-server {version()}")
     parser.add_argument("--listen", default=env.get("SARAH_LISTEN", d.listen),
