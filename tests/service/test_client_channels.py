@@ -105,7 +105,7 @@ def test_a_token_may_go_in_plaintext_to_loopback(target: str) -> None:
     SarahClient(target, token="s3cret").close()
 
 
-class _Recorder(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _Recorder(grpc.UnaryUnaryClientInterceptor):
     """Notes each call's method and the version header its response carried."""
 
     def __init__(self) -> None:
@@ -129,7 +129,7 @@ def test_interceptors_see_every_call_and_its_version_header(
                              ("/sarah.v1.SarahService/GetState", VERSION)]
 
 
-class _AsyncRecorder(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _AsyncRecorder(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self) -> None:
         self.methods: list[str] = []
 
