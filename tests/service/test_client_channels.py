@@ -62,8 +62,9 @@ def test_cli_reaches_a_tls_server_with_the_ca_file(tls_server: RunningServer,
 
 
 def test_cli_without_the_ca_says_the_handshake_failed(tls_server: RunningServer) -> None:
-    failed = _sarah("get", PHONE, "--target", f"localhost:{tls_server.port}",
-                    SARAH_TLS="1")
+    # 127.0.0.1, not localhost: grpc reports the last address's error, and localhost's ::1
+    # (where nothing listens) would say "connection refused" instead.
+    failed = _sarah("get", PHONE, "--target", f"127.0.0.1:{tls_server.port}", SARAH_TLS="1")
     assert failed.returncode == 1
     assert failed.stderr.startswith("Error: UNAVAILABLE")
     assert "pass --ca-file with the CA that signed the server's certificate" in failed.stderr
