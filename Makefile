@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[server,dev]'
 	touch $@
 
 ## run: the gRPC server (127.0.0.1:50051) and Envoy (127.0.0.1:8080) in the foreground; Ctrl-C stops both
@@ -29,10 +29,14 @@ test: typecheck
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict server client
 
-## lint: ruff on the Python code, buf lint on the proto
+## lint: ruff on the Python code, buf lint on the proto, buf breaking against the last
+## released descriptor (buf.yaml says which changes since are known and why)
+RELEASED_DESCRIPTOR := protos/released/sarah-v1.0.binpb
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server client tests protos bench tools deploy
 	$(VENV)/bin/buf lint sarah/v1/sarah.pb#format=binpb --config buf.yaml
+	$(VENV)/bin/buf breaking sarah/v1/sarah.pb#format=binpb \
+		--against $(RELEASED_DESCRIPTOR)#format=binpb --config buf.yaml
 
 ## protos: regenerate sarah/v1 (stubs, .pyi, descriptor set) from protos/ alone
 protos: $(STAMP)

@@ -6,18 +6,29 @@
         lead = sarah.get_state(contact_phone="0812-3456-7890")
 """
 
+import os
+
+# gRPC's C core reads this once, when grpc is first imported: below ERROR it writes lines
+# such as each failed TLS handshake attempt to stderr, several per call as it retries,
+# where the `sarah` command's own error already says it once. An explicit setting wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from client.aio import AsyncSarahClient
+from client.channels import PlaintextTokenRefused
 from client.errors import describe
 from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT, RetryPolicy
 from client.sync import SarahClient
 from client.watching import RevisionTooOld, WatchGaveUp
+from sarah import VERSION
 from sarah.v1 import sarah_pb2 as messages
 from sarah.v1.sarah_pb2_grpc import SarahAdminServiceStub, SarahServiceStub
 
 __all__ = [
     "DEFAULT_TARGET",
     "DEFAULT_TIMEOUT",
+    "VERSION",
     "AsyncSarahClient",
+    "PlaintextTokenRefused",
     "RetryPolicy",
     "RevisionTooOld",
     "SarahAdminServiceStub",

@@ -2,13 +2,20 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
 
-from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT, ClientSettings, RetryPolicy
+from client.channels import aio_channel, channel_options, check_token_transport
+from client.options import (
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    ChannelOption,
+    ClientSettings,
+    RetryPolicy,
+)
 from client.requests import build, next_page
 from client.watching import DEFAULT_GIVE_UP_AFTER, Backoff, WatchPosition
 from sarah.v1 import sarah_pb2 as pb
@@ -22,6 +29,8 @@ class AsyncSarahClient:
 
     Create it inside the running event loop (grpc.aio channels belong to one loop) and use
     it with ``async with``, or await close(). A failed call raises grpc.aio.AioRpcError.
+    `credentials`, `options` and the token rule are SarahClient's; `interceptors` are
+    grpc.aio.ClientInterceptor instances.
     """
 
     def __init__(
@@ -32,14 +41,14 @@ class AsyncSarahClient:
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        options: Iterable[ChannelOption] = (),
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        allow_plaintext_token: bool = False,
     ) -> None:
         self.settings = ClientSettings(target, token, timeout, retry or RetryPolicy())
-        options = self.settings.channel_options()
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, options)
-            if credentials is not None
-            else grpc.aio.insecure_channel(target, options)
-        )
+        check_token_transport(self.settings, credentials is not None, allow_plaintext_token)
+        self._channel = aio_channel(
+            self.settings, credentials, channel_options(self.settings, options), interceptors)
         self._stub = SarahServiceStub(self._channel)
         self._admin = SarahAdminServiceStub(self._channel)
 

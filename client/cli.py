@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import click
@@ -16,6 +17,7 @@ from google.protobuf.message import Message
 from rich.console import Console
 
 from client import render
+from client.channels import PlaintextTokenRefused
 from client.errors import describe
 from client.formats import event_line, to_json, write_csv, write_jsonl
 from client.identity import BSUID_KEY, CLEAR_PATHS, lead_key
@@ -23,6 +25,7 @@ from client.importing import MAX_BATCH, ImportSummary, import_lines
 from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT
 from client.sync import SarahClient
 from client.watching import RevisionTooOld, WatchGaveUp
+from sarah import VERSION
 from sarah.v1 import sarah_pb2 as pb
 
 _LOGGER = logging.getLogger(__name__)
@@ -52,21 +55,52 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except grpc.RpcError as err:
-            raise click.ClickException(describe(err)) from None
+            raise click.ClickException(describe(err) + _tls_hint(err)) from None
+        except PlaintextTokenRefused as err:
+            raise click.UsageError(str(err)) from None
+
+
+def _tls_hint(err: grpc.RpcError) -> str:
+    """What to do about a failed TLS handshake; grpc's own words name only OpenSSL's error."""
+    if isinstance(err, grpc.Call) and "handshake" in (err.details() or "").lower():
+        return ("\n  the TLS handshake failed: pass --ca-file with the CA that signed the "
+                "server's certificate (env SARAH_CA_FILE), and check that the target speaks TLS")
+    return ""
+
+
+def _credentials(tls: bool, ca_file: str | None) -> grpc.ChannelCredentials | None:
+    """TLS when asked for, or when a CA is given; the system's trusted CAs without one."""
+    if not tls and ca_file is None:
+        return None
+    roots = Path(ca_file).read_bytes() if ca_file else None
+    return grpc.ssl_channel_credentials(root_certificates=roots)
 
 
 def _connected(command: _Command) -> _Command:
-    """Add --target, --token and --timeout, and pass the command a connected client."""
+    """Add the connection options and pass the command a connected client."""
 
     @click.option("--target", envvar="SARAH_TARGET", default=DEFAULT_TARGET, show_default=True,
                   help="host:port of the gRPC server (env SARAH_TARGET)")
     @click.option("--token", envvar="SARAH_TOKEN", default=None,
-                  help="bearer token sent with every call (env SARAH_TOKEN)")
-    @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_TIMEOUT,
-                  show_default=True, help="seconds each call may take, retries included")
+                  help="bearer token sent with every call (env SARAH_TOKEN); only over TLS "
+                       "unless the target is loopback")
+    @click.option("--timeout", envvar="SARAH_TIMEOUT", type=click.FloatRange(0, min_open=True),
+                  default=DEFAULT_TIMEOUT, show_default=True,
+                  help="seconds each call may take, retries included (env SARAH_TIMEOUT)")
+    @click.option("--tls", is_flag=True, envvar="SARAH_TLS",
+                  help="connect over TLS, trusting the system's CAs (env SARAH_TLS=1)")
+    @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), envvar="SARAH_CA_FILE",
+                  default=None, help="PEM file of the CA to trust instead; implies --tls "
+                                     "(env SARAH_CA_FILE)")
+    @click.option("--allow-plaintext-token", is_flag=True, envvar="SARAH_ALLOW_PLAINTEXT_TOKEN",
+                  help="send --token without TLS to a host beyond loopback (a trusted network "
+                       "only)")
     @functools.wraps(command)
-    def with_client(target: str, token: str | None, timeout: float, **options: Any) -> Any:
-        with SarahClient(target, token=token, timeout=timeout) as client:
+    def with_client(target: str, token: str | None, timeout: float, tls: bool,
+                    ca_file: str | None, allow_plaintext_token: bool, **options: Any) -> Any:
+        with SarahClient(target, token=token, timeout=timeout,
+                         credentials=_credentials(tls, ca_file),
+                         allow_plaintext_token=allow_plaintext_token) as client:
             return command(client, **options)
 
     return with_client
@@ -106,6 +140,7 @@ def _emit(as_json: bool, message: Message, table: Callable[[Console, Any], None]
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, "--version", prog_name="sarah", message="%(prog)s %(version)s")
 def cli() -> None:
     """Read and write Sarah's lead conversations over gRPC."""
 

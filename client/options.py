@@ -22,7 +22,8 @@ _RECONNECT_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_reconnect_backoff_ms", 5000),
 ]
 
-ChannelOptions = list[tuple[str, str | int]]
+ChannelOption = tuple[str, str | int]
+ChannelOptions = list[ChannelOption]
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 
@@ -64,7 +65,7 @@ class ClientSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def channel_options(self) -> ChannelOptions:
-        """Options for grpc.insecure_channel / grpc.aio.insecure_channel alike."""
+        """The client's own channel options, for the blocking and the asyncio channel alike."""
         return [
             ("grpc.enable_retries", 1),
             ("grpc.service_config", self.retry.service_config()),

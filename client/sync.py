@@ -2,13 +2,20 @@
 
 import logging
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
 
-from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT, ClientSettings, RetryPolicy
+from client.channels import Interceptor, channel_options, check_token_transport, sync_channel
+from client.options import (
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    ChannelOption,
+    ClientSettings,
+    RetryPolicy,
+)
 from client.requests import build, next_page
 from client.watching import DEFAULT_GIVE_UP_AFTER, Backoff, WatchPosition
 from sarah.v1 import sarah_pb2 as pb
@@ -25,6 +32,12 @@ class SarahClient:
     response. Every call has a deadline (`timeout` seconds, per client or per call) and is
     retried by gRPC on UNAVAILABLE; a failed call raises grpc.RpcError. Use it as a context
     manager, or call close().
+
+    The channel is TLS with `credentials` (``grpc.ssl_channel_credentials()``, with
+    ``root_certificates=`` for a private CA). `options` are gRPC channel arguments on top of
+    the client's own (a key given here replaces the client's); `interceptors` see every
+    call. A `token` goes to a host beyond loopback only over TLS: without credentials that
+    raises PlaintextTokenRefused, unless `allow_plaintext_token` says the network is trusted.
     """
 
     def __init__(
@@ -35,14 +48,14 @@ class SarahClient:
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        options: Iterable[ChannelOption] = (),
+        interceptors: Sequence[Interceptor] = (),
+        allow_plaintext_token: bool = False,
     ) -> None:
         self.settings = ClientSettings(target, token, timeout, retry or RetryPolicy())
-        options = self.settings.channel_options()
-        self._channel = (
-            grpc.secure_channel(target, credentials, options)
-            if credentials is not None
-            else grpc.insecure_channel(target, options)
-        )
+        check_token_transport(self.settings, credentials is not None, allow_plaintext_token)
+        self._channel = sync_channel(
+            self.settings, credentials, channel_options(self.settings, options), interceptors)
         self._stub = SarahServiceStub(self._channel)
         self._admin = SarahAdminServiceStub(self._channel)
 

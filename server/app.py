@@ -22,6 +22,7 @@ from server.api.interceptors import (
     DecodeInterceptor,
     ObserveInterceptor,
     UnaryLimitInterceptor,
+    VersionInterceptor,
 )
 from server.api.metrics import Metrics
 from server.api.reflection import enable_reflection
@@ -142,8 +143,12 @@ def grpc_server(executor: futures.ThreadPoolExecutor,
                        options=[("grpc.so_reuseport", 0)])
 
 
-def create_server(config: Config) -> RunningServer:
-    """Start serving on `config.listen` (port 0 picks a free port) and return the handle."""
+def create_server(config: Config,
+                  credentials: grpc.ServerCredentials | None = None) -> RunningServer:
+    """Start serving on `config.listen` (port 0 picks a free port) and return the handle.
+
+    `credentials` serve TLS on that port (for a program that embeds the server; sarah-server
+    itself serves plaintext on loopback behind Envoy, which terminates TLS)."""
     _check_exposure(config)
     keys = KeyRing(Path(config.api_keys_file)) if config.api_keys_file else None
     db = open_database(config.database_url, pool_size=config.db_pool_size)
@@ -173,7 +178,8 @@ def create_server(config: Config) -> RunningServer:
     store.on_commit(hub.poke)
     listener = None if is_sqlite(db) else Listener(config.database_url, hub.poke)
     metrics = Metrics(store.count) if config.metrics_listen else None
-    interceptors: list[grpc.ServerInterceptor] = [ObserveInterceptor(metrics),
+    interceptors: list[grpc.ServerInterceptor] = [VersionInterceptor(),
+                                                  ObserveInterceptor(metrics),
                                                   UnaryLimitInterceptor(config.threads)]
     if keys is not None:
         interceptors.append(AuthInterceptor(keys, open_reflection=config.open_reflection))
@@ -191,7 +197,8 @@ def create_server(config: Config) -> RunningServer:
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     try:
-        port = _bind(config.listen, server.add_insecure_port)
+        port = _bind(config.listen, server.add_insecure_port if credentials is None
+                     else lambda address: server.add_secure_port(address, credentials))
         metrics_port = _bind(config.metrics_listen, metrics.serve) if metrics else None
     except OSError:
         abandon()

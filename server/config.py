@@ -4,7 +4,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from sarah.version import version
+from sarah import VERSION
 from server.core.phones import check_region
 from server.storage.database import DEFAULT_URL
 
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
                     "`sarah-server migrate`, `copy-data`, `backup`, `restore`, `hash-key` "
                     "(see `sarah-server COMMAND --help`).",
     )
-    parser.add_argument("--version", action="version", version=f"sarah-server {version()}")
+    parser.add_argument("--version", action="version", version=f"sarah-server {VERSION}")
     parser.add_argument("--listen", default=env.get("SARAH_LISTEN", d.listen),
                         help="host:port to listen on; port 0 picks a free one "
                              f"(env SARAH_LISTEN, default {d.listen})")

@@ -1,4 +1,5 @@
-"""Server interceptors: request decoding, the call log and metrics, API-key authentication."""
+"""Server interceptors: request decoding, the call log and metrics, API-key authentication,
+the version header."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
 
+from sarah import VERSION
 from server.api import status
 from server.api.auth import KeyRing, presented_key, set_caller_scope
 from server.api.metrics import Metrics
@@ -173,3 +175,42 @@ class UnaryLimitInterceptor(grpc.ServerInterceptor):
                 return inner(request, context)
 
         return _with_behavior(handler, limited)
+
+
+VERSION_HEADER = "sarah-version"
+_VERSION_METADATA = ((VERSION_HEADER, VERSION),)
+# grpc's handler factory of each call shape, by the attribute that holds its behaviour.
+_HANDLER_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+class VersionInterceptor(grpc.ServerInterceptor):
+    """Sends VERSION in the initial metadata of every call, of every shape, before the
+    handler runs: grpcurl -v and any client read it, rejected calls included (install it
+    outside the key check). gRPC reflection has no field for a version; this is where a
+    caller of the reflected API finds it."""
+
+    def intercept_service(self, continuation: _Continuation,
+                          handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return handler
+        for shape, factory in _HANDLER_FACTORIES.items():
+            behavior = getattr(handler, shape)
+            if behavior is not None:
+                return factory(_versioned(behavior),
+                               request_deserializer=handler.request_deserializer,
+                               response_serializer=handler.response_serializer)
+        return handler
+
+
+def _versioned(behavior: Any) -> Any:
+    def versioned(request: Any, context: grpc.ServicerContext) -> Any:
+        context.send_initial_metadata(_VERSION_METADATA)
+        return behavior(request, context)
+
+    return versioned

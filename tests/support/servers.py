@@ -4,14 +4,19 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
+
 from server.app import RunningServer, create_server
 from server.config import Config
 
 
 @contextlib.contextmanager
-def serving(database_url: str, **settings: Any) -> Iterator[RunningServer]:
-    """create_server on 127.0.0.1:0 with `settings` as Config fields."""
-    server = create_server(Config(listen="127.0.0.1:0", database_url=database_url, **settings))
+def serving(database_url: str, credentials: grpc.ServerCredentials | None = None,
+            **settings: Any) -> Iterator[RunningServer]:
+    """create_server on 127.0.0.1:0 with `settings` as Config fields, over TLS with
+    `credentials`."""
+    server = create_server(Config(listen="127.0.0.1:0", database_url=database_url, **settings),
+                           credentials)
     try:
         yield server
     finally:
