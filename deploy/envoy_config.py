@@ -24,6 +24,7 @@ Config = dict[str, Any]
 ENVOY_YAML = ROOT / "envoy.yaml"
 _LISTENER = "sarah_http"
 _UPSTREAM = "sarah_grpc"
+_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 _TLS_CONTEXT = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 # Eject a replica that keeps failing (beyond what the health check sees) for a while; never
 # more than one of three at once.
@@ -89,6 +90,30 @@ def with_outlier_detection(config: Config) -> Config:
     """Replicas that keep failing calls are ejected for a while, one of three at most."""
     changed = copy.deepcopy(config)
     _upstream(changed)["outlier_detection"] = dict(_OUTLIER_DETECTION)
+    return changed
+
+
+def _http_filter(config: Config, name: str) -> Config:
+    connection_manager = _listener(config)["filter_chains"][0]["filters"][0]["typed_config"]
+    return _named(connection_manager["http_filters"], name)["typed_config"]
+
+
+def with_rate_limit(config: Config, requests: int, seconds: int = 1,
+                    burst: int | None = None) -> Config:
+    """Each API key (x-api-key, or the authorization header) allowed `requests` calls every
+    `seconds`, and `burst` (default: `requests`) at once; over that, a JSON 429 with
+    retry-after: `seconds`."""
+    if requests < 1 or seconds < 1 or (burst is not None and burst < 1):
+        raise ValueError("a rate limit needs at least 1 request, 1 second and a burst of 1")
+    changed = copy.deepcopy(config)
+    limit = _http_filter(changed, _RATE_LIMIT)
+    bucket = {"max_tokens": burst or requests, "tokens_per_fill": requests,
+              "fill_interval": f"{seconds}s"}
+    for descriptor in limit["descriptors"]:
+        descriptor["token_bucket"] = dict(bucket)
+    for added in limit["response_headers_to_add"]:
+        if added["header"]["key"] == "retry-after":
+            added["header"]["value"] = str(seconds)
     return changed
 
 
