@@ -117,7 +117,28 @@ def with_rate_limit(config: Config, requests: int, seconds: int = 1,
     return changed
 
 
-def _downstream_tls(cert_path: str, key_path: str) -> Config:
+TLS_SECRET = "sarah_edge_certificate"
+_SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
+def sds_secret(folder: str) -> Config:
+    """The SDS file Envoy reads the edge certificate from: the chain and key under
+    `folder`/live, read again, both together, whenever an entry of `folder` is moved into
+    place -- as `live` is, a symlink swapped atomically to a new version's folder
+    (tools/edge_tls.py install). Envoy keeps serving the old pair until the new one is
+    complete and valid; connections already open keep theirs."""
+    return {"resources": [{
+        "@type": _SECRET_TYPE,
+        "name": TLS_SECRET,
+        "tls_certificate": {
+            "certificate_chain": {"filename": f"{folder}/live/tls.crt"},
+            "private_key": {"filename": f"{folder}/live/tls.key"},
+            "watched_directory": {"path": folder},
+        },
+    }]}
+
+
+def _downstream_tls(sds_path: str) -> Config:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -128,23 +149,27 @@ def _downstream_tls(cert_path: str, key_path: str) -> Config:
                 "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
                 # gRPC clients require h2 by ALPN; Kapso's and curl's HTTP/1.1 still works.
                 "alpn_protocols": ["h2", "http/1.1"],
-                "tls_certificates": [{
-                    "certificate_chain": {"filename": cert_path},
-                    "private_key": {"filename": key_path},
+                # From a file by SDS, so a renewed certificate is served without a restart.
+                "tls_certificate_sds_secret_configs": [{
+                    "name": TLS_SECRET,
+                    "sds_config": {"path_config_source": {"path": sds_path},
+                                   "resource_api_version": "V3"},
                 }],
             },
         },
     }
 
 
-def with_tls(config: Config, cert_path: str, key_path: str,
-             listen: str | None = None) -> Config:
-    """TLS on every filter chain of the public listener. `listen` (HOST:PORT) moves the
-    listener, e.g. to 0.0.0.0:8443 for a public address; by default it stays put."""
+def with_tls(config: Config, sds_path: str, listen: str | None = None) -> Config:
+    """TLS on every filter chain of the public listener, its certificate from the SDS file
+    at `sds_path` (see sds_secret). `listen` (HOST:PORT) moves the listener, e.g. to
+    0.0.0.0:443 for a public address; by default it stays put."""
     changed = copy.deepcopy(config)
+    # SDS names the Envoy asking for a secret, even from a file.
+    changed.setdefault("node", {"id": "sarah-edge", "cluster": "sarah-edge"})
     listener = _listener(changed)
     for chain in listener["filter_chains"]:
-        chain["transport_socket"] = _downstream_tls(cert_path, key_path)
+        chain["transport_socket"] = _downstream_tls(sds_path)
     if listen:
         host, _, port = listen.rpartition(":")
         listener["address"]["socket_address"] = {"address": host.strip("[]"),

@@ -3,6 +3,7 @@ reach of the test (`Stack`) or started by `python -m tools.stack` as `make run` 
 
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,22 +73,33 @@ class MakeRunStack:
                  admin_port: int, own_session: bool = False):
         self.port, self.admin_port, self.grpc_port = http_port, admin_port, grpc_port
         self.proc = start_stack(workdir, config, grpc_port, own_session=own_session)
+        # Read its output as it comes: once a pipe's 64 KiB are full, the server's next
+        # log line blocks the call that writes it, and Envoy times the call out.
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         try:
             wait_until(self._healthy, 30, "the stack's server to be healthy", interval=0.2,
                        ignoring=(OSError,))
         except TimeoutError as late:
             raise AssertionError(f"{late}; the stack printed:\n{self.stop()}") from None
 
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
     def _healthy(self) -> bool:
-        assert self.proc.poll() is None, self.proc.communicate()[0]
+        assert self.proc.poll() is None, self.output()
         _, _, stats = request("127.0.0.1", self.admin_port, "GET",
                               "/stats?filter=^cluster.sarah_grpc.membership_healthy$")
         return str(stats).strip().endswith(": 1")
 
     def output(self, timeout: float = 30) -> str:
         """Everything it printed, once it has exited (on a signal sent to it, or by itself)."""
-        out, _ = self.proc.communicate(timeout=timeout)
-        return out
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        return "".join(self._lines)
 
     def stop(self) -> str:
         """SIGTERM (the supervisor stops its children), and everything it printed."""
