@@ -29,7 +29,7 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.envoy import envoy_config
 from tests.support.helpers import KAPSO_BODY, PHONE
-from tests.support.http_calls import request
+from tests.support.http_calls import https_connection, https_get, request
 from tests.support.ports import free_port
 from tests.support.stack import MakeRunStack
 from tests.support.waiting import wait_until
@@ -216,17 +216,11 @@ def _served_serial(port: int, ca: Path,
                    conn: http.client.HTTPSConnection | None = None) -> int:
     """One GET /sarah/stats over HTTPS (on `conn`, kept open, or a new connection) that must
     succeed; the serial of the certificate the connection was served."""
-    context = ssl.create_default_context(cafile=str(ca))
-    own = conn or http.client.HTTPSConnection("localhost", port, timeout=20, context=context)
+    own = conn or https_connection(port, ca)
     try:
-        own.request("GET", "/sarah/stats")
-        response = own.getresponse()
-        body = json.loads(response.read())
-        assert response.status == 200 and "total" in body, body
-        assert own.sock is not None
-        der = own.sock.getpeercert(binary_form=True)
-        assert der is not None
-        return x509.load_der_x509_certificate(der).serial_number
+        status, body, serial = https_get(own, "/sarah/stats")
+        assert status == 200 and isinstance(body, dict) and "total" in body, body
+        return serial
     finally:
         if conn is None:
             own.close()
@@ -243,8 +237,7 @@ def test_a_renewed_certificate_is_served_without_a_restart_or_a_failed_call(
     seen: list[int] = []
     failures: list[BaseException] = []
     stop = threading.Event()
-    kept = http.client.HTTPSConnection("localhost", tls_stack.port, timeout=20,
-                                       context=ssl.create_default_context(cafile=str(ca)))
+    kept = https_connection(tls_stack.port, ca)
 
     def keep_calling(on: http.client.HTTPSConnection | None) -> None:
         while not stop.is_set():
@@ -292,19 +285,20 @@ def _readme_tls_commands() -> list[str]:
 
 
 def test_readme_tls_commands_work(tmp_path: Path) -> None:
-    """Each README line, run as written, with its ports moved to free ones."""
+    """Each README line, run as written in an empty folder (no data/ yet, as in a fresh
+    clone), with its ports moved to free ones; the renewal is served by the same Envoy."""
     commands = _readme_tls_commands()
     https_port, admin_port, grpc_port = _envoy_ports()
     base = tmp_path / "envoy.yaml"
     base.write_text(envoy_config(8443, admin_port, grpc_port))
-    (tmp_path / "data").mkdir()
     started: MakeRunStack | None = None
-    checked = 0
+    checked, served = 0, set()
     try:
         for command in commands:
             argv = shlex.split(command.replace(":8443", f":{https_port}"), comments=True)
             if argv[0] == ".venv/bin/python":
-                argv = [sys.executable, *argv[1:], "--base", str(base)]
+                argv = [sys.executable, *argv[1:], *(["--base", str(base)]
+                                                     if "config" in argv else [])]
             if argv[0].startswith("SARAH_ENVOY_CONFIG="):
                 assert argv[1:] == ["make", "run"], command
                 started = MakeRunStack(tmp_path, tmp_path / argv[0].split("=", 1)[1],
@@ -323,7 +317,12 @@ def test_readme_tls_commands_work(tmp_path: Path) -> None:
                 assert '"total"' in done.stdout or "sarah.v1.SarahService" in done.stdout, (
                     command, done.stdout)
                 checked += 1
+                ca = tmp_path / "data" / "tls" / "throwaway-ca" / "ca.crt"
+                served.add(_served_serial(https_port, ca))
     finally:
         if started is not None:
             started.stop()
-    assert started is not None and checked >= 2, commands
+    assert started is not None and checked >= 3, commands
+    assert len(served) == 2, "the renewed certificate was served without a restart"
+    live = x509.load_pem_x509_certificate((tmp_path / "data/tls/live/tls.crt").read_bytes())
+    assert live.serial_number in served

@@ -3,6 +3,10 @@
 import http.client
 import json
 import socket
+import ssl
+from pathlib import Path
+
+from cryptography import x509
 
 
 def request(host: str, port: int, method: str, path: str, body: object = None,
@@ -42,3 +46,26 @@ def raw_exchange(host: str, port: int, data: bytes) -> tuple[int, dict[str, str]
     except ValueError:
         parsed = raw.decode(errors="replace")
     return response.status, reply_headers, parsed
+
+
+def https_connection(port: int, ca: Path, host: str = "localhost") -> http.client.HTTPSConnection:
+    """An HTTPS connection to Envoy on 127.0.0.1:`port` that asks for `host` by SNI and checks
+    the certificate for it against `ca`, whatever `host` resolves to."""
+    context = ssl.create_default_context(cafile=str(ca))
+    conn = http.client.HTTPSConnection(host, port, timeout=20, context=context)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    conn.sock = context.wrap_socket(raw, server_hostname=host)
+    return conn
+
+
+def https_get(conn: http.client.HTTPSConnection, path: str,
+              headers: dict[str, str] | None = None) -> tuple[int, object, int]:
+    """GET `path` on an open HTTPS connection: the status, the JSON body and the serial of
+    the certificate the connection was served."""
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    assert conn.sock is not None
+    der = conn.sock.getpeercert(binary_form=True)
+    assert der is not None
+    return response.status, body, x509.load_der_x509_certificate(der).serial_number
