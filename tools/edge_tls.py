@@ -104,7 +104,11 @@ def install(folder: Path, chain_pem: bytes, key_pem: bytes) -> Path:
     return version
 
 
-def _rate(text: str) -> tuple[int, int]:
+DEFAULT_RATE = (20, 1)  # envoy.yaml's: 20 calls a second per API key
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """CALLS/SECONDSs, e.g. 20/1s, as (calls, seconds)."""
     match = re.fullmatch(r"(\d+)/(\d+)s", text)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected CALLS/SECONDSs, e.g. 20/1s")
@@ -128,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="the certificate folder `install` filled (default: data/tls)")
     derive.add_argument("--listen", help="HOST:PORT of the TLS listener "
                         "(default: envoy.yaml's, 127.0.0.1:8080)")
-    derive.add_argument("--rate-limit", type=_rate, metavar="CALLS/SECONDSs",
+    derive.add_argument("--rate-limit", type=parse_rate, metavar="CALLS/SECONDSs",
                         help="calls per API key (default: envoy.yaml's 20/1s, 40 at once)")
     derive.add_argument("--burst", type=int, help="calls per API key at once "
                         "(default: CALLS of --rate-limit)")
@@ -171,7 +175,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"--listen {args.listen}: expected HOST:PORT")
     config = with_tls(load(args.base), str(_write_sds(folder)), args.listen)
     if args.rate_limit or args.burst:
-        calls, seconds = args.rate_limit or (20, 1)
+        calls, seconds = args.rate_limit or DEFAULT_RATE
         config = with_rate_limit(config, calls, seconds, args.burst)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dump(config))

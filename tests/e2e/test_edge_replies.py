@@ -18,11 +18,12 @@ from deploy.envoy_config import Config, with_rate_limit
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer
-from tests.support.envoy import EnvoyProcess
+from tests.support.envoy import EnvoyProcess, envoy_config
 from tests.support.helpers import PHONE
 from tests.support.http_calls import raw_exchange
 from tests.support.ports import free_port
 from tests.support.servers import serving
+from tests.support.stack import MakeRunStack
 from tests.support.waiting import wait_until
 
 # The Envoy under test is envoy.yaml with two settings made small enough to reach in a
@@ -305,3 +306,21 @@ def test_the_access_log_records_the_status_the_server_returned(edge: Edge) -> No
     assert _logged(edge.envoy, str(ok_id))["grpc_status"] == "0"
     assert _logged(edge.envoy, str(bad_id))["grpc_status"] == "3"
 
+
+
+def test_make_runs_stack_takes_a_rate_limit_flag(tmp_path: Path) -> None:
+    """`python -m tools.stack --rate-limit 2/3600s` (the rest goes to the server): the third
+    call of one key within the hour is a 429 that says when to come back."""
+    http_port, admin_port, grpc_port = free_port(), free_port(), free_port()
+    config = tmp_path / "envoy.yaml"
+    config.write_text(envoy_config(http_port, admin_port, grpc_port))
+    stack = MakeRunStack(tmp_path, config, grpc_port=grpc_port, http_port=http_port,
+                         admin_port=admin_port, flags=("--rate-limit", "2/3600s"))
+    try:
+        answers = [raw_exchange("127.0.0.1", http_port, _json_post(x_api_key="k"))
+                   for _ in range(3)]
+    finally:
+        out = stack.stop()
+    assert [status for status, _, _ in answers] == [200, 200, 429], out
+    _, headers, reply = answers[2]
+    assert headers["retry-after"] == "3600" and isinstance(reply, dict) and reply["code"] == 8

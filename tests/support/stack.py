@@ -49,13 +49,15 @@ class Stack:
 
 def start_stack(workdir: Path, envoy_yaml: Path, grpc_port: int, *,
                 own_session: bool = False,
-                env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+                env: dict[str, str] | None = None,
+                flags: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     """`python -m tools.stack` as `make run` starts it, with Envoy reading `envoy_yaml`
     and the server on `grpc_port` over a SQLite file in `workdir`. `own_session` makes it
     lead a process group of its own, as `make run` does as a terminal's job: the group a
-    hangup is sent to when the terminal closes. `env` adds to its environment."""
+    hangup is sent to when the terminal closes. `env` adds to its environment, `flags`
+    come first on its command line."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.stack", "--listen", f"127.0.0.1:{grpc_port}",
+        [sys.executable, "-m", "tools.stack", *flags, "--listen", f"127.0.0.1:{grpc_port}",
          "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
         # Its own metrics port: other servers may hold the default one.
         cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(envoy_yaml), "PATH": "/usr/bin:/bin",
@@ -72,9 +74,10 @@ class MakeRunStack:
 
     def __init__(self, workdir: Path, config: Path, *, grpc_port: int, http_port: int,
                  admin_port: int, own_session: bool = False,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, flags: tuple[str, ...] = ()):
         self.port, self.admin_port, self.grpc_port = http_port, admin_port, grpc_port
-        self.proc = start_stack(workdir, config, grpc_port, own_session=own_session, env=env)
+        self.proc = start_stack(workdir, config, grpc_port, own_session=own_session, env=env,
+                                flags=flags)
         # Read its output as it comes: once a pipe's 64 KiB are full, the server's next
         # log line blocks the call that writes it, and Envoy times the call out.
         self._lines: list[str] = []
