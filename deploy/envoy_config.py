@@ -24,6 +24,7 @@ Config = dict[str, Any]
 ENVOY_YAML = ROOT / "envoy.yaml"
 _LISTENER = "sarah_http"
 _UPSTREAM = "sarah_grpc"
+_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 _TLS_CONTEXT = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 # Eject a replica that keeps failing (beyond what the health check sees) for a while; never
 # more than one of three at once.
@@ -92,7 +93,52 @@ def with_outlier_detection(config: Config) -> Config:
     return changed
 
 
-def _downstream_tls(cert_path: str, key_path: str) -> Config:
+def _http_filter(config: Config, name: str) -> Config:
+    connection_manager = _listener(config)["filter_chains"][0]["filters"][0]["typed_config"]
+    return _named(connection_manager["http_filters"], name)["typed_config"]
+
+
+def with_rate_limit(config: Config, requests: int, seconds: int = 1,
+                    burst: int | None = None) -> Config:
+    """Each API key (x-api-key, or the authorization header) allowed `requests` calls every
+    `seconds`, and `burst` (default: `requests`) at once; over that, a JSON 429 with
+    retry-after: `seconds`."""
+    if requests < 1 or seconds < 1 or (burst is not None and burst < 1):
+        raise ValueError("a rate limit needs at least 1 request, 1 second and a burst of 1")
+    changed = copy.deepcopy(config)
+    limit = _http_filter(changed, _RATE_LIMIT)
+    bucket = {"max_tokens": burst or requests, "tokens_per_fill": requests,
+              "fill_interval": f"{seconds}s"}
+    for descriptor in limit["descriptors"]:
+        descriptor["token_bucket"] = dict(bucket)
+    for added in limit["response_headers_to_add"]:
+        if added["header"]["key"] == "retry-after":
+            added["header"]["value"] = str(seconds)
+    return changed
+
+
+TLS_SECRET = "sarah_edge_certificate"
+_SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
+def sds_secret(folder: str) -> Config:
+    """The SDS file Envoy reads the edge certificate from: the chain and key under
+    `folder`/live, read again, both together, whenever an entry of `folder` is moved into
+    place -- as `live` is, a symlink swapped atomically to a new version's folder
+    (tools/edge_tls.py install). Envoy keeps serving the old pair until the new one is
+    complete and valid; connections already open keep theirs."""
+    return {"resources": [{
+        "@type": _SECRET_TYPE,
+        "name": TLS_SECRET,
+        "tls_certificate": {
+            "certificate_chain": {"filename": f"{folder}/live/tls.crt"},
+            "private_key": {"filename": f"{folder}/live/tls.key"},
+            "watched_directory": {"path": folder},
+        },
+    }]}
+
+
+def _downstream_tls(sds_path: str) -> Config:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -103,23 +149,27 @@ def _downstream_tls(cert_path: str, key_path: str) -> Config:
                 "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
                 # gRPC clients require h2 by ALPN; Kapso's and curl's HTTP/1.1 still works.
                 "alpn_protocols": ["h2", "http/1.1"],
-                "tls_certificates": [{
-                    "certificate_chain": {"filename": cert_path},
-                    "private_key": {"filename": key_path},
+                # From a file by SDS, so a renewed certificate is served without a restart.
+                "tls_certificate_sds_secret_configs": [{
+                    "name": TLS_SECRET,
+                    "sds_config": {"path_config_source": {"path": sds_path},
+                                   "resource_api_version": "V3"},
                 }],
             },
         },
     }
 
 
-def with_tls(config: Config, cert_path: str, key_path: str,
-             listen: str | None = None) -> Config:
-    """TLS on every filter chain of the public listener. `listen` (HOST:PORT) moves the
-    listener, e.g. to 0.0.0.0:8443 for a public address; by default it stays put."""
+def with_tls(config: Config, sds_path: str, listen: str | None = None) -> Config:
+    """TLS on every filter chain of the public listener, its certificate from the SDS file
+    at `sds_path` (see sds_secret). `listen` (HOST:PORT) moves the listener, e.g. to
+    0.0.0.0:443 for a public address; by default it stays put."""
     changed = copy.deepcopy(config)
+    # SDS names the Envoy asking for a secret, even from a file.
+    changed.setdefault("node", {"id": "sarah-edge", "cluster": "sarah-edge"})
     listener = _listener(changed)
     for chain in listener["filter_chains"]:
-        chain["transport_socket"] = _downstream_tls(cert_path, key_path)
+        chain["transport_socket"] = _downstream_tls(sds_path)
     if listen:
         host, _, port = listen.rpartition(":")
         listener["address"]["socket_address"] = {"address": host.strip("[]"),

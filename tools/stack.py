@@ -1,21 +1,25 @@
 """`make run`: the gRPC server and Envoy together in the foreground.
 
-    python -m tools.stack [SERVER FLAGS...]
+    python -m tools.stack [--rate-limit CALLS/SECONDSs] [--burst N] [SERVER FLAGS...]
 
-Envoy reads envoy.yaml (or $SARAH_ENVOY_CONFIG) from the repository root. Ctrl-C (SIGINT),
+Envoy reads envoy.yaml (or $SARAH_ENVOY_CONFIG) from the repository root; --rate-limit and
+--burst change its per-API-key rate limit (a derived copy in a temporary folder). Ctrl-C (SIGINT),
 SIGTERM or closing the terminal (SIGHUP) stops both cleanly, Envoy first; if this process
 is killed, both get SIGTERM. If either dies (a port already taken, say), the other is
 stopped and the exit status is non-zero.
 """
 
+import argparse
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from deploy import ROOT
-from deploy.envoy_config import envoy_command
+from deploy.envoy_config import dump, envoy_command, load, with_rate_limit
 from server.supervise import supervise
+from tools.edge_tls import DEFAULT_RATE, parse_rate
 
 
 def envoy_addresses(config: Path) -> str:
@@ -26,8 +30,22 @@ def envoy_addresses(config: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    server_args = sys.argv[1:] if argv is None else argv
+    ours = argparse.ArgumentParser(prog="python -m tools.stack", add_help=False,
+                                   allow_abbrev=False)
+    ours.add_argument("--rate-limit", type=parse_rate)
+    ours.add_argument("--burst", type=int)
+    args, server_args = ours.parse_known_args(sys.argv[1:] if argv is None else argv)
     config = Path(os.environ.get("SARAH_ENVOY_CONFIG", ROOT / "envoy.yaml"))
+    with tempfile.TemporaryDirectory(prefix="sarah-stack-") as scratch:
+        if args.rate_limit or args.burst:
+            calls, seconds = args.rate_limit or DEFAULT_RATE
+            derived = Path(scratch) / "envoy.yaml"
+            derived.write_text(dump(with_rate_limit(load(config), calls, seconds, args.burst)))
+            config = derived
+        return _run(config, server_args)
+
+
+def _run(config: Path, server_args: list[str]) -> int:
     commands = {
         "server": [sys.executable, "-m", "server", *server_args],
         "envoy": envoy_command(config),

@@ -8,6 +8,7 @@ import pytest
 from deploy import ROOT
 from deploy import envoy_config as derive
 from tests.support.certificates import make_certificates
+from tools.edge_tls import install
 
 
 def _endpoint_ports(config: derive.Config) -> list[int]:
@@ -42,13 +43,16 @@ def test_with_absolute_descriptor_names_the_checkouts_file() -> None:
     assert f"proto_descriptor: {ROOT / 'sarah' / 'v1' / 'sarah.pb'}" in text
 
 
-@pytest.mark.parametrize("variant", ["ports", "replicas", "tls"])
+@pytest.mark.parametrize("variant", ["ports", "replicas", "tls", "rate limit"])
 def test_envoy_accepts_every_variant(variant: str, tmp_path: Path) -> None:
     _, cert, key = make_certificates(tmp_path)
+    install(tmp_path / "tls", cert.read_bytes(), key.read_bytes())
+    sds = str(tmp_path / "tls" / "sds.yaml")
     change = {
         "ports": lambda c: derive.with_ports(c, http=18080, admin=19901, upstream=15051),
         "replicas": lambda c: derive.with_outlier_detection(derive.with_replicas(c, [1, 2])),
-        "tls": lambda c: derive.with_tls(c, str(cert), str(key), listen="127.0.0.1:8443"),
+        "tls": lambda c: derive.with_tls(c, sds, listen="127.0.0.1:8443"),
+        "rate limit": lambda c: derive.with_rate_limit(c, 5, seconds=60, burst=10),
     }[variant]
     config = tmp_path / "envoy.yaml"
     config.write_text(derive.dump(change(derive.with_absolute_descriptor(derive.load()))))

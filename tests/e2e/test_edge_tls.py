@@ -1,16 +1,18 @@
-"""TLS at the edge: `python -m tools.edge_tls` derives a TLS Envoy config from envoy.yaml;
-HTTPS and gRPC over TLS work through it, plaintext does not, and the README's commands run."""
+"""TLS at the edge: `python -m tools.edge_tls` installs a certificate and derives a TLS Envoy
+config from envoy.yaml; HTTPS and gRPC over TLS work through it, plaintext does not, a
+renewed certificate is served without a restart and without a failed call, and the
+README's commands run."""
 
 import http.client
 import json
 import os
 import re
 import shlex
-import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,18 +20,20 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from cryptography import x509
 
 from client import SarahClient
 from deploy import ROOT
-from deploy.envoy_config import dump, load, with_tls
+from deploy.envoy_config import TLS_SECRET, dump, load, sds_secret, with_tls
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from tests.support.certificates import make_certificates
 from tests.support.envoy import envoy_config
 from tests.support.helpers import KAPSO_BODY, PHONE
-from tests.support.http_calls import request
+from tests.support.http_calls import https_connection, https_get, request
 from tests.support.ports import free_port
 from tests.support.stack import MakeRunStack
+from tests.support.waiting import wait_until
+from tools import certificates
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
@@ -38,9 +42,39 @@ def _envoy_ports() -> tuple[int, int, int]:
     return free_port(), free_port(), free_port()
 
 
+def _edge_tls(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tools.edge_tls", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
+def authority() -> certificates.Authority:
+    return certificates.new_authority()
+
+
+def _write_pair(folder: Path, authority: certificates.Authority) -> tuple[Path, Path, int]:
+    """A new certificate for localhost and 127.0.0.1 as files: (chain, key, serial)."""
+    issued = certificates.issue(authority, ["localhost", "127.0.0.1"])
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / f"{issued.serial:x}.crt", folder / f"{issued.serial:x}.key"
+    cert.write_bytes(issued.chain_pem)
+    key.write_bytes(issued.key_pem)
+    return cert, key, issued.serial
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory,
+          authority: certificates.Authority) -> tuple[Path, Path, Path]:
+    """(the CA's certificate, the folder Envoy reads its certificate from, the first serial
+    installed there as a file)."""
+    folder = tmp_path_factory.mktemp("certs")
+    ca = folder / "ca.crt"
+    ca.write_bytes(certificates.certificate_pem(authority))
+    cert, key, serial = _write_pair(folder / "issued", authority)
+    done = _edge_tls("install", "--dir", folder / "tls", "--cert", cert, "--key", key)
+    assert done.returncode == 0, done.stderr
+    assert f"serial {serial:x}" in done.stdout
+    return ca, folder / "tls", folder / "issued"
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +85,7 @@ def tls_stack(tmp_path_factory: pytest.TempPathFactory,
     base = workdir / "envoy.yaml"
     base.write_text(envoy_config(https_port, admin_port, grpc_port))
     out = workdir / "envoy-tls.yaml"
-    _, cert, key = certs
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.edge_tls", "--cert", str(cert), "--key", str(key),
-         "--base", str(base), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = _edge_tls("config", "--dir", certs[1], "--base", base, "--out", out)
     assert done.returncode == 0, done.stderr
     stack = MakeRunStack(workdir, out, grpc_port=grpc_port, http_port=https_port,
                          admin_port=admin_port)
@@ -77,9 +107,8 @@ def _https(port: int, ca: Path, method: str, path: str,
 
 
 def test_tls_config_adds_tls_to_the_listener_and_keeps_the_rest() -> None:
-    base = (ROOT / "envoy.yaml").read_text()
-    derived = yaml.safe_load(dump(with_tls(load(), "/etc/sarah/tls.crt", "/etc/sarah/tls.key")))
-    original = yaml.safe_load(base)
+    original = load()
+    derived = yaml.safe_load(dump(with_tls(original, "/srv/sarah/tls/sds.yaml")))
     (listener,) = derived["static_resources"]["listeners"]
     (chain,) = listener["filter_chains"]
     tls = chain.pop("transport_socket")["typed_config"]
@@ -87,23 +116,41 @@ def test_tls_config_adds_tls_to_the_listener_and_keeps_the_rest() -> None:
     common = tls["common_tls_context"]
     assert common["alpn_protocols"] == ["h2", "http/1.1"]
     assert common["tls_params"] == {"tls_minimum_protocol_version": "TLSv1_2"}
-    assert common["tls_certificates"] == [{
-        "certificate_chain": {"filename": "/etc/sarah/tls.crt"},
-        "private_key": {"filename": "/etc/sarah/tls.key"},
+    assert common["tls_certificate_sds_secret_configs"] == [{
+        "name": TLS_SECRET,
+        "sds_config": {"path_config_source": {"path": "/srv/sarah/tls/sds.yaml"},
+                       "resource_api_version": "V3"},
     }]
-    assert derived == original, "only the transport socket may differ from envoy.yaml"
-    moved = yaml.safe_load(dump(with_tls(original, "c", "k", listen="0.0.0.0:8443")))
+    assert derived.pop("node") == {"id": "sarah-edge", "cluster": "sarah-edge"}, "SDS needs one"
+    assert derived == original, "only the transport socket and the node may differ"
+    moved = yaml.safe_load(dump(with_tls(original, "s", listen="0.0.0.0:443")))
     address = moved["static_resources"]["listeners"][0]["address"]["socket_address"]
-    assert address == {"address": "0.0.0.0", "port_value": 8443}
+    assert address == {"address": "0.0.0.0", "port_value": 443}
     assert moved["admin"] == original["admin"], "admin stays on loopback"
 
 
-def test_cli_refuses_a_missing_certificate(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.edge_tls", "--cert", str(tmp_path / "none.crt"),
-         "--key", str(tmp_path / "none.key"), "--out", str(tmp_path / "out.yaml")],
-        cwd=ROOT, capture_output=True, text=True, timeout=60)
+def test_the_sds_file_names_the_live_pair_and_watches_its_folder() -> None:
+    (secret,) = sds_secret("/srv/sarah/tls")["resources"]
+    assert secret["name"] == TLS_SECRET
+    assert secret["tls_certificate"] == {
+        "certificate_chain": {"filename": "/srv/sarah/tls/live/tls.crt"},
+        "private_key": {"filename": "/srv/sarah/tls/live/tls.key"},
+        "watched_directory": {"path": "/srv/sarah/tls"},
+    }
+
+
+def test_install_refuses_a_missing_file_or_a_pair_that_does_not_match(
+        tmp_path: Path, authority: certificates.Authority) -> None:
+    done = _edge_tls("install", "--dir", tmp_path / "tls", "--cert", tmp_path / "none.crt",
+                     "--key", tmp_path / "none.key")
     assert done.returncode == 2 and "no such file" in done.stderr
+    cert, _, _ = _write_pair(tmp_path / "a", authority)
+    _, other_key, _ = _write_pair(tmp_path / "b", authority)
+    done = _edge_tls("install", "--dir", tmp_path / "tls", "--cert", cert, "--key", other_key)
+    assert done.returncode == 2 and "the key is not the first certificate's" in done.stderr
+    assert not (tmp_path / "tls" / "live").exists(), "nothing was installed"
+    done = _edge_tls("config", "--dir", tmp_path / "tls", "--out", tmp_path / "out.yaml")
+    assert done.returncode == 2 and "no certificate installed yet" in done.stderr
     assert not (tmp_path / "out.yaml").exists()
 
 
@@ -165,6 +212,68 @@ def test_plaintext_to_the_tls_port_fails(tls_stack: MakeRunStack) -> None:
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def _served_serial(port: int, ca: Path,
+                   conn: http.client.HTTPSConnection | None = None) -> int:
+    """One GET /sarah/stats over HTTPS (on `conn`, kept open, or a new connection) that must
+    succeed; the serial of the certificate the connection was served."""
+    own = conn or https_connection(port, ca)
+    try:
+        status, body, serial = https_get(own, "/sarah/stats")
+        assert status == 200 and isinstance(body, dict) and "total" in body, body
+        return serial
+    finally:
+        if conn is None:
+            own.close()
+
+
+def test_a_renewed_certificate_is_served_without_a_restart_or_a_failed_call(
+        tls_stack: MakeRunStack, certs: tuple[Path, Path, Path],
+        authority: certificates.Authority) -> None:
+    """While two clients keep calling (one opens a connection per call, one keeps its
+    connection), `install` puts a renewed certificate in place: no call fails, the kept
+    connection goes on, and new connections get the new serial, from the same Envoy."""
+    ca, folder, issued = certs
+    first = _served_serial(tls_stack.port, ca)
+    seen: list[int] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+    kept = https_connection(tls_stack.port, ca)
+
+    def keep_calling(on: http.client.HTTPSConnection | None) -> None:
+        while not stop.is_set():
+            try:
+                serial = _served_serial(tls_stack.port, ca, on)
+            except BaseException as failed:  # noqa: BLE001 -- every failure is reported
+                failures.append(failed)
+                return
+            if on is None:
+                seen.append(serial)
+
+    callers = [threading.Thread(target=keep_calling, args=(on,)) for on in (None, kept)]
+    for caller in callers:
+        caller.start()
+    try:
+        wait_until(lambda: len(seen) >= 3 or failures, 30, "calls before the renewal")
+        cert, key, renewed = _write_pair(issued, authority)
+        assert renewed != first
+        done = _edge_tls("install", "--dir", folder, "--cert", cert, "--key", key)
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: seen.count(renewed) >= 3 or failures, 30,
+                   "new connections to be served the renewed certificate")
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(timeout=60)
+    assert not failures, failures
+    assert seen[0] == first and seen[-1] == renewed, "old serial first, then only the new one"
+    assert seen.index(renewed) > 0 and set(seen[seen.index(renewed):]) == {renewed}
+    assert _served_serial(tls_stack.port, ca, kept) == first, "the open connection kept its"
+    kept.close()
+    assert tls_stack.proc.poll() is None, "the same Envoy, never restarted"
+    versions = sorted(p.name for p in (folder / "versions").iterdir())
+    assert (folder / "live").resolve().name == versions[-1]
+
+
 def _readme_tls_commands() -> list[str]:
     """The shell lines of the README's "### TLS at the edge" code blocks."""
     text = (ROOT / "README.md").read_text()
@@ -175,22 +284,21 @@ def _readme_tls_commands() -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="the README makes its certificate "
-                    "with the openssl command")
 def test_readme_tls_commands_work(tmp_path: Path) -> None:
-    """Each README line, run as written, with its ports moved to free ones."""
+    """Each README line, run as written in an empty folder (no data/ yet, as in a fresh
+    clone), with its ports moved to free ones; the renewal is served by the same Envoy."""
     commands = _readme_tls_commands()
     https_port, admin_port, grpc_port = _envoy_ports()
     base = tmp_path / "envoy.yaml"
     base.write_text(envoy_config(8443, admin_port, grpc_port))
-    (tmp_path / "data").mkdir()
     started: MakeRunStack | None = None
-    checked = 0
+    checked, served = 0, set()
     try:
         for command in commands:
             argv = shlex.split(command.replace(":8443", f":{https_port}"), comments=True)
             if argv[0] == ".venv/bin/python":
-                argv = [sys.executable, *argv[1:], "--base", str(base)]
+                argv = [sys.executable, *argv[1:], *(["--base", str(base)]
+                                                     if "config" in argv else [])]
             if argv[0].startswith("SARAH_ENVOY_CONFIG="):
                 assert argv[1:] == ["make", "run"], command
                 started = MakeRunStack(tmp_path, tmp_path / argv[0].split("=", 1)[1],
@@ -209,7 +317,12 @@ def test_readme_tls_commands_work(tmp_path: Path) -> None:
                 assert '"total"' in done.stdout or "sarah.v1.SarahService" in done.stdout, (
                     command, done.stdout)
                 checked += 1
+                ca = tmp_path / "data" / "tls" / "throwaway-ca" / "ca.crt"
+                served.add(_served_serial(https_port, ca))
     finally:
         if started is not None:
             started.stop()
-    assert started is not None and checked >= 2, commands
+    assert started is not None and checked >= 3, commands
+    assert len(served) == 2, "the renewed certificate was served without a restart"
+    live = x509.load_pem_x509_certificate((tmp_path / "data/tls/live/tls.crt").read_bytes())
+    assert live.serial_number in served

@@ -1,9 +1,11 @@
 """The real Envoy from envoy.yaml on free loopback ports, in front of one or more servers."""
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from deploy.envoy_config import (
+    Config,
     dump,
     envoy_command,
     load,
@@ -27,16 +29,20 @@ def envoy_config(http_port: int, admin_port: int, upstream_port: int) -> str:
 class EnvoyProcess(LoggedProcess):
     """Envoy from envoy.yaml on free ports, ready once its admin port says so, forwarding
     to the server on `upstream`, or balancing over the servers on each of its ports (and
-    ejecting one that keeps failing if `eject_failing`)."""
+    ejecting one that keeps failing if `eject_failing`). `derive` changes the config last
+    (a deploy.envoy_config variant, or a test's own setting)."""
 
     def __init__(self, upstream: int | list[int], workdir: Path, *, name: str = "envoy",
-                 concurrency: int = 1, eject_failing: bool = False, own_session: bool = False):
+                 concurrency: int = 1, eject_failing: bool = False, own_session: bool = False,
+                 derive: Callable[[Config], Config] | None = None):
         self.port, self.admin_port = free_port(), free_port()
         self.upstreams = [upstream] if isinstance(upstream, int) else upstream
         config = with_ports(load(), http=self.port, admin=self.admin_port)
         config = with_replicas(with_absolute_descriptor(config), self.upstreams)
         if eject_failing:
             config = with_outlier_detection(config)
+        if derive is not None:
+            config = derive(config)
         path = workdir / f"{name}.yaml"
         path.write_text(dump(config))
         argv = envoy_command(path, "--base-id", str(random.randrange(1, 1 << 30)),
@@ -71,5 +77,5 @@ class EnvoyProcess(LoggedProcess):
                    ignoring=(OSError,))
 
     def call(self, method: str, path: str, body: object = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:
+             headers: dict[str, str | None] | None = None) -> tuple[int, dict[str, str], object]:
         return request("127.0.0.1", self.port, method, path, body, headers)

@@ -3,6 +3,7 @@ reach of the test (`Stack`) or started by `python -m tools.stack` as `make run` 
 
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,17 +48,20 @@ class Stack:
 
 
 def start_stack(workdir: Path, envoy_yaml: Path, grpc_port: int, *,
-                own_session: bool = False) -> subprocess.Popen[str]:
+                own_session: bool = False,
+                env: dict[str, str] | None = None,
+                flags: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     """`python -m tools.stack` as `make run` starts it, with Envoy reading `envoy_yaml`
     and the server on `grpc_port` over a SQLite file in `workdir`. `own_session` makes it
     lead a process group of its own, as `make run` does as a terminal's job: the group a
-    hangup is sent to when the terminal closes."""
+    hangup is sent to when the terminal closes. `env` adds to its environment, `flags`
+    come first on its command line."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.stack", "--listen", f"127.0.0.1:{grpc_port}",
+        [sys.executable, "-m", "tools.stack", *flags, "--listen", f"127.0.0.1:{grpc_port}",
          "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
         # Its own metrics port: other servers may hold the default one.
         cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(envoy_yaml), "PATH": "/usr/bin:/bin",
-                       "SARAH_METRICS_LISTEN": "127.0.0.1:0"},
+                       "SARAH_METRICS_LISTEN": "127.0.0.1:0", **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=own_session,
     )
@@ -69,25 +73,38 @@ class MakeRunStack:
     config names; ready once Envoy finds the server healthy."""
 
     def __init__(self, workdir: Path, config: Path, *, grpc_port: int, http_port: int,
-                 admin_port: int, own_session: bool = False):
+                 admin_port: int, own_session: bool = False,
+                 env: dict[str, str] | None = None, flags: tuple[str, ...] = ()):
         self.port, self.admin_port, self.grpc_port = http_port, admin_port, grpc_port
-        self.proc = start_stack(workdir, config, grpc_port, own_session=own_session)
+        self.proc = start_stack(workdir, config, grpc_port, own_session=own_session, env=env,
+                                flags=flags)
+        # Read its output as it comes: once a pipe's 64 KiB are full, the server's next
+        # log line blocks the call that writes it, and Envoy times the call out.
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         try:
             wait_until(self._healthy, 30, "the stack's server to be healthy", interval=0.2,
                        ignoring=(OSError,))
         except TimeoutError as late:
             raise AssertionError(f"{late}; the stack printed:\n{self.stop()}") from None
 
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
     def _healthy(self) -> bool:
-        assert self.proc.poll() is None, self.proc.communicate()[0]
+        assert self.proc.poll() is None, self.output()
         _, _, stats = request("127.0.0.1", self.admin_port, "GET",
                               "/stats?filter=^cluster.sarah_grpc.membership_healthy$")
         return str(stats).strip().endswith(": 1")
 
     def output(self, timeout: float = 30) -> str:
         """Everything it printed, once it has exited (on a signal sent to it, or by itself)."""
-        out, _ = self.proc.communicate(timeout=timeout)
-        return out
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        return "".join(self._lines)
 
     def stop(self) -> str:
         """SIGTERM (the supervisor stops its children), and everything it printed."""
