@@ -4,18 +4,23 @@ than SARAH_HISTORY_DAYS and forgets expired request ids.
 
 All of it goes a small batch at a time, each batch its own short write transaction
 (the service's units of work), so a writer never waits long behind it, however large the
-backlog. Every replica and every `--workers` process runs its own: the units of work are
-safe side by side (a lead two replicas purge is erased by one, found gone by the other;
+backlog; and after each batch it rests as long as the batch took, so it holds SQLite's
+one write lock (and this process's GIL) at most half the time while writers queue.
+
+Every replica and every `--workers` process runs its own: the units of work are safe side
+by side (a lead two replicas purge is erased by one, found gone by the other;
 two replicas pruning take different rows: storage/retention.py says how).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from server.core.errors import Unavailable
 
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
     from server.core.service import SarahService
 
 _LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_INTERVAL_SECONDS = 60.0
 # Rows per write transaction: a few milliseconds of the write lock on either database.
@@ -85,11 +91,18 @@ class Housekeeping:
         requests = self._drain(lambda: self._service.prune_requests(self._batch))
         return Swept(leads=leads, events=events, requests=requests)
 
+    def _paced(self, work: Callable[[], _T]) -> _T:
+        """Run `work`, then rest as long as it took (less if stopping)."""
+        started = time.monotonic()
+        done = work()
+        self._stopping.wait(time.monotonic() - started)
+        return done
+
     def _drain(self, batch: Callable[[], int]) -> int:
         """Run `batch` until one removes less than a full batch; the total removed."""
         total = 0
         while not self._stopping.is_set():
-            gone = batch()
+            gone = self._paced(batch)
             total += gone
             if gone < self._batch:
                 break
@@ -103,7 +116,7 @@ class Housekeeping:
             for key in keys:
                 if self._stopping.is_set():
                     break
-                here += self._service.purge(key)
+                here += self._paced(functools.partial(self._service.purge, key))
             erased += here
             # A short list is the last one; a list this replica erased none of, another
             # replica is working through (it goes on, and so does the next pass).

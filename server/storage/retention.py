@@ -41,16 +41,26 @@ def prune_events(db: peewee.Database, through: int, limit: int) -> int:
     log_head's pruned_through to the newest one removed (a watcher resuming below it gets
     OUT_OF_RANGE); how many went. Call it in a write transaction."""
     e = LeadEventRow
-    revisions = _take(db, e.select(e.revision).where(e.revision <= through)
-                      .order_by(e.revision).limit(limit))
-    if not revisions:
-        return 0
-    e.delete().where(e.revision.in_(revisions)).execute()
+    oldest = e.select(e.revision).where(e.revision <= through).order_by(e.revision).limit(limit)
+    if is_sqlite(db):
+        # The one writer holds the lock: a range of the primary key, found and removed
+        # by two statements, keeps it shortest.
+        newest = db.execute(oldest.select_from(peewee.fn.MAX(oldest.c.revision))
+                            ).fetchone()[0]
+        if newest is None:
+            return 0
+        gone = int(e.delete().where(e.revision <= newest).execute())
+    else:
+        revisions = _take(db, oldest)
+        if not revisions:
+            return 0
+        newest, gone = max(revisions), len(revisions)
+        e.delete().where(e.revision.in_(revisions)).execute()
     greatest = peewee.fn.MAX if is_sqlite(db) else peewee.fn.GREATEST
     # Last in the transaction: the row lock on log_head serialises writers' commits.
-    LogHead.update(pruned_through=greatest(LogHead.pruned_through, max(revisions))
+    LogHead.update(pruned_through=greatest(LogHead.pruned_through, newest)
                    ).where(LogHead.id == 1).execute()
-    return len(revisions)
+    return gone
 
 
 def prune_requests(db: peewee.Database, created_up_to: int, limit: int) -> int:
