@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench import h2load, report
+from bench.retention import run_retention
 from bench.run import Options, Results, run_main, run_scale
 from bench.seed import seed
 from bench.soak import run_soak
@@ -73,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--watchers", type=int, default=200,
                    help="open WatchLeads streams whose cost to UpsertState is measured "
                         "(default 200)")
+    p.add_argument("--retention-backlog", type=int, default=300_000,
+                   help="old change-log events housekeeping removes while UpsertState's "
+                        "latency is measured; 0 skips it (default 300000)")
     p.add_argument("--keep", action="store_true",
                    help="keep the work folder (databases, logs, h2load logs)")
     return p.parse_args(argv)
@@ -105,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         watch = WatchResults()
         run_latency(opts, dbs[small], watch)
         run_cost(opts, dbs[small], args.watchers, watch)
+        retention = None
+        if args.retention_backlog > 0:
+            retention = run_retention(opts, small, args.retention_backlog)
         soak = None
         if args.soak_minutes > 0:
             soak = run_soak(dbs[small], small, args.soak_minutes * 60, opts.concurrency,
@@ -120,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         *report.ceiling_table(opts, results), "",
         *report.scale_table(opts, results), "",
         *report.watch_tables(watch), "",
+        *report.retention_table(retention), "",
         *report.soak_lines(soak), "",
         f"bench finished in {(time.monotonic() - started) / 60:.1f} min",
     ]

@@ -5,10 +5,12 @@ import platform
 import subprocess
 from pathlib import Path
 
+from bench.retention import RetentionResults
 from bench.run import Measured, Options, Results
 from bench.soak import GROWTH_TARGET, Soak
 from bench.watch import AT_LEAST_WITH_WATCHERS, LATENCY_TARGET_MS, Watched, WatchResults
 from deploy import ROOT
+from server.core.housekeeping import DEFAULT_BATCH
 
 # Targets of issue 7, as ratios measured in the same run at the same concurrency.
 AT_LEAST_OF_BARE = {"GetState": 0.7, "UpsertState": 0.5}
@@ -169,6 +171,21 @@ def watch_tables(watch: WatchResults) -> list[str]:
 def _watched(w: Watched) -> list[str]:
     return [*_figures(w.measured), str(w.events), str(w.dropped), f"{w.server_cpu:.1f}",
             f"{w.watchers_cpu:.1f}"]
+
+
+def retention_table(retention: RetentionResults | None) -> list[str]:
+    """UpsertState with the history's backlog kept and while housekeeping removes it."""
+    if retention is None:
+        return ["retention: skipped (--retention-backlog 0)"]
+    header = ["UpsertState over gRPC, retention", "old events", "req/s", "p50 ms", "p99 ms",
+              "errors", "left at end"]
+    rows = [[run.name, str(retention.backlog), *_figures(run.measured)[:4], str(run.left)]
+            for run in retention.runs]
+    kept, removing = (run.measured.result.p99_ms for run in retention.runs)
+    ratio = _ratio(removing, kept)
+    return [*_table(header, rows), "",
+            f"p99 while removing / kept: {_fmt_ratio(ratio)} (batches of "
+            f"{DEFAULT_BATCH} rows, each its own write transaction)"]
 
 
 def soak_lines(soak: Soak | None) -> list[str]:

@@ -29,7 +29,8 @@ from server.api.reflection import enable_reflection
 from server.api.servicer import SarahServicer
 from server.config import Config
 from server.core.delivery import Hub, WatchLimits
-from server.core.service import SarahService
+from server.core.housekeeping import Housekeeping
+from server.core.service import SarahService, now_us
 from server.storage.database import is_sqlite, open_database, unreachable
 from server.storage.filelock import ServingLock, serving_lock
 from server.storage.migrations import migrate, require_current
@@ -52,6 +53,7 @@ class RunningServer:
     executor: futures.ThreadPoolExecutor
     hub: Hub | None = None
     listener: Listener | None = None
+    housekeeping: Housekeeping | None = None
     keys: KeyRing | None = None
     metrics: Metrics | None = None
     metrics_port: int | None = None
@@ -73,6 +75,8 @@ class RunningServer:
         if self.listener is not None:
             self.listener.stop()
         self.server.stop(grace).wait()
+        if self.housekeeping is not None:
+            self.housekeeping.stop()
         # A call past its grace is cancelled, but its thread may still be in the database:
         # close connections only once every handler has returned.
         self.executor.shutdown(wait=True)
@@ -143,12 +147,13 @@ def grpc_server(executor: futures.ThreadPoolExecutor,
                        options=[("grpc.so_reuseport", 0)])
 
 
-def create_server(config: Config,
-                  credentials: grpc.ServerCredentials | None = None) -> RunningServer:
+def create_server(config: Config, credentials: grpc.ServerCredentials | None = None,
+                  clock: Callable[[], int] = now_us) -> RunningServer:
     """Start serving on `config.listen` (port 0 picks a free port) and return the handle.
 
     `credentials` serve TLS on that port (for a program that embeds the server; sarah-server
-    itself serves plaintext on loopback behind Envoy, which terminates TLS)."""
+    itself serves plaintext on loopback behind Envoy, which terminates TLS). `clock` is the
+    service's (tests set it)."""
     _check_exposure(config)
     keys = KeyRing(Path(config.api_keys_file)) if config.api_keys_file else None
     db = open_database(config.database_url, pool_size=config.db_pool_size)
@@ -170,8 +175,10 @@ def create_server(config: Config,
     except BaseException:
         abandon()
         raise
-    service = SarahService(store, default_region=config.default_region,
-                           history_days=config.history_days)
+    service = SarahService(store, default_region=config.default_region, clock=clock,
+                           history_days=config.history_days,
+                           purge_inactive_days=config.purge_inactive_days)
+    housekeeping = Housekeeping(service, interval=config.housekeeping_seconds)
     hub = Hub(store, WatchLimits(max_watchers=config.max_watchers, buffer=config.watch_buffer,
                                  heartbeat_seconds=config.watch_heartbeat_seconds,
                                  poll_seconds=config.watch_poll_seconds))
@@ -209,12 +216,14 @@ def create_server(config: Config,
     database_health = DatabaseHealth(health_servicer, ("", *SERVICE_NAMES),
                                      lambda: unreachable(db), config.health_check_seconds)
     database_health.start()
+    housekeeping.start()
     if keys is None:
         _LOGGER.warning("no API keys configured: every caller is let in, so the server "
                         "serves on loopback only (set SARAH_API_KEYS_FILE to require keys)")
     else:
         _LOGGER.info("API keys required: %d loaded from %s", len(keys), config.api_keys_file)
     return RunningServer(server=server, port=port, health=health_servicer, store=store,
-                         executor=executor, hub=hub, listener=listener, keys=keys,
+                         executor=executor, hub=hub, listener=listener,
+                         housekeeping=housekeeping, keys=keys,
                          metrics=metrics, metrics_port=metrics_port,
                          database_health=database_health, lock=lock)

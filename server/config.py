@@ -1,6 +1,7 @@
 """Server configuration from flags and environment variables, defaults written beside each."""
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 
@@ -36,6 +37,9 @@ class Config:
     history_days: float = 90.0
     # How often the health service asks the database whether it answers (api/health.py).
     health_check_seconds: float = 5.0
+    # Housekeeping (core/housekeeping.py): None leaves inactive leads alone (the default).
+    purge_inactive_days: float | None = None
+    housekeeping_seconds: float = 60.0
 
 
 def _flag(value: str) -> bool:
@@ -44,6 +48,21 @@ def _flag(value: str) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _days(value: str) -> float:
+    """A number of days above 0 (fractions allowed: tests use seconds' worth)."""
+    try:
+        days = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {value!r}") from None
+    if not (math.isfinite(days) and days > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of days above 0, got {value!r}")
+    return days
+
+
+def _days_or_off(value: str) -> float | None:
+    return None if value.strip().lower() in ("", "off") else _days(value)
 
 
 def add_database_args(parser: argparse.ArgumentParser, env: dict[str, str]) -> None:
@@ -137,7 +156,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
                         help="the change log is read at least this often, for commits of other "
                              "processes that no notification announced (env "
                              f"SARAH_WATCH_POLL_SECONDS, default {d.watch_poll_seconds:g})")
-    parser.add_argument("--history-days", type=float,
+    parser.add_argument("--history-days", type=_days,
                         default=env.get("SARAH_HISTORY_DAYS", str(d.history_days)),
                         help="days of events the change log keeps; a watcher can resume from "
                              f"within them (env SARAH_HISTORY_DAYS, default {d.history_days:g})")
@@ -148,6 +167,17 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
                              "does not, health reports NOT_SERVING "
                              "(env SARAH_HEALTH_CHECK_SECONDS, default "
                              f"{d.health_check_seconds:g})")
+    parser.add_argument("--purge-inactive-days", type=_days_or_off,
+                        default=env.get("SARAH_PURGE_INACTIVE_DAYS", "off"),
+                        help="erase, as DeleteState does, every lead with no message for this "
+                             "many days; `off` keeps them (env SARAH_PURGE_INACTIVE_DAYS, "
+                             "default off)")
+    parser.add_argument("--housekeeping-seconds", type=float,
+                        default=env.get("SARAH_HOUSEKEEPING_SECONDS",
+                                        str(d.housekeeping_seconds)),
+                        help="how often the purge and the history's retention run, in small "
+                             "batches (env SARAH_HOUSEKEEPING_SECONDS, default "
+                             f"{d.housekeeping_seconds:g})")
     args = parser.parse_args(argv)
     try:
         region = check_region(args.default_region)
@@ -163,10 +193,10 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         parser.error("--max-watchers must be 0 or more and --watch-buffer at least 1")
     if args.watch_heartbeat_seconds <= 0 or args.watch_poll_seconds <= 0:
         parser.error("--watch-heartbeat-seconds and --watch-poll-seconds must be above 0")
-    if args.history_days <= 0:
-        parser.error("--history-days must be above 0")
     if args.health_check_seconds <= 0:
         parser.error("--health-check-seconds must be above 0")
+    if not (math.isfinite(args.housekeeping_seconds) and args.housekeeping_seconds > 0):
+        parser.error("--housekeeping-seconds must be above 0")
     return Config(
         listen=args.listen,
         database_url=args.database_url,
@@ -188,4 +218,6 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         watch_poll_seconds=args.watch_poll_seconds,
         history_days=args.history_days,
         health_check_seconds=args.health_check_seconds,
+        purge_inactive_days=args.purge_inactive_days,
+        housekeeping_seconds=args.housekeeping_seconds,
     )

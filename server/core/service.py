@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -30,12 +29,9 @@ from server.core.scope import EVERY_WORKSPACE, Scope, scoped_workspace
 if TYPE_CHECKING:
     from server.storage.repository import Repository, WriteTx
 
-_LOGGER = logging.getLogger(__name__)
-
-# A request_id is answered from its record for 24 hours (the contract's window).
+# A request_id is answered from its record for 24 hours (the contract's window); expired
+# records are removed by housekeeping (core/housekeeping.py), not by the writes.
 REQUEST_ID_TTL_US = 24 * 3600 * 1_000_000
-# Expired records go at most once a minute, inside a write that holds the lock anyway.
-PRUNE_EVERY_US = 60 * 1_000_000
 # The change log keeps this many days of events (SARAH_HISTORY_DAYS).
 DEFAULT_HISTORY_DAYS = 90.0
 _DAY_US = 24 * 3600 * 1_000_000
@@ -46,35 +42,19 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-class _AtMostEvery:
-    """Says when a periodic chore inside a write is due: the first time, then once per
-    `interval_us` of the injected clock. A clock set back makes it due at once rather
-    than waiting to catch up."""
-
-    def __init__(self, interval_us: int):
-        self._interval_us = interval_us
-        self._last: int | None = None
-
-    def due(self, now: int) -> bool:
-        last = self._last
-        if last is not None and 0 <= now - last < self._interval_us:
-            return False
-        self._last = now
-        return True
-
-
 class SarahService:
     """Conversation state of leads, independent of any transport."""
 
     def __init__(self, repo: Repository, default_region: str = "ID",
                  clock: Callable[[], int] = now_us,
-                 history_days: float = DEFAULT_HISTORY_DAYS):
+                 history_days: float = DEFAULT_HISTORY_DAYS,
+                 purge_inactive_days: float | None = None):
         self._repo = repo
         self._region = default_region
         self._clock = clock
         self._history_us = int(history_days * _DAY_US)
-        self._request_pruning = _AtMostEvery(PRUNE_EVERY_US)
-        self._event_pruning = _AtMostEvery(PRUNE_EVERY_US)
+        self._purge_us = None if purge_inactive_days is None else int(
+            purge_inactive_days * _DAY_US)
 
     def get_state(self, contact_phone: str, workspace_id: str,
                   scope: Scope = EVERY_WORKSPACE, business_scoped_user_id: str = "") -> Lead:
@@ -111,7 +91,6 @@ class SarahService:
         lead = rules.apply_patch(patch, plan.base, now)
         pairs = _write_plan(tx, plan, lead, now)
         if patch.request_id:
-            self._prune_requests(tx, now)
             tx.save_request(patch.request_id, now, lead)
         self._log(tx, changes_of(pairs), now)
         return lead
@@ -149,26 +128,14 @@ class SarahService:
         moved = dataclasses.replace(plan.base, updated_at=now, etag=rules.new_etag())
         pairs = _write_plan(tx, plan, moved, now)
         if change.request_id:
-            self._prune_requests(tx, now)
             tx.save_request(change.request_id, now, moved)
         self._log(tx, changes_of(pairs), now)
         return moved
 
     def _log(self, tx: WriteTx, changes: list[Change], now: int) -> None:
         """Log the write's events, last in its transaction (the revision counter's lock is
-        held from there to commit); drop events past retention at most once a minute."""
-        if self._event_pruning.due(now):
-            gone = tx.prune_events(at_up_to=now - self._history_us)
-            if gone:
-                _LOGGER.info("pruned %d events older than the retained history", gone)
+        held from there to commit)."""
         tx.append_events(changes, now)
-
-    def _prune_requests(self, tx: WriteTx, now: int) -> None:
-        if not self._request_pruning.due(now):
-            return
-        gone = tx.prune_requests(created_up_to=now - REQUEST_ID_TTL_US)
-        if gone:
-            _LOGGER.info("pruned %d expired request ids", gone)
 
     def delete_state(self, contact_phone: str, workspace_id: str,
                      scope: Scope = EVERY_WORKSPACE, business_scoped_user_id: str = "") -> bool:
@@ -191,6 +158,11 @@ class SarahService:
                 key.contact_phone if holders.by_phone is None else "",
                 key.business_scoped_user_id if holders.by_bsuid is None else ""))
             return False
+        self._erase(old, tx)
+        return True
+
+    def _erase(self, old: Lead, tx: WriteTx) -> None:
+        """DeleteState's erasure of the stored lead `old`, locked in this transaction."""
         tx.delete_requests(old.key)
         tx.delete_lead(old)
         deltas = CountDeltas()
@@ -200,6 +172,47 @@ class SarahService:
         # (keys only) is all that stays.
         tx.erase_events(old.key)
         self._log(tx, changes_of([(old, None)]), self._clock())
+
+    # Housekeeping's units of work (core/housekeeping.py runs them, a batch at a time).
+
+    def history_end(self) -> int | None:
+        """The newest revision past the retained history: retention removes every event
+        up to it. None if nothing is past it."""
+        return self._repo.newest_past(self._clock() - self._history_us)
+
+    def prune_history(self, through: int, limit: int) -> int:
+        """Remove up to `limit` of the oldest events at or below revision `through`, in one
+        short write; how many went."""
+        return self._repo.write(lambda tx: tx.prune_events(through, limit))
+
+    def prune_requests(self, limit: int) -> int:
+        """Forget up to `limit` request ids past their 24 hours, in one short write."""
+        created_up_to = self._clock() - REQUEST_ID_TTL_US
+        return self._repo.write(lambda tx: tx.prune_requests(created_up_to, limit))
+
+    def inactive_leads(self, limit: int) -> list[LeadKey]:
+        """Up to `limit` leads with no message for SARAH_PURGE_INACTIVE_DAYS, the longest
+        silent first; none when the purge is off. A lead that never had a message counts
+        from its creation: a create stamps last_message_at."""
+        if self._purge_us is None:
+            return []
+        return self._repo.inactive(self._clock() - self._purge_us, limit)
+
+    def purge(self, key: LeadKey) -> bool:
+        """Erase the lead `key` names as DeleteState does, if it is still inactive when
+        locked (a message may have come since it was listed); True if it was erased. A
+        lead another replica erased first is simply not found."""
+        return self._repo.write(functools.partial(self._purge, key))
+
+    def _purge(self, key: LeadKey, tx: WriteTx) -> bool:
+        if self._purge_us is None:
+            return False
+        tx.lock_keys([key])
+        old = identity.meant(key, tx.lock_holders(key))
+        if old is None or old.last_message_at is None or \
+                old.last_message_at >= self._clock() - self._purge_us:
+            return False
+        self._erase(old, tx)
         return True
 
     def list_leads(self, query: ListQuery,

@@ -34,7 +34,7 @@ import peewee
 from server.core.changes import Change, Event
 from server.core.domain import Lead, LeadKey
 from server.storage.database import is_sqlite
-from server.storage.models import LeadEventRow, LogHead
+from server.storage.models import LeadEventRow
 
 CHANNEL = "sarah_log"
 _ROWS_PER_INSERT = 50
@@ -108,18 +108,4 @@ def erase(db: peewee.Database, key: LeadKey) -> None:
                           (e.business_scoped_user_id, key.business_scoped_user_id)):
         if value:
             e.delete().where((e.workspace_id == key.workspace_id) & (column == value)).execute()
-
-
-def prune(db: peewee.Database, at_up_to: int) -> int:
-    """Remove the events committed at or before `at_up_to`, and remember the newest revision
-    removed, below which a watcher can no longer resume; how many went."""
-    e = LeadEventRow
-    newest = e.select(peewee.fn.MAX(e.revision)).where(e.at <= at_up_to).scalar()
-    if newest is None:
-        return 0
-    gone = int(e.delete().where(e.revision <= newest).execute())
-    LogHead.update(pruned_through=peewee.fn.MAX(LogHead.pruned_through, newest)
-                   if is_sqlite(db) else peewee.fn.GREATEST(LogHead.pruned_through, newest)
-                   ).where(LogHead.id == 1).execute()
-    return gone
 

@@ -21,7 +21,7 @@ from server.core.counts import CountDeltas, CountRow
 from server.core.domain import Lead, LeadFilter, LeadKey
 from server.core.errors import Unavailable
 from server.core.identity import Holders
-from server.storage import changelog
+from server.storage import changelog, retention
 from server.storage.database import LOCK_WAIT_MS, is_sqlite
 from server.storage.errors import database_errors
 from server.storage.models import ConversationRow, LeadCount, UpsertRequestRow, bind_models
@@ -207,9 +207,10 @@ class WriteTx:
         """Remove the logged events of the lead holding `key` (erasure)."""
         changelog.erase(self._db, key)
 
-    def prune_events(self, at_up_to: int) -> int:
-        """Remove the events committed at or before `at_up_to`; how many went."""
-        return changelog.prune(self._db, at_up_to)
+    def prune_events(self, through: int, limit: int) -> int:
+        """Remove up to `limit` of the oldest events at or below revision `through` (and
+        remember them as pruned); how many went."""
+        return retention.prune_events(self._db, through, limit)
 
     def find_request(self, key: LeadKey, request_id: str, since: int) -> Lead | None:
         """The lead a request_id left, saved after `since` under either key of `key`."""
@@ -232,10 +233,9 @@ class WriteTx:
             "request_id": request_id, "created_at": created_at, "result": _lead_to_json(lead),
         })
 
-    def prune_requests(self, created_up_to: int) -> int:
-        """Forget every request saved at or before `created_up_to`; how many went."""
-        return int(UpsertRequestRow.delete()
-                   .where(UpsertRequestRow.created_at <= created_up_to).execute())
+    def prune_requests(self, created_up_to: int, limit: int) -> int:
+        """Forget up to `limit` requests saved at or before `created_up_to`; how many went."""
+        return retention.prune_requests(self._db, created_up_to, limit)
 
     def delete_requests(self, key: LeadKey) -> None:
         """Forget every request saved under either key of `key`."""
@@ -346,6 +346,16 @@ class Repository:
         """Up to `limit` logged events after `revision`, in order."""
         with self._session():
             return changelog.after(self._db, revision, limit)
+
+    def newest_past(self, at_up_to: int) -> int | None:
+        """The revision of the newest event committed at or before `at_up_to`, if any."""
+        with self._session():
+            return retention.newest_past(self._db, at_up_to)
+
+    def inactive(self, last_message_before: int, limit: int) -> list[LeadKey]:
+        """The keys of up to `limit` leads silent since before `last_message_before`."""
+        with self._session():
+            return retention.inactive(self._db, last_message_before, limit)
 
     def page(self, lead_filter: LeadFilter, order_key: str,
              after: tuple[int, str, str, str] | None, limit: int) -> tuple[list[Lead], int]:

@@ -13,7 +13,7 @@ from deploy import ROOT
 
 RPCS = ("GetState", "UpsertState", "ListLeads", "GetStats", "DeleteState")
 TINY = ["--duration", "0.3", "--warmup", "0", "--leads", "60,400", "--deep-page", "5",
-        "--soak-minutes", "0.05", "--watchers", "20"]
+        "--soak-minutes", "0.05", "--watchers", "20", "--retention-backlog", "3000"]
 
 
 def _rows(output: str, first_header: str) -> list[list[str]]:
@@ -83,3 +83,11 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
     cost = costs["req/s with 20 watchers / mean without"]
     assert float(cost[1]) > 0 and cost[2] == ">= 0.90", cost
     assert re.match(r"pass|short by ", cost[3]), cost
+
+    retention = {row[0]: row for row in _rows(out, "UpsertState over gRPC, retention")}
+    assert set(retention) == {"backlog kept", "backlog being removed"}
+    for row in retention.values():
+        assert row[1] == "3000" and float(row[2]) > 0 and row[5] == "0", row
+    assert retention["backlog kept"][6] == "3000"  # within the history: nothing removed
+    assert int(retention["backlog being removed"][6]) < 3000  # housekeeping at work
+    assert re.search(r"p99 while removing / kept: \d+\.\d\d \(batches of 500 rows", out)

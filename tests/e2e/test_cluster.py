@@ -26,8 +26,9 @@ _request_ids = itertools.count()
 
 
 class Cluster:
-    def __init__(self, workdir: Path, database_url: str):
+    def __init__(self, workdir: Path, database_url: str, env: dict[str, str] | None = None):
         self.database_url = database_url
+        self.env = env
         self.ports = [free_port() for _ in range(3)]
         self.replicas = {port: self._start(port) for port in self.ports}
         self.envoy = EnvoyProcess(self.ports, workdir, eject_failing=True)
@@ -35,7 +36,7 @@ class Cluster:
 
     def _start(self, port: int) -> ServerProcess:
         return ServerProcess("--listen", f"127.0.0.1:{port}", "--database-url",
-                             self.database_url, "--drain-seconds", "2")
+                             self.database_url, "--drain-seconds", "2", env=self.env)
 
     def restart(self, port: int) -> None:
         self.replicas[port] = self._start(port)

@@ -16,8 +16,8 @@ from tests.support.ports import free_port
 from tests.support.processes import ServerProcess
 from tests.support.waiting import wait_until
 
-# About 0.9 s of history. The log is pruned at a process's first write and then once a
-# minute, so a restarted server prunes what the one before it wrote.
+# About 0.9 s of history. Housekeeping runs as a server starts and then once a minute, so
+# a restarted server prunes what the one before it wrote.
 _RETENTION = {"SARAH_HISTORY_DAYS": "0.00001"}
 
 
@@ -41,7 +41,8 @@ def test_watch_from_a_pruned_revision_is_a_json_400(
         # stopped one, and this write must be made once.
         with SarahClient(server.target, timeout=10) as sarah:
             sarah.upsert_state(contact_phone="+6281234567999")
-        assert query(url, "SELECT revision, pruned_through FROM log_head") == [(4, 3)]
+        wait_until(lambda: query(url, "SELECT revision, pruned_through FROM log_head")
+                   == [(4, 3)], 20, "the restarted server to prune revisions 1-3")
         answers: list[tuple[int, object]] = []
 
         def answered() -> bool:  # a read: asked again while Envoy finds no healthy upstream

@@ -1,5 +1,6 @@
 """`python -m server` as an operator runs it: grpcurl, health, logs, flags, graceful shutdown."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -132,6 +133,12 @@ def test_a_burst_of_signals_does_not_hang_the_server(
         (["--default-region", "XX"], "unknown phone region"),
         (["--threads", "zero"], "--threads"),
         (["--database-url", "nosuch://x/y"], "unsupported database URL"),
+        (["--purge-inactive-days", "0"], "--purge-inactive-days: must be a number of days above 0"),
+        (["--purge-inactive-days", "-30"], "--purge-inactive-days: must be a number of days"),
+        (["--purge-inactive-days", "soon"], "--purge-inactive-days: expected a number of days"),
+        (["--history-days", "0"], "--history-days: must be a number of days above 0"),
+        (["--history-days", "inf"], "--history-days: must be a number of days above 0"),
+        (["--housekeeping-seconds", "0"], "--housekeeping-seconds must be above 0"),
     ],
 )
 def test_bad_configuration_fails_clearly(args, says, tmp_path) -> None:
@@ -139,6 +146,14 @@ def test_bad_configuration_fails_clearly(args, says, tmp_path) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bad_purge_setting_in_the_environment_fails_clearly() -> None:
+    done = subprocess.run([sys.executable, "-m", "server", "--listen", "127.0.0.1:0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "SARAH_PURGE_INACTIVE_DAYS": "-1"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--purge-inactive-days: must be a number of days above 0, got '-1'" in done.stderr
 
 
 def test_environment_variables_configure_the_server(database_url) -> None:

@@ -13,8 +13,11 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
+from server.core.service import now_us
 from tests.support.databases import query
+from tests.support.helpers import DAY_US, Clock
 from tests.support.servers import serving
+from tests.support.waiting import wait_until
 
 PHONE = "+6281234567890"
 OTHER = "+6281234567891"
@@ -205,33 +208,24 @@ def test_a_watcher_resumes_after_a_restart(database_url: str, tmp_path: Path) ->
 
 def test_a_watcher_resuming_from_a_pruned_revision_gets_out_of_range(
         database_url: str) -> None:
-    # A retention of ~0.9 s. The log is pruned at a process's first write and then once a
-    # minute, so a second server over the same database prunes what the first wrote.
-    config = Config(listen="127.0.0.1:0", database_url=database_url, history_days=1e-5)
-    with serving(database_url, history_days=1e-5) as first, \
-            grpc.insecure_channel(f"127.0.0.1:{first.port}") as ch:
+    clock = Clock(now_us())
+    with serving(database_url, clock=clock, history_days=1, housekeeping_seconds=0.05
+                 ) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         stub = sarah_pb2_grpc.SarahServiceStub(ch)
         for i in range(3):
             stub.UpsertState(pb.UpsertStateRequest(contact_phone=_phone(i)), timeout=10)
-    time.sleep(1.2)  # revisions 1-3 are now past retention
-    server = create_server(config)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-            stub = sarah_pb2_grpc.SarahServiceStub(ch)
-            stub.UpsertState(pb.UpsertStateRequest(contact_phone=_phone(3)), timeout=10)
-            assert query(database_url, "SELECT revision FROM lead_event") == [(4,)]
-            assert query(database_url, "SELECT revision, pruned_through FROM log_head") == [
-                (4, 3)]
-            for since in (0, 2):
-                with pytest.raises(grpc.RpcError) as err:
-                    next(stub.WatchLeads(pb.WatchLeadsRequest(since_revision=since),
-                                         timeout=10))
-                assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE, since
-                assert "list again" in err.value.details()
-            # Every event after 3 is retained: resuming there still works.
-            stream = stub.WatchLeads(pb.WatchLeadsRequest(since_revision=3), timeout=30)
-            assert [e.revision for e in _take(stream, 1)] == [4]
-            stream.cancel()
-            assert stub.ListLeads(pb.ListLeadsRequest(), timeout=10).revision == 4
-    finally:
-        server.shutdown(grace=None)
+        clock.now += DAY_US + 1  # revisions 1-3 are now past retention
+        stub.UpsertState(pb.UpsertStateRequest(contact_phone=_phone(3)), timeout=10)
+        wait_until(lambda: query(database_url, "SELECT revision, pruned_through FROM log_head")
+                   == [(4, 3)], 20, "housekeeping to prune revisions 1-3")
+        assert query(database_url, "SELECT revision FROM lead_event") == [(4,)]
+        for since in (0, 2):
+            with pytest.raises(grpc.RpcError) as err:
+                next(stub.WatchLeads(pb.WatchLeadsRequest(since_revision=since), timeout=10))
+            assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE, since
+            assert "list again" in err.value.details()
+        # Every event after 3 is retained: resuming there still works.
+        stream = stub.WatchLeads(pb.WatchLeadsRequest(since_revision=3), timeout=30)
+        assert [e.revision for e in _take(stream, 1)] == [4]
+        stream.cancel()
+        assert stub.ListLeads(pb.ListLeadsRequest(), timeout=10).revision == 4

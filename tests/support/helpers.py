@@ -15,6 +15,17 @@ KAPSO_BODY = {
     "language": "id", "message_count": 3,
 }
 PHONE = "+6281234567890"
+DAY_US = 24 * 3600 * 1_000_000
+
+
+class Clock:
+    """A service clock the test sets (microseconds since the epoch)."""
+
+    def __init__(self, now: int = 1_000_000_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
 
 
 def upsert(stub: sarah_pb2_grpc.SarahServiceStub, **fields: object) -> pb.Conversation:

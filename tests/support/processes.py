@@ -104,11 +104,12 @@ class ServerProcess:
         return self.log
 
 
-def start_workers(count: int, database_url: str, *args: str) -> ServerProcess:
+def start_workers(count: int, database_url: str, *args: str,
+                  env: dict[str, str] | None = None) -> ServerProcess:
     """`python -m server --workers count` on `count` consecutive free ports (its `ports`),
     started once every worker logs its address: a connection could not tell, as its own
     local port could be one of them."""
     base = free_ports(count)[0]
     return ServerProcess("--workers", str(count), "--listen", f"127.0.0.1:{base}",
                          "--database-url", database_url, "--metrics-listen", "", *args,
-                         listeners=count)
+                         env=env, listeners=count)

@@ -1,22 +1,23 @@
 """An in-process SarahService on a free loopback port, shut down however the block ends."""
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from server.app import RunningServer, create_server
 from server.config import Config
+from server.core.service import now_us
 
 
 @contextlib.contextmanager
 def serving(database_url: str, credentials: grpc.ServerCredentials | None = None,
-            **settings: Any) -> Iterator[RunningServer]:
+            clock: Callable[[], int] = now_us, **settings: Any) -> Iterator[RunningServer]:
     """create_server on 127.0.0.1:0 with `settings` as Config fields, over TLS with
-    `credentials`."""
+    `credentials`, and the service's `clock`."""
     server = create_server(Config(listen="127.0.0.1:0", database_url=database_url, **settings),
-                           credentials)
+                           credentials, clock=clock)
     try:
         yield server
     finally:

@@ -1,5 +1,6 @@
 """The upsert's unit of work on a SQLite file, with a fake clock: idempotency, the 24-hour
-request_id window and the prune cadence (a file, not a socket, so it stays a unit test)."""
+request_id window, and expired records left to housekeeping (a file, not a socket, so it
+stays a unit test)."""
 
 import sqlite3
 from collections.abc import Iterator
@@ -8,26 +9,20 @@ from pathlib import Path
 import pytest
 
 from server.core.domain import LeadFilter, Patch
-from server.core.service import PRUNE_EVERY_US, REQUEST_ID_TTL_US, SarahService
+from server.core.housekeeping import Housekeeping, Swept
+from server.core.service import REQUEST_ID_TTL_US, SarahService
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.repository import Repository
+from tests.support.helpers import Clock
 
 PHONE = "+6281234567890"
 _SECOND = 1_000_000
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000_000_000
-
-    def __call__(self) -> int:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> _Clock:
-    return _Clock()
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
@@ -36,7 +31,7 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def service(db_path: Path, clock: _Clock) -> Iterator[SarahService]:
+def service(db_path: Path, clock: Clock) -> Iterator[SarahService]:
     db = open_database(f"sqlite:///{db_path}", pool_size=2)
     migrate(db)
     repo = Repository(db)
@@ -58,7 +53,7 @@ def _request_ids(db_path: Path) -> list[str]:
 
 
 def test_a_repeated_request_id_returns_the_first_result_and_writes_nothing(
-        service: SarahService, clock: _Clock) -> None:
+        service: SarahService, clock: Clock) -> None:
     first = service.upsert_state(Patch(contact_phone=PHONE, add_messages=1, request_id="r1"))
     clock.now += _SECOND
     again = service.upsert_state(Patch(contact_phone=PHONE, add_messages=1, request_id="r1"))
@@ -71,7 +66,7 @@ def test_without_a_request_id_every_call_applies(service: SarahService) -> None:
     assert [_add_one(service) for _ in range(3)] == [1, 2, 3]
 
 
-def test_a_request_id_is_remembered_for_24_hours(service: SarahService, clock: _Clock) -> None:
+def test_a_request_id_is_remembered_for_24_hours(service: SarahService, clock: Clock) -> None:
     assert _add_one(service, "r1") == 1
     clock.now += REQUEST_ID_TTL_US - 1
     assert _add_one(service, "r1") == 1
@@ -79,23 +74,22 @@ def test_a_request_id_is_remembered_for_24_hours(service: SarahService, clock: _
     assert _add_one(service, "r1") == 2
 
 
-def test_expired_request_ids_are_pruned_at_most_once_a_minute(
-        service: SarahService, clock: _Clock, db_path: Path) -> None:
-    start = clock.now
-    _add_one(service, "r1")  # the first write prunes (nothing yet)
-    clock.now = start + REQUEST_ID_TTL_US - 30 * _SECOND
-    _add_one(service, "r2")  # a minute since: prunes, but r1 is not expired yet
-    clock.now = start + REQUEST_ID_TTL_US + _SECOND
-    _add_one(service, "r3")  # r1 has expired, but the last prune is 31 s old
-    assert _request_ids(db_path) == ["r1", "r2", "r3"]
-    clock.now = start + REQUEST_ID_TTL_US - 30 * _SECOND + PRUNE_EVERY_US
-    _add_one(service, "r4")
-    assert _request_ids(db_path) == ["r2", "r3", "r4"]
+def test_writes_leave_expired_request_ids_to_housekeeping_which_forgets_them_in_batches(
+        service: SarahService, clock: Clock, db_path: Path) -> None:
+    for i in range(5):
+        _add_one(service, f"r{i}")
+    clock.now += REQUEST_ID_TTL_US + 1
+    _add_one(service, "r5")  # a write removes nothing, however much has expired
+    assert _request_ids(db_path) == [f"r{i}" for i in range(6)]
+    assert [service.prune_requests(limit=2) for _ in range(4)] == [2, 2, 1, 0]
+    assert _request_ids(db_path) == ["r5"]
 
 
-def test_a_write_without_a_request_id_does_not_prune(
-        service: SarahService, clock: _Clock, db_path: Path) -> None:
-    _add_one(service, "r1")
-    clock.now += 2 * REQUEST_ID_TTL_US
-    _add_one(service)
-    assert _request_ids(db_path) == ["r1"]
+def test_a_sweep_goes_on_until_nothing_expired_is_left(
+        service: SarahService, clock: Clock, db_path: Path) -> None:
+    for i in range(5):
+        _add_one(service, f"r{i}")
+    clock.now += REQUEST_ID_TTL_US + 1
+    assert Housekeeping(service, batch=2).sweep() == Swept(requests=5)
+    assert _request_ids(db_path) == []
+    assert Housekeeping(service, batch=2).sweep() == Swept()
