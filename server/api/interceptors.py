@@ -189,10 +189,13 @@ _HANDLER_FACTORIES = {
 
 
 class VersionInterceptor(grpc.ServerInterceptor):
-    """Sends VERSION in the initial metadata of every call, of every shape, before the
-    handler runs: grpcurl -v and any client read it, rejected calls included (install it
-    outside the key check). gRPC reflection has no field for a version; this is where a
-    caller of the reflected API finds it."""
+    """Sends VERSION in the initial metadata of every call, of every shape: grpcurl -v and
+    any client read it, rejected calls included (install it outside the key check). gRPC
+    reflection has no field for a version; this is where a caller of the reflected API
+    finds it. A unary call sends it before the handler runs; a streaming one just before
+    its first message, so that a stream refused at once (WatchLeads' OUT_OF_RANGE) stays a
+    trailers-only answer, which Envoy's transcoder turns into an HTTP error status rather
+    than a 200 whose body is the error."""
 
     def intercept_service(self, continuation: _Continuation,
                           handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
@@ -202,7 +205,8 @@ class VersionInterceptor(grpc.ServerInterceptor):
         for shape, factory in _HANDLER_FACTORIES.items():
             behavior = getattr(handler, shape)
             if behavior is not None:
-                return factory(_versioned(behavior),
+                wrap = _versioned_stream if handler.response_streaming else _versioned
+                return factory(wrap(behavior),
                                request_deserializer=handler.request_deserializer,
                                response_serializer=handler.response_serializer)
         return handler
@@ -212,5 +216,17 @@ def _versioned(behavior: Any) -> Any:
     def versioned(request: Any, context: grpc.ServicerContext) -> Any:
         context.send_initial_metadata(_VERSION_METADATA)
         return behavior(request, context)
+
+    return versioned
+
+
+def _versioned_stream(behavior: Any) -> Any:
+    def versioned(request: Any, context: grpc.ServicerContext) -> Any:
+        responses = iter(behavior(request, context))
+        for first in responses:
+            context.send_initial_metadata(_VERSION_METADATA)
+            yield first
+            break
+        yield from responses
 
     return versioned
