@@ -189,13 +189,16 @@ _HANDLER_FACTORIES = {
 
 
 class VersionInterceptor(grpc.ServerInterceptor):
-    """Sends VERSION in the initial metadata of every call, of every shape: grpcurl -v and
+    """Adds VERSION to the trailing metadata of every call, of every shape: grpcurl -v and
     any client read it, rejected calls included (install it outside the key check). gRPC
     reflection has no field for a version; this is where a caller of the reflected API
-    finds it. A unary call sends it before the handler runs; a streaming one just before
-    its first message, so that a stream refused at once (WatchLeads' OUT_OF_RANGE) stays a
-    trailers-only answer, which Envoy's transcoder turns into an HTTP error status rather
-    than a 200 whose body is the error."""
+    finds it.
+
+    Trailing, not initial: initial metadata sent before the handler runs would commit the
+    response's headers at once, and Envoy retries a call on another replica only while it
+    has no response headers (a replica killed mid-call failed its calls); it would also
+    end a refused stream's trailers-only answer, which the transcoder needs to give an
+    HTTP error status."""
 
     def intercept_service(self, continuation: _Continuation,
                           handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
@@ -212,21 +215,26 @@ class VersionInterceptor(grpc.ServerInterceptor):
         return handler
 
 
+def _add_version(context: grpc.ServicerContext) -> None:
+    # After the handler: an error's abort_with_status has set its own trailers by then.
+    context.set_trailing_metadata((*(context.trailing_metadata() or ()), *_VERSION_METADATA))
+
+
 def _versioned(behavior: Any) -> Any:
     def versioned(request: Any, context: grpc.ServicerContext) -> Any:
-        context.send_initial_metadata(_VERSION_METADATA)
-        return behavior(request, context)
+        try:
+            return behavior(request, context)
+        finally:
+            _add_version(context)
 
     return versioned
 
 
 def _versioned_stream(behavior: Any) -> Any:
     def versioned(request: Any, context: grpc.ServicerContext) -> Any:
-        responses = iter(behavior(request, context))
-        for first in responses:
-            context.send_initial_metadata(_VERSION_METADATA)
-            yield first
-            break
-        yield from responses
+        try:
+            yield from behavior(request, context)
+        finally:
+            _add_version(context)
 
     return versioned

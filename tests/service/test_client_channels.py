@@ -115,7 +115,7 @@ class _Recorder(grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
                               request: Any) -> Any:
         outcome = continuation(details, request)
-        version = dict(outcome.initial_metadata() or ()).get(VERSION_HEADER)
+        version = dict(outcome.trailing_metadata() or ()).get(VERSION_HEADER)
         self.seen.append((details.method, version))
         return outcome
 
@@ -179,7 +179,7 @@ def test_sarah_timeout_sets_the_default_deadline(sqlite_server: RunningServer) -
 
 def test_the_cli_and_the_server_report_one_version(sqlite_server: RunningServer) -> None:
     assert _sarah("--version").stdout == f"sarah {VERSION}\n"
-    # grpcurl finds the method by reflection and shows the response's headers.
+    # grpcurl finds the method by reflection and shows the response's trailers.
     shown = subprocess.run(
         [GRPCURL, "-plaintext", "-v", f"127.0.0.1:{sqlite_server.port}",
          "sarah.v1.SarahService/GetStats"], capture_output=True, text=True, timeout=60)

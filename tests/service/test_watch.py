@@ -232,18 +232,18 @@ def test_a_watcher_resuming_from_a_pruned_revision_gets_out_of_range(
         assert stub.ListLeads(pb.ListLeadsRequest(), timeout=10).revision == 4
 
 
-def test_a_stream_carries_the_version_header_and_a_refused_one_has_none(
+def test_a_stream_carries_the_version_and_a_refused_one_is_trailers_only(
         wstub: sarah_pb2_grpc.SarahServiceStub) -> None:
-    """The sarah-version header comes with a stream's first event; a stream refused at
-    once (here a bad workspace) stays a trailers-only answer, which Envoy's transcoder
-    needs to give an HTTP error status (test_watch_retention.py)."""
+    """sarah-version comes in a stream's trailers; a stream refused at once (here a bad
+    workspace) sends no headers before its status, the trailers-only answer Envoy's
+    transcoder needs to give an HTTP error status (test_watch_retention.py)."""
     stream = wstub.WatchLeads(pb.WatchLeadsRequest(since_revision=0), timeout=30)
     wstub.UpsertState(pb.UpsertStateRequest(contact_phone=PHONE), timeout=10)
     assert [e.kind for e in _take(stream, 1)] == [pb.upserted]
-    assert ("sarah-version", VERSION) in tuple(stream.initial_metadata())
     stream.cancel()
     refused = wstub.WatchLeads(pb.WatchLeadsRequest(workspace_id="bad id!"), timeout=10)
     with pytest.raises(grpc.RpcError) as err:
         next(refused)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "sarah-version" not in dict(refused.initial_metadata())
+    assert not refused.initial_metadata()
+    assert ("sarah-version", VERSION) in tuple(refused.trailing_metadata())
