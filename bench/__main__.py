@@ -21,6 +21,7 @@ from bench import h2load, report
 from bench.run import Options, Results, run_main, run_scale
 from bench.seed import seed
 from bench.soak import run_soak
+from bench.watch import WatchResults, run_cost, run_latency
 from bench.workload import RPCS
 from server.config import Config
 
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Envoy worker threads (default: the machine's CPUs)")
     p.add_argument("--rpcs", type=_rpcs, default=list(RPCS),
                    help=f"RPCs of the main table (default {','.join(RPCS)})")
+    p.add_argument("--watchers", type=int, default=200,
+                   help="open WatchLeads streams whose cost to UpsertState is measured "
+                        "(default 200)")
     p.add_argument("--keep", action="store_true",
                    help="keep the work folder (databases, logs, h2load logs)")
     return p.parse_args(argv)
@@ -98,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         small = min(dbs)
         run_main(opts, dbs[small], small, results)
         run_scale(opts, dbs, results)
+        watch = WatchResults()
+        run_latency(opts, dbs[small], watch)
+        run_cost(opts, dbs[small], args.watchers, watch)
         soak = None
         if args.soak_minutes > 0:
             soak = run_soak(dbs[small], small, args.soak_minutes * 60, opts.concurrency,
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         *report.main_table(opts, results), "",
         *report.ceiling_table(opts, results), "",
         *report.scale_table(opts, results), "",
+        *report.watch_tables(watch), "",
         *report.soak_lines(soak), "",
         f"bench finished in {(time.monotonic() - started) / 60:.1f} min",
     ]

@@ -57,9 +57,15 @@ def real_server(db: Path, workdir: Path, server_args: list[str], name: str = "se
                 ) -> GrpcServer:
     """`python -m server`, as an operator starts it, on free ports over `db`; with
     `--workers N` among `server_args`, worker i on the first port + i."""
+    return server_on(f"sqlite:///{db}", workdir, server_args, name)
+
+
+def server_on(database_url: str, workdir: Path, server_args: list[str], name: str
+              ) -> GrpcServer:
+    """`python -m server` over any database (a PostgreSQL replica among several)."""
     ports = free_ports(_workers(server_args))
     argv = [sys.executable, "-m", "server", "--listen", f"127.0.0.1:{ports[0]}",
-            "--database-url", f"sqlite:///{db}",
+            "--database-url", database_url,
             # Metrics stay on, as in production, on a free port rather than the default.
             "--metrics-listen", "127.0.0.1:0", *server_args]
     return GrpcServer(name, argv, ports, workdir)

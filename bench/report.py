@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.run import Measured, Options, Results
 from bench.soak import GROWTH_TARGET, Soak
+from bench.watch import AT_LEAST_WITH_WATCHERS, LATENCY_TARGET_MS, Watched, WatchResults
 from deploy import ROOT
 
 # Targets of issue 7, as ratios measured in the same run at the same concurrency.
@@ -120,6 +121,54 @@ def scale_table(opts: Options, results: Results) -> list[str]:
                        f"<= {AT_MOST_DEEP_OF_FIRST:.2f}",
                        verdict(ratio, AT_MOST_DEEP_OF_FIRST, False)])
     return lines + _table(["scale target", "ratio", "target", "result"], checks)
+
+
+def watch_tables(watch: WatchResults) -> list[str]:
+    """Commit-to-receipt latency beside its targets (x target: p99 over the target), and
+    UpsertState's rate with the watchers open over its rate without."""
+    header = ["watch latency, commit to receipt", "setup", "events", "p50 ms", "p99 ms",
+              "target p99", "x target", "result"]
+    rows = []
+    for lat in watch.latency:
+        target = LATENCY_TARGET_MS[lat.where]
+        ratio = _ratio(lat.p99_ms, target)
+        rows.append([lat.where, lat.setup, str(len(lat.samples_ms)), _ms(lat.p50_ms),
+                     _ms(lat.p99_ms), f"<= {target:g} ms", _fmt_ratio(ratio),
+                     verdict(ratio, 1.0, False)])
+    lines = _table(header, rows)
+    cost = watch.cost
+    if cost is None:
+        return lines
+    header = ["UpsertState over gRPC", "watchers", "req/s", "p50 ms", "p99 ms", "errors",
+              "server MiB", "Envoy MiB", "events read", "dropped", "server CPU-s",
+              "watchers CPU-s"]
+    n = str(cost.watchers)
+    rows = [
+        ["before", "0", *_figures(cost.alone[0]), "-", "-", "-", "-"],
+        ["with, every workspace", n, *_watched(cost.watched)],
+        ["with, another workspace", n, *_watched(cost.idle)],
+        ["after", "0", *_figures(cost.alone[1]), "-", "-", "-", "-"],
+    ]
+    errors = sum(m.errors for m in (*cost.alone, cost.watched.measured, cost.idle.measured))
+    checks = []
+    for name, watched in (("", cost.watched), (", another workspace", cost.idle)):
+        ratio = _ratio(watched.measured.result.rps, cost.alone_rps)
+        result = (verdict(ratio, AT_LEAST_WITH_WATCHERS, True) if not errors
+                  else f"{errors} errors: figures invalid")
+        # The target is the watchers that see the writes; the idle row is what holding
+        # the streams alone costs, beside it.
+        target = f">= {AT_LEAST_WITH_WATCHERS:.2f}" if not name else "-"
+        checks.append([f"req/s with {n} watchers{name} / mean without", _fmt_ratio(ratio),
+                       target, result if not name else "-"])
+    return [*lines, "", *_table(header, rows), "",
+            f"(CPU-s: used by the server and by the watchers' own process during the "
+            f"{cost.watched.seconds:.1f} s of each run with watchers, warm-up included)", "",
+            *_table(["watchers target", "ratio", "target", "result"], checks)]
+
+
+def _watched(w: Watched) -> list[str]:
+    return [*_figures(w.measured), str(w.events), str(w.dropped), f"{w.server_cpu:.1f}",
+            f"{w.watchers_cpu:.1f}"]
 
 
 def soak_lines(soak: Soak | None) -> list[str]:

@@ -10,6 +10,7 @@ from client.aio import AsyncSarahClient
 from client.errors import describe
 from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT, RetryPolicy
 from client.sync import SarahClient
+from client.watching import RevisionTooOld, WatchGaveUp
 from sarah.v1 import sarah_pb2 as messages
 from sarah.v1.sarah_pb2_grpc import SarahAdminServiceStub, SarahServiceStub
 
@@ -18,9 +19,11 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "AsyncSarahClient",
     "RetryPolicy",
+    "RevisionTooOld",
     "SarahAdminServiceStub",
     "SarahClient",
     "SarahServiceStub",
+    "WatchGaveUp",
     "describe",
     "messages",
 ]

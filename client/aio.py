@@ -1,7 +1,8 @@
 """AsyncSarahClient: the asyncio twin of SarahClient, over grpc.aio."""
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -9,6 +10,7 @@ import grpc
 
 from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT, ClientSettings, RetryPolicy
 from client.requests import build, next_page
+from client.watching import DEFAULT_GIVE_UP_AFTER, Backoff, WatchPosition
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1.sarah_pb2_grpc import SarahAdminServiceStub, SarahServiceStub
 
@@ -134,3 +136,29 @@ class AsyncSarahClient:
         return await self._admin.ImportConversations(
             build(pb.ImportConversationsRequest, request, fields),
             timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    async def watch(
+        self, workspace_id: str | None = None, since_revision: int | None = None, *,
+        heartbeats: bool = False, give_up_after: float | None = DEFAULT_GIVE_UP_AFTER,
+    ) -> AsyncGenerator[pb.LeadEvent, None]:
+        """SarahClient.watch for asyncio: the same resumption, retries and errors."""
+        position = WatchPosition(workspace_id, since_revision)
+        if since_revision is None:
+            position.revision = (await self.get_stats(position.stats_request())).revision
+        backoff = Backoff(self.settings.retry, give_up_after)
+        while True:
+            position.start_attempt()
+            call = self._stub.WatchLeads(position.request(), metadata=self.settings.metadata)
+            ended: grpc.RpcError | None = None
+            try:
+                async for event in call:
+                    backoff.reset()
+                    if position.accept(event) and (heartbeats or event.kind != pb.heartbeat):
+                        yield event
+            except grpc.RpcError as err:
+                if not position.retryable(err):
+                    raise
+                ended = err
+            finally:
+                call.cancel()
+            await asyncio.sleep(backoff.next_delay(ended))

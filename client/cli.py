@@ -17,11 +17,12 @@ from rich.console import Console
 
 from client import render
 from client.errors import describe
-from client.formats import to_json, write_csv, write_jsonl
+from client.formats import event_line, to_json, write_csv, write_jsonl
 from client.identity import BSUID_KEY, CLEAR_PATHS, lead_key
 from client.importing import MAX_BATCH, ImportSummary, import_lines
 from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT
 from client.sync import SarahClient
+from client.watching import RevisionTooOld, WatchGaveUp
 from sarah.v1 import sarah_pb2 as pb
 
 _LOGGER = logging.getLogger(__name__)
@@ -284,6 +285,32 @@ def import_(client: SarahClient, file: BinaryIO, batch_size: int, as_json: bool)
             render.import_summary(render.console(), summary)
     if summary.rejected:
         raise click.exceptions.Exit(EXIT_REJECTED)
+
+
+@cli.command(epilog="Each line: revision, kind, the lead's key, workspace=, then state=, "
+             "temperature=, score= and changed= (the field paths the write changed). "
+             "Ctrl-C stops.")
+@_connected
+@click.option("--workspace", default=None, help="only this workspace (default: all)")
+@click.option("--since", type=click.IntRange(0, 2**63 - 1), default=None,
+              help="start after this revision (from a list's or stats' revision); "
+                   "default: from now on")
+@click.option("--heartbeats", is_flag=True, help="print heartbeats too")
+@_as_json
+def watch(client: SarahClient, workspace: str | None, since: int | None, heartbeats: bool,
+          as_json: bool) -> None:
+    """Print every change to the leads as it commits, one line each; a dropped connection
+    or a server restart is resumed where it stopped."""
+    try:
+        for event in client.watch(workspace, since, heartbeats=heartbeats):
+            line = json.dumps(to_json(event), ensure_ascii=False) if as_json else event_line(
+                event)
+            # click.echo flushes: a pipe reading this sees each change as it happens.
+            click.echo(line)
+    except (RevisionTooOld, WatchGaveUp) as err:
+        raise click.ClickException(str(err)) from None
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends
 
 
 def main() -> None:

@@ -83,3 +83,19 @@ def write_csv(leads: Iterable[pb.Conversation], out: TextIO) -> int:
         writer.writerow(flat(lead))
         count += 1
     return count
+
+
+def event_line(event: pb.LeadEvent) -> str:
+    """One change on one line, for `sarah watch`: revision, kind, the lead's key and
+    workspace, then (for an upsert) its state, temperature and score and what changed."""
+    kind = pb.EventKind.Name(event.kind)
+    if event.kind == pb.heartbeat:
+        return f"{event.revision} {kind}"
+    lead = event.conversation
+    key = lead.contact_phone or lead.business_scoped_user_id
+    line = f"{event.revision} {kind} {key} workspace={lead.workspace_id or '-'}"
+    if event.kind == pb.deleted:
+        return line
+    return (f"{line} state={pb.State.Name(lead.state)} "
+            f"temperature={pb.Temperature.Name(lead.lead_temperature)} "
+            f"score={lead.lead_score} changed={','.join(event.changed) or '-'}")

@@ -63,6 +63,8 @@ def stats(console: Console, response: pb.GetStatsResponse) -> None:
     table.add_row("avg_score", f"{response.avg_score:.1f}")
     for state, count in to_json(response.by_state).items():
         table.add_row(f"state {state}", str(count))
+    # Where `sarah watch --since` starts to miss nothing after these counts.
+    table.add_row("revision", str(response.revision))
     console.print(table)
 
 

@@ -1,7 +1,8 @@
 """SarahClient: the blocking client of SarahService and SarahAdminService."""
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -9,6 +10,7 @@ import grpc
 
 from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT, ClientSettings, RetryPolicy
 from client.requests import build, next_page
+from client.watching import DEFAULT_GIVE_UP_AFTER, Backoff, WatchPosition
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1.sarah_pb2_grpc import SarahAdminServiceStub, SarahServiceStub
 
@@ -136,3 +138,39 @@ class SarahClient:
         return self._admin.ImportConversations(
             build(pb.ImportConversationsRequest, request, fields),
             timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    def watch(
+        self, workspace_id: str | None = None, since_revision: int | None = None, *,
+        heartbeats: bool = False, give_up_after: float | None = DEFAULT_GIVE_UP_AFTER,
+    ) -> Generator[pb.LeadEvent, None, None]:
+        """Every change to the leads after `since_revision` (from now on if None), as it
+        commits, for as long as it is read; only `workspace_id`'s if given.
+
+        A dropped stream (a server restart, a lost connection, a watcher dropped for falling
+        behind) is resumed after the last revision seen, waiting as the client's RetryPolicy
+        says: nothing is skipped and nothing yielded twice. After `give_up_after` seconds of
+        failed attempts in a row (None: never) it raises WatchGaveUp; a revision the server
+        no longer retains raises RevisionTooOld: list again and watch from there. Heartbeats
+        are yielded only if `heartbeats` is true. Stop by breaking out of the loop."""
+        position = WatchPosition(workspace_id, since_revision)
+        if since_revision is None:
+            # Pin "now" to a revision, so that a stream dropped before its first event is
+            # still resumed exactly.
+            position.revision = self.get_stats(position.stats_request()).revision
+        backoff = Backoff(self.settings.retry, give_up_after)
+        while True:
+            position.start_attempt()
+            call = self._stub.WatchLeads(position.request(), metadata=self.settings.metadata)
+            ended: grpc.RpcError | None = None
+            try:
+                for event in call:
+                    backoff.reset()
+                    if position.accept(event) and (heartbeats or event.kind != pb.heartbeat):
+                        yield event
+            except grpc.RpcError as err:
+                if not position.retryable(err):
+                    raise
+                ended = err
+            finally:
+                call.cancel()
+            time.sleep(backoff.next_delay(ended))

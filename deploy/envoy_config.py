@@ -11,6 +11,7 @@ replies never drift apart between `make run`, `make cluster`, TLS, the tests and
 import copy
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ Config = dict[str, Any]
 ENVOY_YAML = ROOT / "envoy.yaml"
 _LISTENER = "sarah_http"
 _UPSTREAM = "sarah_grpc"
-_TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _TLS_CONTEXT = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 # Eject a replica that keeps failing (beyond what the health check sees) for a while; never
 # more than one of three at once.
@@ -128,16 +128,26 @@ def with_tls(config: Config, cert_path: str, key_path: str,
 
 
 def with_absolute_descriptor(config: Config, root: Path = ROOT) -> Config:
-    """The transcoder's descriptor path, relative to Envoy's working folder in envoy.yaml,
-    made absolute under `root`, so Envoy may start from any folder."""
+    """Every transcoder descriptor path (the filter's, and the per-route ones of streaming
+    routes), relative to Envoy's working folder in envoy.yaml, made absolute under `root`,
+    so Envoy may start from any folder."""
     changed = copy.deepcopy(config)
-    for chain in _listener(changed)["filter_chains"]:
-        for network_filter in chain["filters"]:
-            for http_filter in network_filter["typed_config"].get("http_filters", []):
-                if http_filter["name"] == _TRANSCODER:
-                    typed = http_filter["typed_config"]
-                    typed["proto_descriptor"] = str(root / typed["proto_descriptor"])
+    for node in _walk(changed):
+        path = node.get("proto_descriptor")
+        if isinstance(path, str) and not Path(path).is_absolute():
+            node["proto_descriptor"] = str(root / path)
     return changed
+
+
+def _walk(node: object) -> Iterator[dict[str, Any]]:
+    """Every mapping in a loaded YAML document, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
 
 
 def envoy_binary() -> str:

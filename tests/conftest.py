@@ -12,10 +12,10 @@ import grpc
 import pytest
 
 from sarah.v1 import sarah_pb2_grpc
-from server.app import RunningServer, create_server
-from server.config import Config
+from server.app import RunningServer
 from tests.support.databases import empty_tables, fresh_postgres_database, postgres_server
 from tests.support.processes import ServerProcess
+from tests.support.servers import serving
 
 
 @pytest.fixture(scope="session")
@@ -47,18 +47,15 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 @pytest.fixture
 def running(database_url: str) -> Iterator[RunningServer]:
-    server = create_server(Config(listen="127.0.0.1:0", database_url=database_url))
-    yield server
-    server.shutdown(grace=None)
+    with serving(database_url) as server:
+        yield server
 
 
 @pytest.fixture
 def sqlite_server(tmp_path: Path) -> Iterator[RunningServer]:
     """A server on a SQLite file only, for tests whose subject is not the database."""
-    server = create_server(
-        Config(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 'sarah.db'}"))
-    yield server
-    server.shutdown(grace=None)
+    with serving(f"sqlite:///{tmp_path / 'sarah.db'}") as server:
+        yield server
 
 
 @pytest.fixture

@@ -47,26 +47,35 @@ def _bad_request(exc: InvalidArgument) -> status_pb2.Status:
     )
 
 
+# Each kind of error and its code, most specific first (SarahError is the catch-all of the
+# domain's refusals).
+_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (Undecodable, grpc.StatusCode.INVALID_ARGUMENT),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (EtagMismatch, grpc.StatusCode.ABORTED),
+    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (SarahError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def _code_of(exc: Exception) -> grpc.StatusCode | None:
+    """The status code `exc` stands for; None for a bug."""
+    if isinstance(exc, InvalidArgument):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return next((code for kind, code in _CODES if isinstance(exc, kind)), None)
+
+
 def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     """End the call with the status that `exc` stands for."""
     if isinstance(exc, InvalidArgument):
+        # With google.rpc.BadRequest details naming every bad field.
         context.abort_with_status(rpc_status.to_status(_bad_request(exc)))
-    if isinstance(exc, Undecodable):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, PermissionDenied):
-        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-    if isinstance(exc, NotFound):
-        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-    if isinstance(exc, EtagMismatch):
-        context.abort(grpc.StatusCode.ABORTED, str(exc))
-    if isinstance(exc, OutOfRange):
-        context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
-    if isinstance(exc, ResourceExhausted):
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-    if isinstance(exc, Unavailable):
-        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-    if isinstance(exc, SarahError):
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    code = _code_of(exc)
+    if code is not None:
+        context.abort(code, str(exc))
     # A bug: the caller gets no traceback, the log gets all of it.
     _LOGGER.exception("unexpected error")
     context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")

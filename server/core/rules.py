@@ -47,14 +47,24 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= _SHOWN else value[:_SHOWN] + "…")
 
 
+# gRPC refuses a status over 8 KiB (message and details together): past this many
+# problems the caller would get RESOURCE_EXHAUSTED instead of the fields that are wrong.
+_MAX_VIOLATIONS = 20
+
+
 class _Violations:
-    """Collects every bad field of a request, so one error names them all."""
+    """Collects every bad field of a request, so one error names them all (the first
+    _MAX_VIOLATIONS of them, and how many more there were)."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
+        self._unlisted = 0
 
     def add(self, field: str, why: str) -> None:
-        self.items.append((field, why))
+        if len(self.items) < _MAX_VIOLATIONS:
+            self.items.append((field, why))
+        else:
+            self._unlisted += 1
 
     def check_range(self, field: str, value: int | None, low: int, high: int) -> None:
         if value is not None and not low <= value <= high:
@@ -72,6 +82,9 @@ class _Violations:
             self.add(field, "must not contain NUL characters")
 
     def raise_if_any(self) -> None:
+        if self._unlisted:
+            field = self.items[-1][0]
+            self.items.append((field, f"and {self._unlisted} more problems not listed"))
         if self.items:
             raise InvalidArgument(self.items)
 

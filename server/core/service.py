@@ -46,6 +46,23 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+class _AtMostEvery:
+    """Says when a periodic chore inside a write is due: the first time, then once per
+    `interval_us` of the injected clock. A clock set back makes it due at once rather
+    than waiting to catch up."""
+
+    def __init__(self, interval_us: int):
+        self._interval_us = interval_us
+        self._last: int | None = None
+
+    def due(self, now: int) -> bool:
+        last = self._last
+        if last is not None and 0 <= now - last < self._interval_us:
+            return False
+        self._last = now
+        return True
+
+
 class SarahService:
     """Conversation state of leads, independent of any transport."""
 
@@ -56,8 +73,8 @@ class SarahService:
         self._region = default_region
         self._clock = clock
         self._history_us = int(history_days * _DAY_US)
-        self._last_prune: int | None = None
-        self._last_log_prune: int | None = None
+        self._request_pruning = _AtMostEvery(PRUNE_EVERY_US)
+        self._event_pruning = _AtMostEvery(PRUNE_EVERY_US)
 
     def get_state(self, contact_phone: str, workspace_id: str,
                   scope: Scope = EVERY_WORKSPACE, business_scoped_user_id: str = "") -> Lead:
@@ -140,20 +157,15 @@ class SarahService:
     def _log(self, tx: WriteTx, changes: list[Change], now: int) -> None:
         """Log the write's events, last in its transaction (the revision counter's lock is
         held from there to commit); drop events past retention at most once a minute."""
-        last = self._last_log_prune
-        if last is None or not 0 <= now - last < PRUNE_EVERY_US:
-            self._last_log_prune = now
+        if self._event_pruning.due(now):
             gone = tx.prune_events(at_up_to=now - self._history_us)
             if gone:
                 _LOGGER.info("pruned %d events older than the retained history", gone)
         tx.append_events(changes, now)
 
     def _prune_requests(self, tx: WriteTx, now: int) -> None:
-        last = self._last_prune
-        # A clock set back (now < last) prunes at once rather than waiting to catch up.
-        if last is not None and 0 <= now - last < PRUNE_EVERY_US:
+        if not self._request_pruning.due(now):
             return
-        self._last_prune = now
         gone = tx.prune_requests(created_up_to=now - REQUEST_ID_TTL_US)
         if gone:
             _LOGGER.info("pruned %d expired request ids", gone)

@@ -146,6 +146,56 @@ _LEADS_BY_BSUID = (
     'ON "upsert_request" ("workspace_id", "business_scoped_user_id", "request_id")',
 )
 
+# v1 stored an Argentine number as "+54" + 10 digits; WhatsApp's mobile form, which the
+# phone rules store since v1.1, is "+549" + the same 10 digits. Numbers of area codes
+# (first digit 1 to 3) move to that form; 0800 and 0600 numbers (first digit 8 or 6) have
+# none and stay. Where v1 held both spellings as two leads, they become one: the "+549"
+# row is kept, its empty slots filled from the other, message counts summed, created_at
+# the earliest and last_message_at the latest; request records follow their lead.
+_OLD_AR = ("substr({t}.\"contact_phone\", 1, 3) = '+54' AND length({t}.\"contact_phone\") = 13 "
+           "AND substr({t}.\"contact_phone\", 4, 1) IN ('1', '2', '3')")
+_NEW_AR = ("substr({t}.\"contact_phone\", 1, 4) = '+549' AND length({t}.\"contact_phone\") = 14 "
+           "AND substr({t}.\"contact_phone\", 5, 1) IN ('1', '2', '3')")
+_TWIN = ('(SELECT {col} FROM "conversation" AS "old" '
+         'WHERE "old"."workspace_id" = "conversation"."workspace_id" '
+         'AND "old"."contact_phone" = \'+54\' || substr("conversation"."contact_phone", 5))')
+
+
+def _twin(column: str) -> str:
+    return _TWIN.format(col=f'"old"."{column}"')
+
+
+_ARGENTINE_MOBILE_FORM = (
+    'UPDATE "conversation" SET '
+    + ", ".join(
+        [f'"{slot}" = COALESCE("{slot}", {_twin(slot)})'
+         for slot in ("name", "business_type", "team_size", "goals")]
+        + [f'"pain_points" = CASE WHEN "pain_points" = \'[]\' THEN {_twin("pain_points")} '
+           'ELSE "pain_points" END',
+           f'"message_count" = "message_count" + {_twin("message_count")}',
+           f'"created_at" = CASE WHEN {_twin("created_at")} < "created_at" '
+           f'THEN {_twin("created_at")} ELSE "created_at" END',
+           f'"last_message_at" = CASE WHEN {_twin("last_message_at")} > "last_message_at" '
+           f'THEN {_twin("last_message_at")} ELSE "last_message_at" END'])
+    + " WHERE " + _NEW_AR.format(t='"conversation"') + f" AND EXISTS {_twin('id')}",
+    'DELETE FROM "conversation" WHERE ' + _OLD_AR.format(t='"conversation"')
+    + ' AND EXISTS (SELECT 1 FROM "conversation" AS "new" '
+    'WHERE "new"."workspace_id" = "conversation"."workspace_id" '
+    'AND "new"."contact_phone" = \'+549\' || substr("conversation"."contact_phone", 4))',
+    'UPDATE "conversation" SET "contact_phone" = \'+549\' || substr("contact_phone", 4) '
+    'WHERE ' + _OLD_AR.format(t='"conversation"'),
+    'DELETE FROM "upsert_request" WHERE ' + _OLD_AR.format(t='"upsert_request"')
+    + ' AND EXISTS (SELECT 1 FROM "upsert_request" AS "new" '
+    'WHERE "new"."workspace_id" = "upsert_request"."workspace_id" '
+    'AND "new"."business_scoped_user_id" = "upsert_request"."business_scoped_user_id" '
+    'AND "new"."request_id" = "upsert_request"."request_id" '
+    'AND "new"."contact_phone" = \'+549\' || substr("upsert_request"."contact_phone", 4))',
+    'UPDATE "upsert_request" SET "contact_phone" = \'+549\' || substr("contact_phone", 4) '
+    'WHERE ' + _OLD_AR.format(t='"upsert_request"'),
+    # A merge removed leads: count afresh, as migration 2 does.
+    *_LEAD_COUNTS[2:],
+)
+
 # The change log of WatchLeads: an event per lead a committed write touched, and the one
 # row that hands out revisions (repository.py says why a counter row, not a sequence).
 # The log starts empty at revision 0: leads stored before it have no events, and a
@@ -170,7 +220,8 @@ MIGRATIONS: list[tuple[int, str, Sequence[str]]] = [
     (2, "lead counts for GetStats", _LEAD_COUNTS),
     (3, "indexes for lists across workspaces", _INDEXES_ACROSS_WORKSPACES),
     (4, "leads by BSUID, username, phone optional", _LEADS_BY_BSUID),
-    (5, "change log for WatchLeads", _CHANGE_LOG),
+    (5, "Argentine numbers in WhatsApp's mobile form", _ARGENTINE_MOBILE_FORM),
+    (6, "change log for WatchLeads", _CHANGE_LOG),
 ]
 LATEST = MIGRATIONS[-1][0]
 

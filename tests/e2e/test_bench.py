@@ -13,7 +13,7 @@ from deploy import ROOT
 
 RPCS = ("GetState", "UpsertState", "ListLeads", "GetStats", "DeleteState")
 TINY = ["--duration", "0.3", "--warmup", "0", "--leads", "60,400", "--deep-page", "5",
-        "--soak-minutes", "0.05"]
+        "--soak-minutes", "0.05", "--watchers", "20"]
 
 
 def _rows(output: str, first_header: str) -> list[list[str]]:
@@ -61,3 +61,25 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
         assert float(row[1]) > 0 and re.match(r"pass|over by ", row[3]), row
 
     assert re.search(r"growth [+-]\d+\.\d%, target <= 5%: (pass|over by )", out)
+
+    latency = {row[0]: row for row in _rows(out, "watch latency")}
+    assert set(latency) == {"one process", "across replicas"}
+    for where, target in (("one process", "<= 20 ms"), ("across replicas", "<= 100 ms")):
+        events, p50, p99, shown, ratio, result = latency[where][2:]
+        assert int(events) > 0 and 0 <= float(p50) <= float(p99), latency[where]
+        assert shown == target and float(ratio) >= 0, latency[where]
+        assert re.match(r"pass|over by ", result), latency[where]
+
+    writers = {row[0]: row for row in _rows(out, "UpsertState over gRPC")}
+    assert {name: row[1] for name, row in writers.items()} == {
+        "before": "0", "with, every workspace": "20", "with, another workspace": "20",
+        "after": "0"}
+    for row in writers.values():
+        assert float(row[2]) > 0 and row[5] == "0", row
+    assert int(writers["with, every workspace"][8]) > 0
+    costs = {row[0]: row for row in _rows(out, "watchers target")}
+    assert set(costs) == {"req/s with 20 watchers / mean without",
+                          "req/s with 20 watchers, another workspace / mean without"}
+    cost = costs["req/s with 20 watchers / mean without"]
+    assert float(cost[1]) > 0 and cost[2] == ">= 0.90", cost
+    assert re.match(r"pass|short by ", cost[3]), cost

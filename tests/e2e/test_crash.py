@@ -1,6 +1,8 @@
 """Crash safety: writers hammer the server through SarahClient while it is killed with
 SIGKILL again and again and restarted on the same port; every acknowledged write is there,
-intact, and the database passes its integrity check -- on SQLite and on PostgreSQL.
+intact, and the database passes its integrity check -- on SQLite and on PostgreSQL. After
+every kill the change log agrees with the leads: one event per committed write, none for a
+write that never committed, revisions gapless, each lead's last event the lead as stored.
 
 `make soak` runs the same test with more kills (SARAH_CRASH_KILLS).
 """
@@ -20,7 +22,7 @@ import psycopg
 import pytest
 
 from client import RetryPolicy, SarahClient
-from tests.support.databases import is_postgres
+from tests.support.databases import is_postgres, query
 from tests.support.ports import free_port
 from tests.support.processes import ServerProcess
 from tests.support.threads import BackgroundThreads
@@ -36,6 +38,8 @@ _CALL_DEADLINE_S = 30.0
 _RETRY = RetryPolicy(max_attempts=5, initial_backoff=0.3, max_backoff=3.0)
 # A writer gives up on one write only after this long: a bound, never reached when healthy.
 _WRITE_GIVE_UP_S = 90.0
+# The tables PostgreSQL's amcheck verifies.
+_TABLES = ("conversation", "upsert_request", "lead_event", "log_head")
 _RESENDABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
@@ -167,6 +171,43 @@ def assert_every_acked_write_stored(url: str, writers: list[_Writer]) -> int:
     return checked
 
 
+def assert_log_agrees_with_leads(url: str, writers: list[_Writer]) -> int:
+    """The change log as a kill left it: revisions 1..head without a gap (nothing is old
+    enough for retention), and for each writer's lead one `upserted` event per committed
+    write, in order -- message k's event is the lead as request k left it (its etag) and
+    the last is the lead as stored, so no event exists for a write that did not commit and
+    no committed write lacks one. `acked` is read before the database: the server is dead,
+    so the database holds at least what was acknowledged. Returns the head revision."""
+    acked = {w.index: w.acked for w in writers}
+    head, pruned = query(url, 'SELECT revision, pruned_through FROM log_head')[0]
+    revisions = [r for (r,) in query(url, "SELECT revision FROM lead_event ORDER BY revision")]
+    assert pruned == 0 and revisions == list(range(1, head + 1)), (head, revisions[-5:])
+    events = query(url, "SELECT revision, kind, contact_phone, conversation FROM lead_event "
+                        "WHERE workspace_id = '' ORDER BY revision")
+    for writer in writers:
+        stored = query(url, "SELECT message_count, team_size, goals, etag, updated_at "
+                            "FROM conversation WHERE workspace_id = '' AND contact_phone = "
+                            f"'{writer.phone}'")
+        mine = [(kind, json.loads(text)) for _, kind, phone, text in events
+                if phone == writer.phone]
+        if not stored:
+            assert acked[writer.index] == 0 and not mine, (writer.index, mine)
+            continue
+        count, team_size, goals, etag, updated_at = stored[0]
+        # The in-flight write may have committed unacknowledged: then it is stored too.
+        assert count in (acked[writer.index], acked[writer.index] + 1), (writer.index, count)
+        assert [kind for kind, _ in mine] == ["upserted"] * count, (writer.index, mine[-3:])
+        assert [lead["message_count"] for _, lead in mine] == list(range(1, count + 1))
+        last = mine[-1][1]
+        assert (last["team_size"], last["goals"], last["etag"], last["updated_at"]) == (
+            team_size, goals, etag, updated_at), (writer.index, last, stored)
+        results = dict(_stored_rows(url, writer)[1])
+        for seq, (_, lead) in enumerate(mine):
+            left = json.loads(results[writer.request_id(seq)])
+            assert (lead["etag"], lead["team_size"]) == (left["etag"], seq), (writer.index, seq)
+    return head
+
+
 def assert_database_intact(url: str) -> str:
     """The backend's own integrity check; returns what was checked."""
     if not is_postgres(url):
@@ -183,17 +224,19 @@ def assert_database_intact(url: str) -> str:
             return _compare_index_and_heap_counts(conn)
         indexes = conn.execute(
             "SELECT indexrelid::regclass::text FROM pg_index "
-            "WHERE indrelid IN ('conversation'::regclass, 'upsert_request'::regclass)"
+            "WHERE indrelid IN ('conversation'::regclass, 'upsert_request'::regclass, "
+            "'lead_event'::regclass)"
         ).fetchall()
         assert len(indexes) >= 8, indexes
         for (index,) in indexes:
             # heapallindexed: every table row is found in the index too.
             conn.execute("SELECT bt_index_check(%s::regclass, true)", (index,))
-        for table in ("conversation", "upsert_request"):
+        for table in _TABLES:
             corrupt = conn.execute("SELECT * FROM verify_heapam(%s::regclass)",
                                    (table,)).fetchall()
             assert not corrupt, (table, corrupt)
-    return f"amcheck bt_index_check on {len(indexes)} indexes, verify_heapam on 2 tables"
+    return (f"amcheck bt_index_check on {len(indexes)} indexes, "
+            f"verify_heapam on {len(_TABLES)} tables")
 
 
 def _compare_index_and_heap_counts(conn: psycopg.Connection) -> str:
@@ -224,10 +267,12 @@ def test_acknowledged_writes_survive_repeated_sigkill(server: CrashingServer,
     seed = int(os.environ.get("SARAH_CRASH_SEED", random.randrange(1 << 30)))
     chaos = random.Random(seed)
     started = time.monotonic()
+    heads = []
     with Hammer(server.server.target) as hammer:
         for _ in range(KILLS):
             time.sleep(chaos.uniform(*_UP_S))
             server.kill()
+            heads.append(assert_log_agrees_with_leads(database_url, hammer.writers))
             time.sleep(chaos.uniform(*_DOWN_S))
             server.restart()
         time.sleep(chaos.uniform(*_UP_S))
@@ -237,6 +282,8 @@ def test_acknowledged_writes_survive_repeated_sigkill(server: CrashingServer,
     # Crash once more right after the last acknowledgement, and read the files as left.
     server.kill()
     checked = assert_every_acked_write_stored(database_url, hammer.writers)
+    heads.append(assert_log_agrees_with_leads(database_url, hammer.writers))
+    assert heads == sorted(heads), heads
     how = assert_database_intact(database_url)
     # A restarted server serves the same, and a replayed request_id still applies nothing.
     server.restart()
@@ -254,4 +301,5 @@ def test_acknowledged_writes_survive_repeated_sigkill(server: CrashingServer,
     assert "Traceback" not in logs and "INTERNAL" not in logs
     print(f"\ncrash test (seed {seed}): {KILLS} SIGKILLs + 1 final, {checked} acknowledged "
           f"writes checked one by one, {sum(w.resends for w in hammer.writers)} resent after "
-          f"an error, {how}, {time.monotonic() - started:.1f} s")
+          f"an error, the change log checked after each kill (heads {heads}), {how}, "
+          f"{time.monotonic() - started:.1f} s")

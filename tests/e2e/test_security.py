@@ -25,6 +25,7 @@ from server.config import Config
 from tests.support.envoy import EnvoyProcess
 from tests.support.helpers import PHONE
 from tests.support.processes import ServerProcess
+from tests.support.servers import serving
 from tests.support.waiting import wait_until
 
 ADMIN_KEY = "admin-key-5f1c"
@@ -46,10 +47,9 @@ def keys_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def secured(database_url: str, keys_file: Path) -> Iterator[RunningServer]:
-    server = create_server(Config(listen="127.0.0.1:0", database_url=database_url,
-                                  api_keys_file=str(keys_file), metrics_listen="127.0.0.1:0"))
-    yield server
-    server.shutdown(grace=None)
+    with serving(database_url, api_keys_file=str(keys_file),
+                 metrics_listen="127.0.0.1:0") as server:
+        yield server
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@ import io
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,10 @@ from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer, create_server
 from server.config import Config
+from tests.service.test_client import pruned_server
 from tests.support.helpers import PHONE
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -102,13 +106,16 @@ def test_stats_counts_as_numbers(target: str) -> None:
             "--state", "handoff")
     _invoke(target, "upsert", "+6281200000001", "--workspace", "w", "--score", "20")
     every = json.loads(_invoke(target, "stats", "--json").stdout)
+    revision = every["revision"]  # 64-bit: a JSON string of digits
     assert every == {"total": 2, "hot": 1, "warm": 0, "cold": 1, "avg_score": 50.0,
                      "by_state": {"greeting": 1, "qualifying": 0, "scoring": 0, "handoff": 1,
-                                  "completed": 0}}
+                                  "completed": 0}, "revision": "2"}
     one = json.loads(_invoke(target, "stats", "--workspace", "w", "--json").stdout)
     assert (one["total"], one["avg_score"]) == (1, 20.0)
     table = _invoke(target, "stats").stdout
     assert "avg_score" in table and "50.0" in table and "state handoff" in table
+    [row] = [line for line in table.splitlines() if "revision" in line]
+    assert row.split("│")[-2].strip() == revision
 
 
 def test_delete_erases_and_then_succeeds_again(target: str) -> None:
@@ -359,3 +366,82 @@ def test_export_writes_the_identity_columns(target: str, tmp_path: Path) -> None
     lines = [json.loads(line) for line in _invoke(target, "export").output.splitlines()
              if line.startswith("{")]
     assert {line["business_scoped_user_id"] for line in lines} == {BSUID, ""}
+
+
+class _Watching:
+    """`sarah watch ARGS` running in a child process; `lines` is what it printed so far."""
+
+    def __init__(self, target: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "client", "watch", *args], cwd=ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "SARAH_TARGET": target})
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, count: int) -> list[str]:
+        wait_until(lambda: len(self.lines) >= count or self.proc.poll() is not None, 20,
+                   f"{count} lines from sarah watch")
+        assert len(self.lines) >= count, self.stop()
+        return self.lines[:count]
+
+    def stop(self) -> str:
+        """Ctrl-C, as a person ends it; returns what it printed on stderr."""
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=20)
+        self._reader.join(timeout=5)
+        return err
+
+
+_GONE = "+6281200000009"
+
+
+def test_watch_prints_changes_made_by_another_client(target: str) -> None:
+    with SarahClient(target) as sarah:
+        sarah.upsert_state(contact_phone=PHONE, lead_score=10)  # before the watch: not shown
+        sarah.upsert_state(contact_phone=_GONE, lead_score=1)
+        since = sarah.get_stats().revision
+        lines, as_json = _Watching(target, "--since", str(since)), _Watching(
+            target, "--since", str(since), "--json")
+        try:
+            sarah.upsert_state(contact_phone=PHONE, lead_score=40, state=pb.qualifying,
+                               lead_temperature=pb.warm)
+            sarah.upsert_state(business_scoped_user_id="ID.77", workspace_id="shop")
+            # A lead stored before `since`: erasing a lead also erases its earlier events.
+            sarah.delete_state(contact_phone=_GONE)
+            printed, docs = lines.wait_for(3), [json.loads(doc) for doc in as_json.wait_for(3)]
+        finally:
+            errors = lines.stop(), as_json.stop()
+    assert (lines.proc.returncode, as_json.proc.returncode) == (0, 0), errors
+    assert errors == ("", "")
+    revisions = [int(doc["revision"]) for doc in docs]
+    assert since < revisions[0] < revisions[1] < revisions[2]
+    upserted, other, deleted = printed
+    assert upserted.startswith(f"{revisions[0]} upserted {PHONE} workspace=- state=qualifying "
+                               "temperature=warm score=40 changed=")
+    assert "lead_score" in upserted.rsplit("changed=", 1)[1].split(",")
+    assert other.startswith(f"{revisions[1]} upserted ID.77 workspace=shop state=greeting ")
+    assert deleted == f"{revisions[2]} deleted {_GONE} workspace=-"
+    # --json: the contract's LeadEvent, 64-bit revision as a string of digits.
+    assert [doc["kind"] for doc in docs] == ["upserted", "upserted", "deleted"]
+    assert all(isinstance(doc["revision"], str) and doc["at"] for doc in docs)
+    assert docs[0]["conversation"]["lead_score"] == 40 and "lead_score" in docs[0]["changed"]
+    assert docs[2]["conversation"]["contact_phone"] == _GONE
+
+
+def test_watch_of_a_pruned_revision_exits_1_saying_to_list_again(tmp_path: Path) -> None:
+    running = pruned_server(tmp_path / "s.db")
+    try:
+        result = _sarah(f"127.0.0.1:{running.port}", "watch", "--since", "1")
+    finally:
+        running.shutdown(grace=None)
+    assert result.returncode == 1
+    assert "OUT_OF_RANGE: the events after revision 1 are no longer retained" in result.stderr
+    assert "list the leads again" in result.stderr and "Traceback" not in result.stderr
+    assert _invoke("127.0.0.1:1", "watch", "--since", "-1").exit_code == 2  # a usage error

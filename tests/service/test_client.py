@@ -11,13 +11,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import AsyncSarahClient, RetryPolicy, SarahClient, describe, messages
+from client import AsyncSarahClient, RetryPolicy, RevisionTooOld, SarahClient, describe, messages
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
 from tests.support.helpers import KAPSO_BODY, PHONE
 from tests.support.ports import free_port
+from tests.support.processes import ServerProcess
 from tests.support.waiting import wait_until
 
 
@@ -182,3 +183,202 @@ def test_bsuid_keys_and_change_identity_in_both_clients(server: RunningServer) -
             assert (await sarah.delete_state(business_scoped_user_id="ID.77")).deleted
 
     asyncio.run(scenario())
+
+
+# WatchLeads: resuming, skipping nothing, repeating nothing.
+
+_FAST_RETRY = RetryPolicy(initial_backoff=0.1, max_backoff=0.5)
+
+
+class _Watcher:
+    """client.watch() read on a thread of its own into `events`, until the test ends it."""
+
+    def __init__(self, client: SarahClient, since_revision: int) -> None:
+        self.events: list[pb.LeadEvent] = []
+        self._since = since_revision
+        self.error: BaseException | None = None
+        self._client = client
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self._client.watch(since_revision=self._since):
+                self.events.append(event)
+                if self._stop.is_set():
+                    return
+        except BaseException as failed:  # noqa: BLE001 - handed to the test thread
+            self.error = failed
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[pb.LeadEvent]:
+        def arrived() -> bool:
+            if self.error is not None:
+                raise AssertionError(f"the watch failed: {self.error!r}")
+            return len(self.events) >= count
+
+        wait_until(arrived, timeout, f"{count} watched events", interval=0.05)
+        return list(self.events)
+
+
+def _scores(events: list[pb.LeadEvent]) -> list[tuple[str, int]]:
+    return [(e.conversation.contact_phone, e.conversation.lead_score) for e in events]
+
+
+def test_watch_resumes_after_a_server_restart_with_no_gap_and_no_repeat(tmp_path: Path) -> None:
+    port = free_port()
+    args = ("--listen", f"127.0.0.1:{port}", "--database-url", f"sqlite:///{tmp_path / 's.db'}")
+    proc = ServerProcess(*args)
+    written: list[tuple[str, int]] = []
+
+    def write(sarah: SarahClient, count: int) -> None:
+        for _ in range(count):
+            lead = (f"+6281200000{len(written):03d}", len(written))
+            sarah.upsert_state(contact_phone=lead[0], lead_score=lead[1])
+            written.append(lead)
+
+    try:
+        with SarahClient(proc.target, retry=_FAST_RETRY) as watching, \
+                SarahClient(proc.target) as writer:
+            # From a known revision: the watch's own "now" would race with the writes.
+            watcher = _Watcher(watching, writer.get_stats().revision)
+            write(writer, 3)
+            watcher.wait_for(3)
+            proc.stop()
+            proc = ServerProcess(*args)
+            # Written while the watcher is still waiting to reconnect: the gap a resume from
+            # "now" would leave.
+            write(writer, 3)
+            watcher.wait_for(6)
+            write(writer, 2)
+            events = watcher.wait_for(8)
+            time.sleep(0.3)  # room for a repeat to show
+            events = list(watcher.events)
+    finally:
+        proc.stop()
+    assert _scores(events) == written
+    revisions = [event.revision for event in events]
+    assert revisions == sorted(set(revisions)), "revisions repeat or go back"
+    assert {event.kind for event in events} == {pb.upserted}
+    assert all(event.changed and event.HasField("at") for event in events)
+
+
+def test_watch_from_a_listed_revision_sees_later_changes_and_deletions(
+    client: SarahClient,
+) -> None:
+    client.upsert_state(contact_phone=PHONE, lead_score=10)
+    client.upsert_state(contact_phone="+6281200000009", lead_score=1)
+    listed = client.list_leads()
+    assert listed.revision > 0 and len(listed.leads) == 2
+    client.upsert_state(contact_phone=PHONE, lead_score=20, state=pb.qualifying)
+    client.upsert_state(contact_phone="+6281299990000", workspace_id="other", lead_score=5)
+    assert client.delete_state(contact_phone="+6281200000009").deleted
+    events = client.watch(workspace_id="", since_revision=listed.revision)
+    changed, deleted = next(events), next(events)
+    events.close()
+    assert (changed.kind, changed.conversation.lead_score) == (pb.upserted, 20)
+    assert {"lead_score", "state"} <= set(changed.changed)
+    assert (deleted.kind, deleted.conversation.contact_phone) == (pb.deleted, "+6281200000009")
+    assert listed.revision < changed.revision < deleted.revision
+
+
+def pruned_server(db: Path) -> RunningServer:
+    """A server over `db` whose change log no longer holds revisions 1 and 2: written with a
+    retained history of a few milliseconds, pruned by the next server's first write."""
+    config = Config(listen="127.0.0.1:0", database_url=f"sqlite:///{db}", history_days=1e-7)
+    first = create_server(config)
+    with SarahClient(f"127.0.0.1:{first.port}") as sarah:
+        sarah.upsert_state(contact_phone=PHONE, lead_score=1)
+        sarah.upsert_state(contact_phone=PHONE, lead_score=2)
+    first.shutdown(grace=None)
+    time.sleep(0.05)
+    second = create_server(config)
+    with SarahClient(f"127.0.0.1:{second.port}") as sarah:
+        sarah.upsert_state(contact_phone=PHONE, lead_score=3)  # the first write prunes
+    return second
+
+
+def test_watch_of_a_pruned_revision_says_to_list_again(tmp_path: Path) -> None:
+    running = pruned_server(tmp_path / "s.db")
+    try:
+        with SarahClient(f"127.0.0.1:{running.port}") as sarah:
+            with pytest.raises(RevisionTooOld) as caught:
+                next(iter(sarah.watch(since_revision=1)))
+            assert caught.value.revision == 1
+            assert str(caught.value).startswith(
+                "OUT_OF_RANGE: the events after revision 1 are no longer retained (")
+            assert "list the leads again" in str(caught.value)
+            # From the revision a list returns, the watch starts.
+            listed = sarah.list_leads()
+            events = sarah.watch(since_revision=listed.revision)
+            sarah.upsert_state(contact_phone=PHONE, lead_score=4)
+            assert next(events).conversation.lead_score == 4
+            events.close()
+    finally:
+        running.shutdown(grace=None)
+
+
+def test_async_watch_sees_changes_made_by_another_client(server: RunningServer) -> None:
+    target = f"127.0.0.1:{server.port}"
+
+    async def scenario() -> list[pb.LeadEvent]:
+        async with AsyncSarahClient(target) as sarah:
+            stream = sarah.watch(since_revision=(await sarah.get_stats()).revision)
+            first = asyncio.ensure_future(anext(stream))
+            with SarahClient(target) as writer:
+                await asyncio.sleep(0.2)  # the stream opens first, or it is resumed: either works
+                await asyncio.to_thread(writer.upsert_state, contact_phone=PHONE, lead_score=1)
+                await asyncio.to_thread(writer.upsert_state, contact_phone=PHONE, lead_score=2)
+            events = [await asyncio.wait_for(first, 10),
+                      await asyncio.wait_for(anext(stream), 10)]
+            await stream.aclose()
+            return events
+
+    events = asyncio.run(scenario())
+    assert _scores(events) == [(PHONE, 1), (PHONE, 2)]
+
+
+class _ScriptedWatch(sarah_pb2_grpc.SarahServiceServicer):
+    """A WatchLeads that drops its first stream, repeats an event on the second and then
+    says the log is compacted: what a real server does only by chance."""
+
+    def __init__(self) -> None:
+        self.since: list[int | None] = []
+
+    def GetStats(self, request, context):  # noqa: N802
+        return pb.GetStatsResponse(revision=7)
+
+    def WatchLeads(self, request, context):  # noqa: N802
+        self.since.append(request.since_revision if request.HasField("since_revision")
+                          else None)
+        if len(self.since) == 1:
+            yield pb.LeadEvent(revision=8)
+            yield pb.LeadEvent(revision=9, kind=pb.heartbeat)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+        yield pb.LeadEvent(revision=9)  # a repeat of what came before the drop
+        yield pb.LeadEvent(revision=10)
+        context.abort(grpc.StatusCode.OUT_OF_RANGE, "revision 10 is compacted")
+
+
+def test_watch_skips_repeats_and_filters_heartbeats_across_a_resume() -> None:
+    scripted = _ScriptedWatch()
+    fake = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    sarah_pb2_grpc.add_SarahServiceServicer_to_server(scripted, fake)
+    port = fake.add_insecure_port("127.0.0.1:0")
+    fake.start()
+    seen: list[tuple[int, int]] = []
+    try:
+        with SarahClient(f"127.0.0.1:{port}", retry=_FAST_RETRY) as sarah:
+            with pytest.raises(RevisionTooOld, match="after revision 10"):
+                for event in sarah.watch():
+                    seen.append((event.revision, event.kind))
+            scripted.since.clear()
+            with pytest.raises(RevisionTooOld):
+                for event in sarah.watch(since_revision=3, heartbeats=True):
+                    seen.append((event.revision, event.kind))
+    finally:
+        fake.stop(None)
+    # Pinned to GetStats' revision 7, resumed after the heartbeat's 9; 9 is not repeated.
+    assert seen[:2] == [(8, pb.upserted), (10, pb.upserted)]
+    assert seen[2:] == [(8, pb.upserted), (9, pb.heartbeat), (10, pb.upserted)]
+    assert scripted.since == [3, 9]

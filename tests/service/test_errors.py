@@ -12,6 +12,7 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.api.servicer import SarahServicer
 from server.app import grpc_server
+from server.core.delivery import Hub
 from server.core.service import SarahService
 from server.storage.database import open_database
 from server.storage.migrations import migrate
@@ -163,7 +164,8 @@ def bare_server(tmp_path: Path) -> Iterator[int]:
     store = Repository(db)
     executor = futures.ThreadPoolExecutor(max_workers=2)
     server = grpc_server(executor)
-    sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(SarahService(store)), server)
+    sarah_pb2_grpc.add_SarahServiceServicer_to_server(
+        SarahServicer(SarahService(store), Hub(store)), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield port

@@ -6,7 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import peewee
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
@@ -134,7 +136,7 @@ def test_a_database_of_schema_3_with_leads_migrates_and_serves_them_unchanged(
     assert (stats.total, stats.hot, stats.avg_score) == (1, 1, 88)
     assert given.business_scoped_user_id == by_bsuid.business_scoped_user_id
     assert by_bsuid.lead_score == 88 and fresh.contact_phone == ""
-    assert _versions(empty_database_url)[-1] == (LATEST,) and LATEST == 5
+    assert _versions(empty_database_url)[-1] == (LATEST,)
     # The stored request record is still there, under the phone, with no BSUID.
     assert query(empty_database_url, "SELECT business_scoped_user_id FROM upsert_request "
                  "WHERE request_id = 'wamid.old'") == [("",)]
@@ -201,3 +203,68 @@ def test_copy_data_moves_a_sqlite_file_into_postgresql(tmp_path, postgres_server
     counts = "SELECT workspace_id, lead_temperature, state, n, score_sum FROM lead_count " \
              "ORDER BY 1, 2, 3"
     assert query(target, counts) == query(source, counts)
+
+
+def _insert_lead(db: peewee.Database, workspace: str, phone: str, **values: object) -> None:
+    row = {"state": "greeting", "lead_score": 0, "lead_temperature": "cold", "name": None,
+           "pain_points": "[]", "language": "id", "message_count": 0, "created_at": 1,
+           "updated_at": 1, "last_message_at": 1, "etag": "e", **values}
+    columns = ["workspace_id", "contact_phone", *row]
+    db.execute_sql(
+        f"INSERT INTO conversation ({', '.join(columns)}) "
+        f"VALUES ({', '.join([db.param] * len(columns))})", (workspace, phone, *row.values()))
+
+
+def test_argentine_leads_of_v1_move_to_whatsapps_mobile_form(
+        empty_database_url, monkeypatch: pytest.MonkeyPatch) -> None:
+    """v1 stored "+54" + 10 digits; the phone rules now say "+549" + the same digits. A v1
+    lead must still be found, and two v1 spellings of one number become one lead."""
+    db = open_database(empty_database_url)
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:4])
+        migrate(db)
+    with db.connection_context():
+        # Only the old spelling: it moves.
+        _insert_lead(db, "", "+541133334444", name="Ana", lead_score=70,
+                     lead_temperature="hot", message_count=4)
+        # Both spellings (v1 made two leads of them): one lead, "+549" kept.
+        _insert_lead(db, "", "+542614567890", name="Luis", goals="más ventas",
+                     pain_points='["envíos"]', message_count=3, created_at=1,
+                     last_message_at=50)
+        _insert_lead(db, "", "+5492614567890", lead_score=40, lead_temperature="warm",
+                     message_count=2, created_at=10, updated_at=20, last_message_at=30)
+        # A toll-free number has no mobile form; another country's number is not touched.
+        _insert_lead(db, "", "+548001234567")
+        _insert_lead(db, "", "+6281234567890")
+        db.execute_sql(
+            "INSERT INTO upsert_request (workspace_id, contact_phone, request_id, created_at, "
+            f"result) VALUES ('', {db.param}, 'wamid.ar', 9999999999999999, 'x')",
+            ("+541133334444",))
+    db.close_all()
+    running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = sarah_pb2_grpc.SarahServiceStub(channel)
+            ana = stub.GetState(pb.GetStateRequest(contact_phone="541133334444"), timeout=10)
+            luis = stub.GetState(pb.GetStateRequest(contact_phone="+542614567890"), timeout=10)
+            phones = sorted(c.contact_phone for c in
+                            stub.ListLeads(pb.ListLeadsRequest(), timeout=10).leads)
+            stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
+    finally:
+        running.shutdown(grace=None)
+    assert (ana.contact_phone, ana.extracted_data.name, ana.lead_score, ana.message_count) == (
+        "+5491133334444", "Ana", 70, 4)
+    assert luis.contact_phone == "+5492614567890"
+    assert (luis.lead_score, luis.lead_temperature) == (40, pb.warm)  # the "+549" row's
+    assert (luis.extracted_data.name, luis.extracted_data.goals,
+            list(luis.extracted_data.pain_points)) == ("Luis", "más ventas", ["envíos"])
+    assert luis.message_count == 5
+    assert (_micros(luis.created_at), _micros(luis.last_message_at)) == (1, 50)
+    assert phones == ["+548001234567", "+5491133334444", "+5492614567890", "+6281234567890"]
+    assert (stats.total, stats.hot, stats.warm, stats.cold) == (4, 1, 1, 2)
+    assert query(empty_database_url, "SELECT contact_phone FROM upsert_request "
+                 "WHERE request_id = 'wamid.ar'") == [("+5491133334444",)]
+
+
+def _micros(stamp: Timestamp) -> int:
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1000

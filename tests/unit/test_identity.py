@@ -265,3 +265,14 @@ def test_a_bad_clear_stays_within_grpcs_status_limit(paths: tuple[str, ...]) -> 
         validate_patch(Patch(contact_phone=PHONE, clear=paths), "ID")
     assert _fields(caught) == {"clear"}
     assert sum(len(why) for _, why in caught.value.violations) < 2048
+
+
+def test_any_number_of_bad_values_stays_within_grpcs_status_limit() -> None:
+    # Not only clear: 5,000 bad pain points would be 5,000 violations.
+    patch = Patch(contact_phone=PHONE, pain_points=("x\x00" * 300,) * 5000)
+    with pytest.raises(InvalidArgument) as caught:
+        validate_patch(patch, "ID")
+    violations = caught.value.violations
+    assert violations[0][0] == "extracted_data.pain_points"
+    assert violations[-1][1].endswith("more problems not listed")
+    assert sum(len(field) + len(why) for field, why in violations) < 4096
