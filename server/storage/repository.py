@@ -33,7 +33,7 @@ from server.storage.models import (
     UpsertRequestRow,
     bind_models,
 )
-from server.storage.statements import LEAD_COLUMNS, Statements
+from server.storage.statements import LEAD_COLUMNS, Statement, Statements
 
 _INSERT_RACE_RETRIES = 3
 # Under SQLite's oldest limit of 999 variables per statement: 2 per key, 16 per row.
@@ -338,22 +338,22 @@ class Repository:
 
     def _holders(self, key: LeadKey) -> tuple[Holders, dict[_RowKey, int]]:
         """The holders of `key`, and their row ids."""
-        rows = []
-        if key.business_scoped_user_id:
-            rows.append(self._sql.select_by_bsuid.run(self._db, {
-                "workspace_id": key.workspace_id,
-                "business_scoped_user_id": key.business_scoped_user_id}).fetchone())
-        else:
-            rows.append(None)
-        if key.contact_phone:
-            rows.append(self._sql.select_lead.run(self._db, {
-                "workspace_id": key.workspace_id,
-                "contact_phone": key.contact_phone}).fetchone())
-        else:
-            rows.append(None)
-        by_bsuid, by_phone = (_lead_from_tuple(row) if row else None for row in rows)
-        ids = {_row_key(lead): int(row[0])
-               for lead, row in zip((by_bsuid, by_phone), rows, strict=True) if lead and row}
+        ids: dict[_RowKey, int] = {}
+
+        def holder(statement: Statement, column: str, value: str) -> Lead | None:
+            if not value:
+                return None
+            row = statement.run(self._db, {"workspace_id": key.workspace_id,
+                                           column: value}).fetchone()
+            if row is None:
+                return None
+            lead = _lead_from_tuple(row)
+            ids[_row_key(lead)] = int(row[0])
+            return lead
+
+        by_bsuid = holder(self._sql.select_by_bsuid, "business_scoped_user_id",
+                          key.business_scoped_user_id)
+        by_phone = holder(self._sql.select_lead, "contact_phone", key.contact_phone)
         return Holders(by_bsuid=by_bsuid, by_phone=by_phone), ids
 
     def history(self, key: LeadKey, meant: Callable[[LeadKey, Holders], Lead | None],
