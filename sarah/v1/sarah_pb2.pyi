@@ -961,3 +961,179 @@ class LeadEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeadEvent: _TypeAlias = LeadEvent  # noqa: Y015
+
+@_typing.final
+class ListEventsRequest(_message.Message):
+    """ListEventsRequest names the lead whose history to list: by contact_phone,
+    business_scoped_user_id, or both (at least one).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_PHONE_FIELD_NUMBER: _builtins.int
+    BUSINESS_SCOPED_USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    """The business the lead belongs to; "" is the default workspace."""
+    contact_phone: _builtins.str
+    """The lead's phone number in any common spelling; "" if not known."""
+    business_scoped_user_id: _builtins.str
+    """The lead's BSUID; "" if not known."""
+    page_size: _builtins.int
+    """Events per page: default 50, at most 500."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page, for the same lead."""
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        contact_phone: _builtins.str = ...,
+        business_scoped_user_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_scoped_user_id", b"business_scoped_user_id", "contact_phone", b"contact_phone", "page_size", b"page_size", "page_token", b"page_token", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsRequest: _TypeAlias = ListEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListEventsResponse(_message.Message):
+    """ListEventsResponse is one page of a lead's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass this as page_token to get the next page; "" on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeadEvent]:
+        """The events, newest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___LeadEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetActivityRequest(_message.Message):
+    """GetActivityRequest chooses the leads, the time zone and how many days."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    """Only leads of this workspace ("" is the default workspace); unset means every
+    workspace the caller may see.
+    """
+    time_zone: _builtins.str
+    """An IANA time zone name, e.g. "Asia/Jakarta" (WIB, the default), "Asia/Makassar"
+    (WITA), "Asia/Jayapura" (WIT).
+    """
+    days: _builtins.int
+    """How many calendar days, ending today in time_zone: 1 to 366, default 30."""
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str | None = ...,
+        time_zone: _builtins.str = ...,
+        days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_workspace_id", b"_workspace_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_workspace_id", b"_workspace_id", "days", b"days", "time_zone", b"time_zone", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__workspace_id: _TypeAlias = _typing.Literal["workspace_id"]  # noqa: Y015
+    _WhichOneofArgType__workspace_id: _TypeAlias = _typing.Literal["_workspace_id", b"_workspace_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__workspace_id) -> _WhichOneofReturnType__workspace_id | None: ...
+
+Global___GetActivityRequest: _TypeAlias = GetActivityRequest  # noqa: Y015
+
+@_typing.final
+class ActivityDay(_message.Message):
+    """ActivityDay is what happened on one local calendar day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    NEW_LEADS_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    REACHED_HANDOFF_FIELD_NUMBER: _builtins.int
+    REACHED_COMPLETED_FIELD_NUMBER: _builtins.int
+    BECAME_HOT_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """The day, YYYY-MM-DD, in the request's time zone."""
+    new_leads: _builtins.int
+    """Leads created that day (a merge of two halves adds none)."""
+    messages: _builtins.int
+    """The growth of message_count that day (a create counts its initial count; a decrease
+    counts 0).
+    """
+    reached_handoff: _builtins.int
+    """Leads that entered state handoff that day."""
+    reached_completed: _builtins.int
+    """Leads that entered state completed that day."""
+    became_hot: _builtins.int
+    """Leads whose temperature became hot that day."""
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        new_leads: _builtins.int = ...,
+        messages: _builtins.int = ...,
+        reached_handoff: _builtins.int = ...,
+        reached_completed: _builtins.int = ...,
+        became_hot: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["became_hot", b"became_hot", "date", b"date", "messages", b"messages", "new_leads", b"new_leads", "reached_completed", b"reached_completed", "reached_handoff", b"reached_handoff"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityDay: _TypeAlias = ActivityDay  # noqa: Y015
+
+@_typing.final
+class GetActivityResponse(_message.Message):
+    """GetActivityResponse holds one entry per day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    time_zone: _builtins.str
+    """The time zone the days are in."""
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActivityDay]:
+        """The days, oldest first, ending today."""
+
+    def __init__(
+        self,
+        *,
+        days: _abc.Iterable[Global___ActivityDay] | None = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetActivityResponse: _TypeAlias = GetActivityResponse  # noqa: Y015

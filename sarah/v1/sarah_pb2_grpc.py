@@ -75,6 +75,16 @@ class SarahServiceStub:
                 request_serializer=sarah_dot_v1_dot_sarah__pb2.WatchLeadsRequest.SerializeToString,
                 response_deserializer=sarah_dot_v1_dot_sarah__pb2.LeadEvent.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/sarah.v1.SarahService/ListEvents',
+                request_serializer=sarah_dot_v1_dot_sarah__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=sarah_dot_v1_dot_sarah__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.GetActivity = channel.unary_unary(
+                '/sarah.v1.SarahService/GetActivity',
+                request_serializer=sarah_dot_v1_dot_sarah__pb2.GetActivityRequest.SerializeToString,
+                response_deserializer=sarah_dot_v1_dot_sarah__pb2.GetActivityResponse.FromString,
+                _registered_method=True)
 
 
 class SarahServiceServicer:
@@ -149,6 +159,25 @@ class SarahServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """ListEvents returns one lead's retained changes, newest first, keyset-paged, each with
+        the field paths it changed. It follows the lead through identity merges and changes.
+        For a key no stored lead holds it returns the retained events that carried that key
+        (after an erasure, only the deleted event), never NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetActivity(self, request, context):
+        """GetActivity counts what happened per local calendar day in a time zone, oldest first,
+        ending today. The counts are aggregates without personal data: they survive history
+        retention and erasure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SarahServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +215,16 @@ def add_SarahServiceServicer_to_server(servicer, server):
                     servicer.WatchLeads,
                     request_deserializer=sarah_dot_v1_dot_sarah__pb2.WatchLeadsRequest.FromString,
                     response_serializer=sarah_dot_v1_dot_sarah__pb2.LeadEvent.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=sarah_dot_v1_dot_sarah__pb2.ListEventsRequest.FromString,
+                    response_serializer=sarah_dot_v1_dot_sarah__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'GetActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetActivity,
+                    request_deserializer=sarah_dot_v1_dot_sarah__pb2.GetActivityRequest.FromString,
+                    response_serializer=sarah_dot_v1_dot_sarah__pb2.GetActivityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -383,6 +422,60 @@ class SarahService:
             '/sarah.v1.SarahService/WatchLeads',
             sarah_dot_v1_dot_sarah__pb2.WatchLeadsRequest.SerializeToString,
             sarah_dot_v1_dot_sarah__pb2.LeadEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sarah.v1.SarahService/ListEvents',
+            sarah_dot_v1_dot_sarah__pb2.ListEventsRequest.SerializeToString,
+            sarah_dot_v1_dot_sarah__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sarah.v1.SarahService/GetActivity',
+            sarah_dot_v1_dot_sarah__pb2.GetActivityRequest.SerializeToString,
+            sarah_dot_v1_dot_sarah__pb2.GetActivityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,17 @@ class SarahServiceStub:
     stream is Server-Sent Events (one `data: {json}` frame per event). List first, then
     watch from the list's revision, and nothing is missed.
     """
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_sarah_pb2.ListEventsRequest, _sarah_pb2.ListEventsResponse]
+    """ListEvents returns one lead's retained changes, newest first, keyset-paged, each with
+    the field paths it changed. It follows the lead through identity merges and changes.
+    For a key no stored lead holds it returns the retained events that carried that key
+    (after an erasure, only the deleted event), never NOT_FOUND.
+    """
+    GetActivity: _grpc.UnaryUnaryMultiCallable[_sarah_pb2.GetActivityRequest, _sarah_pb2.GetActivityResponse]
+    """GetActivity counts what happened per local calendar day in a time zone, oldest first,
+    ending today. The counts are aggregates without personal data: they survive history
+    retention and erasure.
+    """
 
 @_typing.type_check_only
 class SarahServiceAsyncStub(SarahServiceStub):
@@ -120,6 +131,17 @@ class SarahServiceAsyncStub(SarahServiceStub):
     for each lead it removes, and a heartbeat after 15 s of silence. Through Envoy the
     stream is Server-Sent Events (one `data: {json}` frame per event). List first, then
     watch from the list's revision, and nothing is missed.
+    """
+    ListEvents: _aio.UnaryUnaryMultiCallable[_sarah_pb2.ListEventsRequest, _sarah_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """ListEvents returns one lead's retained changes, newest first, keyset-paged, each with
+    the field paths it changed. It follows the lead through identity merges and changes.
+    For a key no stored lead holds it returns the retained events that carried that key
+    (after an erasure, only the deleted event), never NOT_FOUND.
+    """
+    GetActivity: _aio.UnaryUnaryMultiCallable[_sarah_pb2.GetActivityRequest, _sarah_pb2.GetActivityResponse]  # type: ignore[assignment]
+    """GetActivity counts what happened per local calendar day in a time zone, oldest first,
+    ending today. The counts are aggregates without personal data: they survive history
+    retention and erasure.
     """
 
 class SarahServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -204,6 +226,29 @@ class SarahServiceServicer(metaclass=_abc_1.ABCMeta):
         for each lead it removes, and a heartbeat after 15 s of silence. Through Envoy the
         stream is Server-Sent Events (one `data: {json}` frame per event). List first, then
         watch from the list's revision, and nothing is missed.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _sarah_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sarah_pb2.ListEventsResponse, _abc.Awaitable[_sarah_pb2.ListEventsResponse]]:
+        """ListEvents returns one lead's retained changes, newest first, keyset-paged, each with
+        the field paths it changed. It follows the lead through identity merges and changes.
+        For a key no stored lead holds it returns the retained events that carried that key
+        (after an erasure, only the deleted event), never NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def GetActivity(
+        self,
+        request: _sarah_pb2.GetActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sarah_pb2.GetActivityResponse, _abc.Awaitable[_sarah_pb2.GetActivityResponse]]:
+        """GetActivity counts what happened per local calendar day in a time zone, oldest first,
+        ending today. The counts are aggregates without personal data: they survive history
+        retention and erasure.
         """
 
 def add_SarahServiceServicer_to_server(servicer: SarahServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

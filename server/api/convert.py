@@ -6,6 +6,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from sarah.v1 import sarah_pb2 as pb
+from server.core.activity import ActivityDay
 from server.core.changes import Event
 from server.core.domain import IdentityChange, Lead, LeadFilter, LeadKey, Patch, Stats
 
@@ -128,3 +129,17 @@ def event_to_proto(event: Event) -> pb.LeadEvent:
     if event.lead is not None:
         message.conversation.CopyFrom(lead_to_proto(event.lead))
     return message
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def activity_to_proto(days: list[ActivityDay], time_zone: str) -> pb.GetActivityResponse:
+    # Storage counts in 64 bits; a day past int32 (billions of messages) shows the most
+    # int32 holds rather than failing the call.
+    return pb.GetActivityResponse(time_zone=time_zone, days=[pb.ActivityDay(
+        date=day.date.isoformat(),
+        new_leads=min(day.new_leads, _INT32_MAX), messages=min(day.messages, _INT32_MAX),
+        reached_handoff=min(day.reached_handoff, _INT32_MAX),
+        reached_completed=min(day.reached_completed, _INT32_MAX),
+        became_hot=min(day.became_hot, _INT32_MAX)) for day in days])

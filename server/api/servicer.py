@@ -82,3 +82,20 @@ class SarahServicer(sarah_pb2_grpc.SarahServiceServicer):
         lead = self._service.change_identity(convert.identity_change_from_proto(request),
                                              caller_scope())
         return convert.lead_to_proto(lead)
+
+    @status.mapped
+    def ListEvents(self, request: pb.ListEventsRequest,
+                   context: grpc.ServicerContext) -> pb.ListEventsResponse:
+        events, next_token = self._service.list_events(
+            request.contact_phone, request.workspace_id, request.business_scoped_user_id,
+            request.page_size, request.page_token, caller_scope())
+        return pb.ListEventsResponse(events=[convert.event_to_proto(e) for e in events],
+                                     next_page_token=next_token)
+
+    @status.mapped
+    def GetActivity(self, request: pb.GetActivityRequest,
+                    context: grpc.ServicerContext) -> pb.GetActivityResponse:
+        workspace = request.workspace_id if request.HasField("workspace_id") else None
+        days, zone = self._service.get_activity(workspace, request.time_zone, request.days,
+                                                caller_scope())
+        return convert.activity_to_proto(days, zone)

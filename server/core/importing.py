@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from server.core import identity, rules
+from server.core.activity import ActivityDeltas
 from server.core.changes import changes_of
 from server.core.counts import CountDeltas
 from server.core.domain import Lead, LeadKey, Patch
@@ -80,24 +81,33 @@ def _merge_batch(leads: list[Lead], tx: WriteTx) -> list[tuple[bool, bool]]:
     merge. Which stored lead an imported one means, and the merging of two halves or a
     moved phone number, follow the identity rules of every write.
     """
+    now = time.time_ns() // 1000
     keys = [lead.key for lead in leads]
     tx.lock_keys(keys)
     book = _Book(tx.lock_leads(keys))
+    activity = ActivityDeltas()
     outcomes = []
     for lead in leads:
         holders = book.holders(lead.key)
         plan = identity.settle(identity.meant(lead.key, holders), lead.contact_phone,
                                lead.business_scoped_user_id, holders)
         for half in plan.absorbed:
-            book.put(half, None)
+            assert plan.old is not None  # a half merges into a lead
+            book.absorb(half, into=plan.old)
         for other in plan.robbed:
             book.put(other, replace(other, contact_phone=""))
         merged = rules.merge_imported(plan.base, lead) or plan.base
         assert merged is not None
         book.put(plan.old, merged)
+        # A lead new here is counted when the earlier backend says things happened; one
+        # already here (or earlier in the batch), as any write is, now.
+        if plan.base is None:
+            activity.imported(merged, now)
+        else:
+            activity.change(plan.base, merged, now)
         written = merged != plan.old or bool(plan.absorbed or plan.robbed)
         outcomes.append((plan.old is not None, written))
-    book.write(tx)
+    book.write(tx, activity, now)
     return outcomes
 
 
@@ -107,6 +117,7 @@ class _Book:
     def __init__(self, stored: list[Lead]):
         self._before: list[Lead | None] = list(stored)
         self._now: list[Lead | None] = list(stored)
+        self._into: dict[int, int] = {}  # slot of an absorbed half -> slot it merged into
 
     def _slot(self, lead: Lead) -> int:
         return next(i for i, now in enumerate(self._now) if identity.same_lead(now, lead))
@@ -129,9 +140,22 @@ class _Book:
         else:
             self._now[self._slot(was)] = lead
 
-    def write(self, tx: WriteTx) -> None:
+    def absorb(self, half: Lead, into: Lead) -> None:
+        """Remove `half`, merged into `into` (whose history it joins)."""
+        slot = self._slot(half)
+        self._into[slot] = self._slot(into)
+        self._now[slot] = None
+
+    def _survivor(self, slot: int) -> Lead:
+        """The lead an absorbed slot ended in (it may have been absorbed in turn)."""
+        while (lead := self._now[slot]) is None:
+            slot = self._into[slot]
+        return lead
+
+    def write(self, tx: WriteTx, activity: ActivityDeltas, now_us: int) -> None:
         """Write what changed: removals, then updates that only give keys up, then the
-        others, then new leads, so that no two rows ever hold one key."""
+        others, then new leads, so that no two rows ever hold one key; then the history
+        of each stored half goes to the lead it merged into."""
         deltas = CountDeltas()
         changed = [(b, n) for b, n in zip(self._before, self._now, strict=True) if b != n]
         for before, now in changed:
@@ -143,8 +167,13 @@ class _Book:
         for before, now in updates:
             tx.update_lead(now, was=before)
         tx.insert_leads(n for b, n in changed if b is None and n is not None)
+        for slot, into in self._into.items():
+            half = self._before[slot]
+            if half is not None:  # a lead new in this batch has no history yet
+                tx.move_history(half, into=self._survivor(into))
         tx.add_counts(deltas)
-        tx.append_events(changes_of(changed), time.time_ns() // 1000)  # last: changelog.py
+        tx.add_activity(activity)
+        tx.append_events(changes_of(changed), now_us)  # last: changelog.py
 
 
 def _gives_up_only(before: Lead, now: Lead) -> bool:

@@ -4,6 +4,7 @@ import re
 import secrets
 import unicodedata
 from dataclasses import replace
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from server.core.domain import (
     CLEARABLE,
@@ -30,6 +31,10 @@ _MAX_PAIN_POINTS = 20
 _MAX_PAIN_POINT_LEN = 500
 _MAX_REQUEST_ID = 128
 MAX_PAGE_SIZE = 500
+DEFAULT_TIME_ZONE = "Asia/Jakarta"
+DEFAULT_ACTIVITY_DAYS = 30
+MAX_ACTIVITY_DAYS = 366
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
 _SHOWN = 40
 BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,100}")
 _PARENT_BSUID = re.compile(r"[A-Za-z0-9.]{0,128}")
@@ -279,11 +284,50 @@ def validate_list_query(query: ListQuery) -> ListQuery:
     _check_filter(v, query.filter)
     order = " ".join(query.order_by.split()).lower() or DEFAULT_ORDER
     v.check_word("order_by", order, ORDERS)
-    if query.page_size < 0:
-        v.add("page_size", f"must not be negative, got {query.page_size}")
+    size = _page_size(v, query.page_size)
     v.raise_if_any()
-    size = min(query.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     return replace(query, order_by=order, page_size=size)
+
+
+def _page_size(v: _Violations, page_size: int) -> int:
+    """0 means the default; a size over the most is capped, as the contract has it."""
+    if page_size < 0:
+        v.add("page_size", f"must not be negative, got {page_size}")
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def validate_history_query(raw_phone: str, raw_bsuid: str, workspace_id: str, page_size: int,
+                           region: str) -> tuple[LeadKey, int]:
+    """The key a ListEvents request names and its page size, or raise InvalidArgument."""
+    v = _Violations()
+    _check_workspace(v, workspace_id)
+    phone, bsuid = _check_lead_key(v, raw_phone, raw_bsuid, region)
+    size = _page_size(v, page_size)
+    v.raise_if_any()
+    return LeadKey(workspace_id, phone, bsuid), size
+
+
+def validate_activity_query(workspace_id: str | None, time_zone: str,
+                            days: int) -> tuple[ZoneInfo, int]:
+    """The time zone (IANA, default Asia/Jakarta) and number of days (1 to 366, 0 means
+    30) of a GetActivity request, or raise InvalidArgument."""
+    v = _Violations()
+    _check_workspace(v, workspace_id)
+    zone = None
+    name = time_zone or DEFAULT_TIME_ZONE
+    # Only what an IANA name is made of reaches the file system (no dots: no "..").
+    if _ZONE_NAME.fullmatch(name):
+        try:
+            zone = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            zone = None
+    if zone is None:
+        v.add("time_zone", f"must be an IANA time zone name such as {DEFAULT_TIME_ZONE!r}, "
+                           f"got {_shown(time_zone)}")
+    v.check_range("days", days or DEFAULT_ACTIVITY_DAYS, 1, MAX_ACTIVITY_DAYS)
+    v.raise_if_any()
+    assert zone is not None
+    return zone, days or DEFAULT_ACTIVITY_DAYS
 
 
 def validate_filter(lead_filter: LeadFilter) -> LeadFilter:

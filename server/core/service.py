@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from server.core import identity, rules
-from server.core.changes import Change, changes_of
+from server.core.activity import ActivityDay, ActivityDeltas, local_days, per_day
+from server.core.changes import Change, Event, changes_of
 from server.core.counts import CountDeltas, stats_of
 from server.core.domain import (
     ORDER_KEYS,
@@ -23,7 +24,12 @@ from server.core.domain import (
     Stats,
 )
 from server.core.errors import NotFound
-from server.core.pagination import decode_token, encode_token
+from server.core.pagination import (
+    decode_history_token,
+    decode_token,
+    encode_history_token,
+    encode_token,
+)
 from server.core.scope import EVERY_WORKSPACE, Scope, scoped_workspace
 
 if TYPE_CHECKING:
@@ -169,8 +175,8 @@ class SarahService:
         deltas.change(old, None)
         tx.add_counts(deltas)
         # Erasure: the lead's earlier events carry its personal data; its deleted event
-        # (keys only) is all that stays.
-        tx.erase_events(old.key)
+        # (keys only) is all that stays. Its activity counts hold none, and stay.
+        tx.erase_events(old)
         self._log(tx, changes_of([(old, None)]), self._clock())
 
     # Housekeeping's units of work (core/housekeeping.py runs them, a batch at a time).
@@ -225,13 +231,41 @@ class SarahService:
         order_key = ORDER_KEYS[query.order_by]
         # One extra row tells whether another page follows without a second query.
         fetched, revision = self._repo.page(query.filter, order_key, after, query.page_size + 1)
-        leads = fetched[: _fitting(fetched, query.page_size)]
+        leads = fetched[: _fitting([_approx_size(lead) for lead in fetched], query.page_size)]
         if len(leads) == len(fetched):
             return leads, "", revision
         last = leads[-1]
         position = (getattr(last, order_key), last.contact_phone,
                     last.business_scoped_user_id, last.workspace_id)
         return leads, encode_token(query, position), revision
+
+    def list_events(self, contact_phone: str, workspace_id: str, business_scoped_user_id: str = "",
+                    page_size: int = 0, page_token: str = "",
+                    scope: Scope = EVERY_WORKSPACE) -> tuple[list[Event], str]:
+        """One page of a lead's retained history, newest first, and the token of the next
+        page ("" on the last). The lead is the stored one the key means, followed through
+        merges and identity changes; for a key no stored lead holds, the events that
+        carried that key (after an erasure, its deleted event)."""
+        workspace_id = scoped_workspace(workspace_id, scope)
+        key, size = rules.validate_history_query(contact_phone, business_scoped_user_id,
+                                                 workspace_id, page_size, self._region)
+        before = decode_history_token(key, page_token)
+        # One extra event tells whether another page follows without a second query.
+        fetched = self._repo.history(key, identity.meant, before, size + 1)
+        events = fetched[: _fitting([_approx_size(e.lead) for e in fetched if e.lead], size)]
+        if len(events) == len(fetched):
+            return events, ""
+        return events, encode_history_token(key, events[-1].revision)
+
+    def get_activity(self, workspace_id: str | None, time_zone: str = "", days: int = 0,
+                     scope: Scope = EVERY_WORKSPACE) -> tuple[list[ActivityDay], str]:
+        """What happened per calendar day in `time_zone`, oldest first, ending today by the
+        service's clock; and the zone's name."""
+        workspace_id = scoped_workspace(workspace_id, scope)
+        zone, days = rules.validate_activity_query(workspace_id, time_zone, days)
+        bounds = local_days(zone, self._clock(), days)
+        rows = self._repo.activity(workspace_id, bounds[0][1], bounds[-1][1])
+        return per_day(bounds, rows), zone.key
 
     def watch_scope(self, workspace_id: str | None, scope: Scope = EVERY_WORKSPACE) -> str | None:
         """The workspace a watcher sees (None: every one), checked like ListLeads'."""
@@ -268,8 +302,15 @@ def _write_plan(tx: WriteTx, plan: identity.Plan, lead: Lead,
         tx.insert_lead(lead)
     else:
         tx.update_lead(lead, was=plan.old)
+    for half in plan.absorbed:
+        tx.move_history(half, into=lead)  # the person's history follows the merge
     deltas.change(plan.old, lead)
     tx.add_counts(deltas)
+    # Activity from the base: a merge's halves are summed there already, so a merge adds
+    # no lead and no messages; a robbed lead only loses its phone, which counts nothing.
+    activity = ActivityDeltas()
+    activity.change(plan.base, lead, now)
+    tx.add_activity(activity)
     pairs.append((plan.old, lead))
     return pairs
 
@@ -280,8 +321,9 @@ def _scoped(lead_filter: LeadFilter, scope: Scope) -> LeadFilter:
         lead_filter, workspace_id=scoped_workspace(lead_filter.workspace_id, scope))
 
 
-# 500 leads with every text at its limit would be ~5 MB, over gRPC's default 4 MiB message
-# limit on the caller's side; a page stops early instead, and its token continues it.
+# 500 leads (or events) with every text at its limit would be ~5 MB, over gRPC's default
+# 4 MiB message limit on the caller's side; a page stops early instead, and its token
+# continues it.
 _PAGE_BYTES = 3 * 1024 * 1024
 _LEAD_OVERHEAD_BYTES = 200
 
@@ -291,11 +333,12 @@ def _approx_size(lead: Lead) -> int:
     return _LEAD_OVERHEAD_BYTES + sum(len(t.encode()) for t in texts if t)
 
 
-def _fitting(leads: list[Lead], page_size: int) -> int:
-    """How many of `leads` make the page: at most page_size, and within _PAGE_BYTES."""
+def _fitting(sizes: list[int], page_size: int) -> int:
+    """How many items of `sizes` (their approximate sizes) make the page: at most
+    page_size, and within _PAGE_BYTES."""
     total = 0
-    for count, lead in enumerate(leads[:page_size]):
-        total += _approx_size(lead)
+    for count, size in enumerate(sizes[:page_size]):
+        total += size
         if total > _PAGE_BYTES and count > 0:
             return count
-    return min(len(leads), page_size)
+    return min(len(sizes), page_size)

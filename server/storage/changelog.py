@@ -25,36 +25,26 @@ delivered at commit (never for a rollback), which wakes every replica's tailer.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, cast
 
 import peewee
 
 from server.core.changes import Change, Event
-from server.core.domain import Lead, LeadKey
+from server.core.domain import LeadKey
 from server.storage.database import is_sqlite
+from server.storage.lead_json import lead_from_json, lead_to_json
 from server.storage.models import LeadEventRow
 
 CHANNEL = "sarah_log"
 _ROWS_PER_INSERT = 50
 
 
-def _lead_json(lead: Lead) -> str:
-    values = {f.name: getattr(lead, f.name) for f in dataclasses.fields(Lead)}
-    values["pain_points"] = list(lead.pain_points)
-    return json.dumps(values, ensure_ascii=False)
-
-
-def _lead_of(text: str) -> Lead:
-    values = json.loads(text)
-    values["pain_points"] = tuple(values["pain_points"])
-    return Lead(**values)
-
-
-def append(db: peewee.Database, changes: list[Change], at: int) -> list[Event]:
-    """Give `changes` the next revisions and write them; call it last in the write's
-    transaction (it holds log_head's row lock from here to commit)."""
+def append(db: peewee.Database, changes: list[Change], lead_ids: list[int],
+           at: int) -> list[Event]:
+    """Give `changes` the next revisions and write them, each under the conversation row
+    of `lead_ids` whose story it is; call it last in the write's transaction (it holds
+    log_head's row lock from here to commit)."""
     if not changes:
         return []
     # An UPDATE of the one row, written as an upsert so that a log_head emptied by hand
@@ -66,7 +56,7 @@ def append(db: peewee.Database, changes: list[Change], at: int) -> list[Event]:
         'RETURNING "revision"', (len(changes),)).fetchone()[0]
     first = int(head) - len(changes) + 1
     events = [Event(first + i, c.kind, c.lead, c.changed, at) for i, c in enumerate(changes)]
-    rows = [_row(event) for event in events]
+    rows = [_row(event, lead_id) for event, lead_id in zip(events, lead_ids, strict=True)]
     for part in peewee.chunked(rows, _ROWS_PER_INSERT):
         LeadEventRow.insert_many(part).execute()
     if not is_sqlite(db):
@@ -74,13 +64,21 @@ def append(db: peewee.Database, changes: list[Change], at: int) -> list[Event]:
     return events
 
 
-def _row(event: Event) -> dict[str, Any]:
+def _row(event: Event, lead_id: int) -> dict[str, Any]:
     assert event.lead is not None
     return {"revision": event.revision, "workspace_id": event.lead.workspace_id,
             "kind": event.kind, "contact_phone": event.lead.contact_phone,
             "business_scoped_user_id": event.lead.business_scoped_user_id,
-            "conversation": _lead_json(event.lead), "changed": json.dumps(list(event.changed)),
-            "at": event.at}
+            "conversation": lead_to_json(event.lead), "changed": json.dumps(list(event.changed)),
+            "at": event.at, "lead_id": lead_id}
+
+
+def _events(query: peewee.ModelSelect[LeadEventRow]) -> list[Event]:
+    e = LeadEventRow
+    rows: list[tuple[Any, ...]] = list(cast(Any, query.select(
+        e.revision, e.kind, e.conversation, e.changed, e.at).tuples()))
+    return [Event(int(rev), kind, lead_from_json(text), tuple(json.loads(changed)), int(at))
+            for rev, kind, text, changed, at in rows]
 
 
 def head(db: peewee.Database) -> tuple[int, int]:
@@ -93,19 +91,54 @@ def head(db: peewee.Database) -> tuple[int, int]:
 def after(db: peewee.Database, revision: int, limit: int) -> list[Event]:
     """Up to `limit` events after `revision`, in revision order."""
     e = LeadEventRow
-    query = (e.select(e.revision, e.kind, e.conversation, e.changed, e.at)
-             .where(e.revision > revision).order_by(e.revision).limit(limit))
-    rows: list[tuple[Any, ...]] = list(cast(Any, query.tuples()))
-    return [Event(int(rev), kind, _lead_of(text), tuple(json.loads(changed)), int(at))
-            for rev, kind, text, changed, at in rows]
+    return _events(e.select().where(e.revision > revision).order_by(e.revision).limit(limit))
 
 
-def erase(db: peewee.Database, key: LeadKey) -> None:
-    """Remove the events of the lead holding `key` (they carry personal data): its deleted
-    event, written after this, is all that stays."""
+def _newest_first(query: peewee.ModelSelect[LeadEventRow], before: int | None,
+                  limit: int) -> list[Event]:
     e = LeadEventRow
+    if before is not None:
+        query = query.where(e.revision < before)
+    return _events(query.order_by(e.revision.desc()).limit(limit))
+
+
+def of_lead(db: peewee.Database, lead_id: int, before: int | None, limit: int) -> list[Event]:
+    """Up to `limit` events of one conversation row before revision `before` (None: the
+    newest), newest first."""
+    e = LeadEventRow
+    return _newest_first(e.select().where(e.lead_id == lead_id), before, limit)
+
+
+def carrying(db: peewee.Database, key: LeadKey, before: int | None, limit: int) -> list[Event]:
+    """Up to `limit` events that carried either key of `key`, before revision `before`,
+    newest first: a query per key along its index, merged."""
+    e = LeadEventRow
+    found: dict[int, Event] = {}
     for column, value in ((e.contact_phone, key.contact_phone),
                           (e.business_scoped_user_id, key.business_scoped_user_id)):
         if value:
-            e.delete().where((e.workspace_id == key.workspace_id) & (column == value)).execute()
+            query = e.select().where((e.workspace_id == key.workspace_id) & (column == value))
+            found.update((event.revision, event) for event in _newest_first(query, before, limit))
+    return sorted(found.values(), key=lambda event: -event.revision)[:limit]
+
+
+def move(db: peewee.Database, from_lead: int, to_lead: int) -> None:
+    """Give the events of one conversation row to another (a merge's absorbed half to the
+    survivor): the history follows the person."""
+    e = LeadEventRow
+    e.update(lead_id=to_lead).where(e.lead_id == from_lead).execute()
+
+
+def erase(db: peewee.Database, lead_id: int, key: LeadKey) -> None:
+    """Remove the events of a lead (they carry personal data), by its row, which keeps them
+    across identity changes and merges, and the ones logged before rows were recorded
+    (lead_id 0) by either of its keys: its deleted event, written after this, is all that
+    stays."""
+    e = LeadEventRow
+    e.delete().where(e.lead_id == lead_id).execute()
+    for column, value in ((e.contact_phone, key.contact_phone),
+                          (e.business_scoped_user_id, key.business_scoped_user_id)):
+        if value:
+            e.delete().where((e.workspace_id == key.workspace_id) & (column == value)
+                             & (e.lead_id == 0)).execute()
 

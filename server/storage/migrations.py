@@ -215,6 +215,61 @@ _CHANGE_LOG = (
     'INSERT INTO "log_head" ("id", "revision", "pruned_through") VALUES (1, 0, 0)',
 )
 
+# History and activity (ListEvents, GetActivity).
+# Each event names the conversation row whose story it belongs to (0: none found), so a
+# lead's history follows it through identity changes (the row keeps its id) and merges
+# (the absorbed half's events move to the survivor); key-and-revision indexes serve the
+# history of a key no stored lead holds, and erasure of events from before lead_id. The
+# events already logged are given the row that holds their keys now, as identity.meant
+# would choose it: the BSUID's holder, else the phone's unless it is another person's.
+_LEAD_OF_EVENT = (
+    'COALESCE((SELECT "c"."id" FROM "conversation" AS "c" '
+    'WHERE "c"."workspace_id" = "lead_event"."workspace_id" '
+    'AND "lead_event"."business_scoped_user_id" != \'\' AND "c"."business_scoped_user_id" != \'\' '
+    'AND "c"."business_scoped_user_id" = "lead_event"."business_scoped_user_id"), '
+    '(SELECT "c"."id" FROM "conversation" AS "c" '
+    'WHERE "c"."workspace_id" = "lead_event"."workspace_id" '
+    'AND "lead_event"."contact_phone" != \'\' AND "c"."contact_phone" != \'\' '
+    'AND "c"."contact_phone" = "lead_event"."contact_phone" '
+    'AND ("lead_event"."business_scoped_user_id" = \'\' OR "c"."business_scoped_user_id" '
+    'IN (\'\', "lead_event"."business_scoped_user_id"))), 0)'
+)
+# Activity: what happened per UTC quarter-hour (epoch seconds // 900) and workspace. Every
+# zone's offset today is a whole number of quarter-hours (Kolkata +5:30, Kathmandu +5:45,
+# Chatham +12:45), so every local day is a whole set of buckets, DST days included. The
+# leads already stored are counted as they stand: a new lead and its messages when it was
+# created, its handoff, completion or hot temperature when it was last updated.
+_QUARTER_US = 900 * 1_000_000
+_HISTORY_AND_ACTIVITY = (
+    'ALTER TABLE "lead_event" ADD COLUMN "lead_id" {bigint} NOT NULL DEFAULT 0',
+    f'UPDATE "lead_event" SET "lead_id" = {_LEAD_OF_EVENT}',
+    'CREATE INDEX IF NOT EXISTS "lead_event_lead_id_revision" '
+    'ON "lead_event" ("lead_id", "revision")',
+    'DROP INDEX IF EXISTS "lead_event_workspace_id_contact_phone"',
+    'DROP INDEX IF EXISTS "lead_event_workspace_id_business_scoped_user_id"',
+    'CREATE INDEX IF NOT EXISTS "lead_event_workspace_id_contact_phone_revision" '
+    'ON "lead_event" ("workspace_id", "contact_phone", "revision")',
+    'CREATE INDEX IF NOT EXISTS "lead_event_workspace_id_business_scoped_user_id_revision" '
+    'ON "lead_event" ("workspace_id", "business_scoped_user_id", "revision")',
+    'CREATE TABLE IF NOT EXISTS "activity" ("workspace_id" VARCHAR(64) NOT NULL, '
+    '"bucket" {bigint} NOT NULL, "new_leads" {bigint} NOT NULL DEFAULT 0, '
+    '"messages" {bigint} NOT NULL DEFAULT 0, "reached_handoff" {bigint} NOT NULL DEFAULT 0, '
+    '"reached_completed" {bigint} NOT NULL DEFAULT 0, '
+    '"became_hot" {bigint} NOT NULL DEFAULT 0, PRIMARY KEY ("workspace_id", "bucket"))',
+    'CREATE INDEX IF NOT EXISTS "activity_bucket" ON "activity" ("bucket")',
+    'INSERT INTO "activity" ("workspace_id", "bucket", "new_leads", "messages", '
+    '"reached_handoff", "reached_completed", "became_hot") '
+    'SELECT "workspace_id", "bucket", SUM("n"), SUM("m"), SUM("h"), SUM("c"), SUM("hot") '
+    f'FROM (SELECT "workspace_id", "created_at" / {_QUARTER_US} AS "bucket", 1 AS "n", '
+    '"message_count" AS "m", 0 AS "h", 0 AS "c", 0 AS "hot" FROM "conversation" '
+    f'UNION ALL SELECT "workspace_id", "updated_at" / {_QUARTER_US}, 0, 0, '
+    'CASE WHEN "state" = \'handoff\' THEN 1 ELSE 0 END, '
+    'CASE WHEN "state" = \'completed\' THEN 1 ELSE 0 END, '
+    'CASE WHEN "lead_temperature" = \'hot\' THEN 1 ELSE 0 END FROM "conversation" '
+    'WHERE "state" IN (\'handoff\', \'completed\') OR "lead_temperature" = \'hot\') AS "counted" '
+    'GROUP BY "workspace_id", "bucket"',
+)
+
 MIGRATIONS: list[tuple[int, str, Sequence[str]]] = [
     (1, "conversations and request ids", _CONVERSATIONS_AND_REQUEST_IDS),
     (2, "lead counts for GetStats", _LEAD_COUNTS),
@@ -222,6 +277,7 @@ MIGRATIONS: list[tuple[int, str, Sequence[str]]] = [
     (4, "leads by BSUID, username, phone optional", _LEADS_BY_BSUID),
     (5, "Argentine numbers in WhatsApp's mobile form", _ARGENTINE_MOBILE_FORM),
     (6, "change log for WatchLeads", _CHANGE_LOG),
+    (7, "history by lead and activity per quarter-hour", _HISTORY_AND_ACTIVITY),
 ]
 LATEST = MIGRATIONS[-1][0]
 

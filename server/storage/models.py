@@ -7,6 +7,7 @@ import peewee
 
 database_proxy = peewee.DatabaseProxy()
 _EMPTY = peewee.SQL("DEFAULT ''")
+_ZERO = peewee.SQL("DEFAULT 0")
 
 
 class _Model(peewee.Model):
@@ -121,13 +122,19 @@ class LeadEventRow(_Model):
     conversation = peewee.TextField()  # the Lead as JSON (keys only when deleted)
     changed = peewee.TextField()  # a JSON array of field paths
     at = peewee.BigIntegerField(index=True)  # commit time, microseconds
+    # Migration 7: the conversation row whose story this is (0: none), which follows the
+    # lead through identity changes and merges.
+    lead_id = peewee.BigIntegerField(constraints=[_ZERO])
 
     class Meta:
         table_name = "lead_event"
         indexes = (
-            # Erasure finds a lead's earlier events by either key.
-            (("workspace_id", "contact_phone"), False),
-            (("workspace_id", "business_scoped_user_id"), False),
+            # A lead's history, newest first (ListEvents), and its erasure.
+            (("lead_id", "revision"), False),
+            # The history of a key no stored lead holds; erasure of events from before
+            # lead_id by either key.
+            (("workspace_id", "contact_phone", "revision"), False),
+            (("workspace_id", "business_scoped_user_id", "revision"), False),
         )
 
 
@@ -143,8 +150,27 @@ class LogHead(_Model):
         table_name = "log_head"
 
 
+class ActivityBucket(_Model):
+    """What happened in one workspace in one UTC quarter-hour (`bucket`: epoch seconds
+    // 900), added to in the transaction of each write (migration 7). Counts only, no
+    personal data: they outlive retention and erasure. Any local day is a whole set of
+    quarter-hours, so GetActivity sums buckets per day in any time zone."""
+
+    workspace_id = peewee.CharField(max_length=64)
+    bucket = peewee.BigIntegerField(index=True)  # the index serves every-workspace reads
+    new_leads = peewee.BigIntegerField(constraints=[_ZERO])
+    messages = peewee.BigIntegerField(constraints=[_ZERO])
+    reached_handoff = peewee.BigIntegerField(constraints=[_ZERO])
+    reached_completed = peewee.BigIntegerField(constraints=[_ZERO])
+    became_hot = peewee.BigIntegerField(constraints=[_ZERO])
+
+    class Meta:
+        table_name = "activity"
+        primary_key = peewee.CompositeKey("workspace_id", "bucket")
+
+
 # Every table but schema_migrations.
-MODELS = (ConversationRow, UpsertRequestRow, LeadCount, LeadEventRow, LogHead)
+MODELS = (ConversationRow, UpsertRequestRow, LeadCount, LeadEventRow, LogHead, ActivityBucket)
 
 
 def bind_models(db: peewee.Database) -> None:

@@ -16,7 +16,8 @@ from typing import Any, TypeVar, cast
 
 import peewee
 
-from server.core.changes import Change, Event
+from server.core.activity import ActivityDeltas, ActivityRow
+from server.core.changes import DELETED, Change, Event
 from server.core.counts import CountDeltas, CountRow
 from server.core.domain import Lead, LeadFilter, LeadKey
 from server.core.errors import Unavailable
@@ -24,8 +25,15 @@ from server.core.identity import Holders
 from server.storage import changelog, retention
 from server.storage.database import LOCK_WAIT_MS, is_sqlite
 from server.storage.errors import database_errors
-from server.storage.models import ConversationRow, LeadCount, UpsertRequestRow, bind_models
-from server.storage.statements import LEAD_COLUMNS, Statements
+from server.storage.lead_json import lead_from_json, lead_to_json, lead_values
+from server.storage.models import (
+    ActivityBucket,
+    ConversationRow,
+    LeadCount,
+    UpsertRequestRow,
+    bind_models,
+)
+from server.storage.statements import LEAD_COLUMNS, Statement, Statements
 
 _INSERT_RACE_RETRIES = 3
 # Under SQLite's oldest limit of 999 variables per statement: 2 per key, 16 per row.
@@ -36,11 +44,6 @@ _RowKey = tuple[str, str, str]  # (workspace_id, contact_phone, business_scoped_
 _PAIN_POINTS = LEAD_COLUMNS.index("pain_points")
 
 
-def _lead_values(lead: Lead) -> dict[str, Any]:
-    # A shallow dataclasses.asdict: its deep copy cost a tenth of an upsert.
-    return {name: getattr(lead, name) for name in LEAD_COLUMNS}
-
-
 def _lead_from_tuple(row: tuple[Any, ...]) -> Lead:
     """A Lead from a row of (id, *LEAD_COLUMNS)."""
     values = list(row[1:])
@@ -49,19 +52,9 @@ def _lead_from_tuple(row: tuple[Any, ...]) -> Lead:
 
 
 def _row_values(lead: Lead) -> dict[str, Any]:
-    values = _lead_values(lead)
+    values = lead_values(lead)
     values["pain_points"] = json.dumps(list(lead.pain_points), ensure_ascii=False)
     return values
-
-
-def _lead_to_json(lead: Lead) -> str:
-    return json.dumps(_lead_values(lead), ensure_ascii=False)
-
-
-def _lead_from_json(text: str) -> Lead:
-    values = json.loads(text)
-    values["pain_points"] = tuple(values["pain_points"])
-    return Lead(**values)
 
 
 def _tuples(query: "peewee.ModelSelect[Any]") -> Iterator[tuple[Any, ...]]:
@@ -112,6 +105,9 @@ class WriteTx:
         self._db = db
         self._sql = sql
         self._row_ids: dict[_RowKey, int] = {}
+        # The row whose story the deleted event of each lead removed here belongs to: its
+        # own, or a merge's survivor's.
+        self._gone: dict[_RowKey, int] = {}
         self.appended: list[Event] = []
 
     def _found(self, row: tuple[Any, ...] | None) -> Lead | None:
@@ -173,12 +169,19 @@ class WriteTx:
         return list(found.values())
 
     def insert_lead(self, lead: Lead) -> None:
-        self._sql.insert_lead.run(self._db, _row_values(lead))
+        cursor = self._sql.insert_lead.run(self._db, _row_values(lead))
+        # PostgreSQL's INSERT returns the id (peewee adds RETURNING); SQLite's cursor has it.
+        row_id = cursor.lastrowid if is_sqlite(self._db) else cursor.fetchone()[0]
+        self._row_ids[_row_key(lead)] = int(row_id)
 
     def insert_leads(self, leads: Iterable[Lead]) -> None:
+        c = ConversationRow
         rows = [_row_values(lead) for lead in leads]
         for part in peewee.chunked(rows, _ROWS_PER_INSERT):
-            ConversationRow.insert_many(part).execute()
+            inserted = c.insert_many(part).returning(
+                c.id, c.workspace_id, c.contact_phone, c.business_scoped_user_id)
+            for row_id, *key in cast(Any, inserted.tuples().execute()):
+                self._row_ids[(key[0], key[1], key[2])] = int(row_id)
 
     def update_lead(self, lead: Lead, was: Lead | None = None) -> None:
         """Write `lead` over the row found in this transaction as `was` (by default, the
@@ -190,22 +193,38 @@ class WriteTx:
     def delete_lead(self, lead: Lead) -> None:
         """Delete the row found in this transaction as `lead`."""
         row_id = self._row_ids.pop(_row_key(lead))
+        self._gone[_row_key(lead)] = row_id
         ConversationRow.delete().where(ConversationRow.id == row_id).execute()
+
+    def move_history(self, half: Lead, into: Lead) -> None:
+        """Give the events of `half`, deleted in this transaction as a merge's absorbed
+        half, to the row of `into` (the survivor as written here), its deleted event too."""
+        survivor = self._row_ids[_row_key(into)]
+        changelog.move(self._db, self._gone[_row_key(half)], survivor)
+        self._gone[_row_key(half)] = survivor
 
     def add_counts(self, deltas: CountDeltas) -> None:
         for change in deltas.changes():
             self._sql.add_to_count.run(self._db, change._asdict())
 
+    def add_activity(self, deltas: ActivityDeltas) -> None:
+        """Add the write's activity to its quarter-hours' rows."""
+        for change in deltas.changes():
+            self._sql.add_activity.run(self._db, change._asdict())
+
     def append_events(self, changes: list[Change], at: int) -> list[Event]:
-        """Log the write's events with their revisions; the use case calls it last (it
-        serialises writers from here to commit: changelog.py says why)."""
-        events = changelog.append(self._db, changes, at)
+        """Log the write's events with their revisions, each under the row of the lead it
+        tells of; the use case calls it last (it serialises writers from here to commit:
+        changelog.py says why)."""
+        lead_ids = [(self._gone if c.kind == DELETED else self._row_ids)[_row_key(c.lead)]
+                    for c in changes]
+        events = changelog.append(self._db, changes, lead_ids, at)
         self.appended.extend(events)
         return events
 
-    def erase_events(self, key: LeadKey) -> None:
-        """Remove the logged events of the lead holding `key` (erasure)."""
-        changelog.erase(self._db, key)
+    def erase_events(self, lead: Lead) -> None:
+        """Remove the logged events of `lead`, deleted in this transaction (erasure)."""
+        changelog.erase(self._db, self._gone[_row_key(lead)], lead.key)
 
     def prune_events(self, through: int, limit: int) -> int:
         """Remove up to `limit` of the oldest events at or below revision `through` (and
@@ -222,7 +241,7 @@ class WriteTx:
             seen = self._sql.select_request.run(self._db, values).fetchone()
         if seen is None and key.business_scoped_user_id:
             seen = self._sql.select_request_by_bsuid.run(self._db, values).fetchone()
-        return _lead_from_json(seen[0]) if seen else None
+        return lead_from_json(seen[0]) if seen else None
 
     def save_request(self, request_id: str, created_at: int, lead: Lead) -> None:
         """Remember what `request_id` left, under the lead's keys (replacing an older
@@ -230,7 +249,7 @@ class WriteTx:
         self._sql.save_request.run(self._db, {
             "workspace_id": lead.workspace_id, "contact_phone": lead.contact_phone,
             "business_scoped_user_id": lead.business_scoped_user_id,
-            "request_id": request_id, "created_at": created_at, "result": _lead_to_json(lead),
+            "request_id": request_id, "created_at": created_at, "result": lead_to_json(lead),
         })
 
     def prune_requests(self, created_up_to: int, limit: int) -> int:
@@ -314,19 +333,52 @@ class Repository:
 
     def holders(self, key: LeadKey) -> Holders:
         """The stored leads that hold `key`'s BSUID and phone (a read: nothing locked)."""
-        by_bsuid = by_phone = None
         with self._session():
-            if key.business_scoped_user_id:
-                row = self._sql.select_by_bsuid.run(self._db, {
-                    "workspace_id": key.workspace_id,
-                    "business_scoped_user_id": key.business_scoped_user_id}).fetchone()
-                by_bsuid = _lead_from_tuple(row) if row else None
-            if key.contact_phone:
-                row = self._sql.select_lead.run(self._db, {
-                    "workspace_id": key.workspace_id,
-                    "contact_phone": key.contact_phone}).fetchone()
-                by_phone = _lead_from_tuple(row) if row else None
-        return Holders(by_bsuid=by_bsuid, by_phone=by_phone)
+            return self._holders(key)[0]
+
+    def _holders(self, key: LeadKey) -> tuple[Holders, dict[_RowKey, int]]:
+        """The holders of `key`, and their row ids."""
+        ids: dict[_RowKey, int] = {}
+
+        def holder(statement: Statement, column: str, value: str) -> Lead | None:
+            if not value:
+                return None
+            row = statement.run(self._db, {"workspace_id": key.workspace_id,
+                                           column: value}).fetchone()
+            if row is None:
+                return None
+            lead = _lead_from_tuple(row)
+            ids[_row_key(lead)] = int(row[0])
+            return lead
+
+        by_bsuid = holder(self._sql.select_by_bsuid, "business_scoped_user_id",
+                          key.business_scoped_user_id)
+        by_phone = holder(self._sql.select_lead, "contact_phone", key.contact_phone)
+        return Holders(by_bsuid=by_bsuid, by_phone=by_phone), ids
+
+    def history(self, key: LeadKey, meant: Callable[[LeadKey, Holders], Lead | None],
+                before: int | None, limit: int) -> list[Event]:
+        """Up to `limit` events before revision `before` (None: the newest), newest first,
+        of the stored lead `meant` chooses among `key`'s holders; with none, the events
+        that carried either key of `key`. One snapshot: a lead that changes identity
+        meanwhile is seen either before or after."""
+        with self._snapshot():
+            holders, ids = self._holders(key)
+            lead = meant(key, holders)
+            if lead is None:
+                return changelog.carrying(self._db, key, before, limit)
+            return changelog.of_lead(self._db, ids[_row_key(lead)], before, limit)
+
+    def activity(self, workspace_id: str | None, first: int, end: int) -> list[ActivityRow]:
+        """The activity of one workspace, or summed over all, per quarter-hour from bucket
+        `first` up to (not including) `end`."""
+        a = ActivityBucket
+        sums = [peewee.fn.SUM(getattr(a, name)) for name in ActivityRow._fields[1:]]
+        query = a.select(a.bucket, *sums).where((a.bucket >= first) & (a.bucket < end))
+        if workspace_id is not None:
+            query = query.where(a.workspace_id == workspace_id)
+        with self._session():
+            return [ActivityRow._make(row) for row in _tuples(query.group_by(a.bucket))]
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[None]:

@@ -2,8 +2,9 @@
 
 Peewee builds a query's SQL anew on every call, and for GetState that costs more than
 SQLite takes to run it (two thirds of the call, measured with cProfile). The statements
-of GetState, UpsertState and GetStats never change shape, so peewee generates each one once, here,
-and the repository runs the text with execute_sql: the models stay the one source of the schema.
+of GetState, UpsertState, GetStats and the activity counts never change shape, so peewee
+generates each one once, here, and the repository runs the text with execute_sql: the
+models stay the one source of the schema.
 """
 
 from collections.abc import Callable, Mapping
@@ -13,7 +14,7 @@ from typing import Any
 import peewee
 
 from server.core.domain import Lead
-from server.storage.models import ConversationRow, LeadCount, UpsertRequestRow
+from server.storage.models import ActivityBucket, ConversationRow, LeadCount, UpsertRequestRow
 
 LEAD_COLUMNS = [f.name for f in fields(Lead)]
 
@@ -107,3 +108,12 @@ class Statements:
                 update={n.n: n.n + peewee.EXCLUDED.n,
                         n.score_sum: n.score_sum + peewee.EXCLUDED.score_sum}),
             n, ["workspace_id", "lead_temperature", "state", "n", "score_sum"])
+        a = ActivityBucket
+        counted = ["new_leads", "messages", "reached_handoff", "reached_completed", "became_hot"]
+        self.add_activity = _compile(
+            lambda v: a.insert({getattr(a, k): v[k] for k in ["workspace_id", "bucket", *counted]}
+                               ).on_conflict(
+                conflict_target=[a.workspace_id, a.bucket],
+                update={getattr(a, k): getattr(a, k) + getattr(peewee.EXCLUDED, k)
+                        for k in counted}),
+            a, ["workspace_id", "bucket", *counted])

@@ -2,7 +2,9 @@
 SIGKILL again and again and restarted on the same port; every acknowledged write is there,
 intact, and the database passes its integrity check -- on SQLite and on PostgreSQL. After
 every kill the change log agrees with the leads: one event per committed write, none for a
-write that never committed, revisions gapless, each lead's last event the lead as stored.
+write that never committed, revisions gapless, each lead's last event the lead as stored,
+every event under its lead's row, and the activity counts summing to the leads stored and
+their messages.
 
 `make soak` runs the same test with more kills (SARAH_CRASH_KILLS).
 """
@@ -39,7 +41,7 @@ _RETRY = RetryPolicy(max_attempts=5, initial_backoff=0.3, max_backoff=3.0)
 # A writer gives up on one write only after this long: a bound, never reached when healthy.
 _WRITE_GIVE_UP_S = 90.0
 # The tables PostgreSQL's amcheck verifies.
-_TABLES = ("conversation", "upsert_request", "lead_event", "log_head")
+_TABLES = ("conversation", "upsert_request", "lead_event", "log_head", "activity")
 _RESENDABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
@@ -182,18 +184,28 @@ def assert_log_agrees_with_leads(url: str, writers: list[_Writer]) -> int:
     head, pruned = query(url, 'SELECT revision, pruned_through FROM log_head')[0]
     revisions = [r for (r,) in query(url, "SELECT revision FROM lead_event ORDER BY revision")]
     assert pruned == 0 and revisions == list(range(1, head + 1)), (head, revisions[-5:])
-    events = query(url, "SELECT revision, kind, contact_phone, conversation FROM lead_event "
-                        "WHERE workspace_id = '' ORDER BY revision")
+    events = query(url, "SELECT revision, kind, contact_phone, conversation, lead_id "
+                        "FROM lead_event WHERE workspace_id = '' ORDER BY revision")
+    # The activity counts, written in the same transactions, agree with the leads: one new
+    # lead per lead stored, and every message (writers only add) counted once.
+    [(leads, messages)] = query(url, "SELECT COUNT(*), COALESCE(SUM(message_count), 0) "
+                                     "FROM conversation")
+    [(new_leads, counted)] = query(url, "SELECT COALESCE(SUM(new_leads), 0), "
+                                        "COALESCE(SUM(messages), 0) FROM activity")
+    assert (int(new_leads), int(counted)) == (leads, int(messages)), (new_leads, counted)
     for writer in writers:
-        stored = query(url, "SELECT message_count, team_size, goals, etag, updated_at "
+        stored = query(url, "SELECT message_count, team_size, goals, etag, updated_at, id "
                             "FROM conversation WHERE workspace_id = '' AND contact_phone = "
                             f"'{writer.phone}'")
-        mine = [(kind, json.loads(text)) for _, kind, phone, text in events
+        mine = [(kind, json.loads(text)) for _, kind, phone, text, _ in events
                 if phone == writer.phone]
         if not stored:
             assert acked[writer.index] == 0 and not mine, (writer.index, mine)
             continue
-        count, team_size, goals, etag, updated_at = stored[0]
+        count, team_size, goals, etag, updated_at, row_id = stored[0]
+        # Every event of the lead is in its history (ListEvents reads by lead_id).
+        assert {lead_id for *_, phone, _, lead_id in events if phone == writer.phone} == {
+            row_id}, writer.index
         # The in-flight write may have committed unacknowledged: then it is stored too.
         assert count in (acked[writer.index], acked[writer.index] + 1), (writer.index, count)
         assert [kind for kind, _ in mine] == ["upserted"] * count, (writer.index, mine[-3:])
@@ -225,7 +237,7 @@ def assert_database_intact(url: str) -> str:
         indexes = conn.execute(
             "SELECT indexrelid::regclass::text FROM pg_index "
             "WHERE indrelid IN ('conversation'::regclass, 'upsert_request'::regclass, "
-            "'lead_event'::regclass)"
+            "'lead_event'::regclass, 'activity'::regclass)"
         ).fetchall()
         assert len(indexes) >= 8, indexes
         for (index,) in indexes:

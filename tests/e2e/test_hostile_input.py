@@ -63,11 +63,13 @@ _REQUEST_OF = {name: cls for cls, name in METHOD_OF.items()}
 _REPLY_OF = {"GetState": pb.Conversation, "UpsertState": pb.Conversation,
              "ChangeIdentity": pb.Conversation,
              "DeleteState": pb.DeleteStateResponse, "GetStats": pb.GetStatsResponse,
-             "ListLeads": pb.ListLeadsResponse}
+             "ListLeads": pb.ListLeadsResponse, "ListEvents": pb.ListEventsResponse,
+             "GetActivity": pb.GetActivityResponse}
 _SHAPE_OF = {"GetState": shapes.check_conversation, "UpsertState": shapes.check_conversation,
              "ChangeIdentity": shapes.check_conversation,
              "DeleteState": shapes.check_deleted, "GetStats": shapes.check_stats,
-             "ListLeads": shapes.check_leads_page}
+             "ListLeads": shapes.check_leads_page, "ListEvents": shapes.check_events_page,
+             "GetActivity": shapes.check_activity}
 
 
 class Target:
@@ -94,10 +96,16 @@ class Target:
             lead = self.stub.UpsertState(body, timeout=10)
         return lead
 
-    def snapshot(self) -> tuple[pb.Conversation, pb.GetStatsResponse]:
-        """What a refused request must leave alone: the seeded lead and the count of leads."""
+    def snapshot(self) -> tuple[pb.Conversation, pb.GetStatsResponse, list[int]]:
+        """What a refused request must leave alone: the seeded lead, the count of leads and
+        the log's revision (in the stats), and the activity counts (summed over a year, so
+        a run across midnight does not move them)."""
+        days = self.stub.GetActivity(pb.GetActivityRequest(days=366), timeout=10).days
         return (self.stub.GetState(self.key, timeout=10),
-                self.stub.GetStats(pb.GetStatsRequest(), timeout=10))
+                self.stub.GetStats(pb.GetStatsRequest(), timeout=10),
+                [sum(getattr(d, f) for d in days) for f in (
+                    "new_leads", "messages", "reached_handoff", "reached_completed",
+                    "became_hot")])
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +169,8 @@ def test_any_identity_change_body_gets_a_contract_answer_and_a_refusal_writes_no
     ("GET", "/sarah/leads", shapes.check_leads_page),
     ("GET", "/sarah/stats", shapes.check_stats),
     ("DELETE", "/sarah/state", shapes.check_deleted),
+    ("GET", "/sarah/history", shapes.check_events_page),
+    ("GET", "/sarah/activity", shapes.check_activity),
 ])
 @fuzz
 @given(query=query_strings())

@@ -9,6 +9,7 @@ import pytest
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
+from tests.support import contract_shapes as shapes
 from tests.support.databases import new_database_url
 from tests.support.helpers import KAPSO_BODY, PHONE
 from tests.support.stack import Stack
@@ -298,3 +299,34 @@ def test_clear_over_http_resets_the_named_slots(stack: Stack, ws: str) -> None:
     status, _, refused = _post(stack, {"contact_phone": PHONE, "workspace_id": ws,
                                        "clear": ["contact_phone"]})
     assert status == 400 and "clear" in json.dumps(refused)
+
+
+def test_history_and_activity_through_envoy_in_the_contracts_words(stack: Stack, ws: str) -> None:
+    _post(stack, {"contact_phone": PHONE, "workspace_id": ws, "message_count": 2})
+    _post(stack, {"contact_phone": PHONE, "workspace_id": ws, "state": "handoff",
+                  "lead_temperature": "hot"})
+    status, _, page = stack.envoy.call(
+        "GET", f"/sarah/history?contact_phone=6281234567890&workspace_id={ws}&page_size=1")
+    assert status == 200, page
+    shapes.check_events_page(page)
+    [newest] = page["events"]
+    assert (newest["kind"], newest["changed"]) == ("upserted", ["state", "lead_temperature"])
+    assert isinstance(newest["revision"], str)  # 64-bit: a JSON string
+    assert newest["conversation"]["state"] == "handoff"  # enums as their words
+    status, _, rest = stack.envoy.call(
+        "GET", f"/sarah/history?contact_phone=%2B6281234567890&workspace_id={ws}"
+               f"&page_token={page['next_page_token']}")
+    assert status == 200 and [e["changed"] for e in rest["events"]] == [
+        ["contact_phone", "message_count", "last_message_at"]], rest
+    status, _, activity = stack.envoy.call(
+        "GET", f"/sarah/activity?time_zone=Asia/Kolkata&days=2&workspace_id={ws}")
+    assert status == 200, activity
+    shapes.check_activity(activity)
+    assert activity["time_zone"] == "Asia/Kolkata" and len(activity["days"]) == 2
+    totals = {key: sum(day[key] for day in activity["days"]) for key in activity["days"][0]
+              if key != "date"}
+    assert totals == {"new_leads": 1, "messages": 2, "reached_handoff": 1,
+                      "reached_completed": 0, "became_hot": 1}
+    status, _, error = stack.envoy.call("GET", "/sarah/activity?time_zone=Mars/Olympus")
+    assert (status, error["code"]) == (400, 3), error
+    assert "time_zone" in {v["field"] for v in error["details"][0]["field_violations"]}

@@ -107,6 +107,12 @@ def test_bound_key_never_reaches_another_workspace(stub) -> None:
                                timeout=10),
         lambda: stub.GetStats(pb.GetStatsRequest(workspace_id="other"), metadata=toko,
                               timeout=10),
+        lambda: stub.ListEvents(pb.ListEventsRequest(contact_phone=PHONE, workspace_id="other"),
+                                metadata=toko, timeout=10),
+        lambda: stub.ListEvents(pb.ListEventsRequest(contact_phone=PHONE), metadata=toko,
+                                timeout=10),  # the default workspace, as for GetState
+        lambda: stub.GetActivity(pb.GetActivityRequest(workspace_id="other"), metadata=toko,
+                                 timeout=10),
     ]
     assert [_code(call) for call in calls] == [grpc.StatusCode.PERMISSION_DENIED] * len(calls)
     other = stub.GetState(pb.GetStateRequest(contact_phone=PHONE, workspace_id="other"),
@@ -155,6 +161,16 @@ def test_list_and_stats_without_workspace_mean_my_workspace(stub) -> None:
     assert stub.GetStats(pb.GetStatsRequest(), metadata=toko, timeout=10).total == 1
     everything = stub.GetStats(pb.GetStatsRequest(), metadata=_bearer(ADMIN_KEY), timeout=10)
     assert everything.total == 2
+
+    def new_leads(key: str) -> int:
+        days = stub.GetActivity(pb.GetActivityRequest(days=2), metadata=_bearer(key),
+                                timeout=10).days
+        return sum(d.new_leads for d in days)
+
+    assert (new_leads(TOKO_KEY), new_leads(ADMIN_KEY)) == (1, 2)
+    history = stub.ListEvents(pb.ListEventsRequest(contact_phone=PHONE, workspace_id="toko"),
+                              metadata=toko, timeout=10).events
+    assert [e.conversation.lead_score for e in history] == [40]
 
 
 def test_import_needs_a_key_for_every_workspace(secured: RunningServer) -> None:

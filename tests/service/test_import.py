@@ -16,7 +16,9 @@ from google.protobuf import timestamp_pb2
 from client import SarahClient
 from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
+from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer
+from tests.support.databases import query
 from tests.support.helpers import PHONE
 
 _T0 = 1_700_000_000_000  # milliseconds since the epoch, as the old backend wrote them
@@ -269,3 +271,34 @@ def test_old_exports_without_the_identity_fields_still_load(
     assert (by_bsuid.lead_score, by_bsuid.contact_phone, by_bsuid.username,
             by_bsuid.parent_business_scoped_user_id) == (70, "", "tokosari", "ID.ENT.1")
     assert _ms(by_bsuid.updated_at) == _T0 + _HOUR
+
+
+def test_an_import_merge_keeps_the_history_and_counts_leads_on_their_own_days(
+        client: SarahClient, running: RunningServer, database_url: str) -> None:
+    """A stored phone lead and a stored BSUID lead that an imported conversation shows to be
+    one person: one lead, with both halves' history; the imported new lead counts on the
+    day the earlier backend created it, the merge adds no lead and no messages."""
+    bsuid = "ID.1648738043044942"
+    client.upsert_state(contact_phone=PHONE, message_count=2)
+    client.upsert_state(business_scoped_user_id=bsuid, message_count=3)
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        before = stub.GetActivity(pb.GetActivityRequest(days=2), timeout=10).days
+        assert _outcomes(client, _conversation(
+            contact_phone=PHONE, business_scoped_user_id=bsuid, created_at=_T0,
+            updated_at=_T0), _conversation(
+            contact_phone="+6281200000009", message_count=7, state="completed",
+            created_at=_T0, updated_at=_T0 + 24 * _HOUR)) == ["merged", "imported"]
+        events = stub.ListEvents(pb.ListEventsRequest(business_scoped_user_id=bsuid),
+                                 timeout=10).events
+        after = stub.GetActivity(pb.GetActivityRequest(days=2), timeout=10).days
+    assert [pb.EventKind.Name(e.kind) for e in events] == [
+        "upserted", "deleted", "upserted", "upserted"]
+    assert [(e.conversation.contact_phone, e.conversation.business_scoped_user_id)
+            for e in events][1:] == [(PHONE, ""), ("", bsuid), (PHONE, "")]
+    assert [(d.new_leads, d.messages) for d in after] == [(d.new_leads, d.messages)
+                                                          for d in before]
+    imported = query(database_url, "SELECT bucket, new_leads, messages, reached_completed "
+                     f"FROM activity WHERE bucket <= {(_T0 + 24 * _HOUR) // 900_000} "
+                     "ORDER BY bucket")
+    assert imported == [(_T0 // 900_000, 1, 7, 0), ((_T0 + 24 * _HOUR) // 900_000, 0, 0, 1)]

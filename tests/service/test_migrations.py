@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,12 +16,15 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import create_server
 from server.config import Config
+from server.core.domain import Lead
 from server.storage import migrations
 from server.storage.database import open_database
+from server.storage.lead_json import lead_to_json
 from server.storage.migrations import _CONVERSATIONS_AND_REQUEST_IDS, LATEST, _run, migrate
 from server.storage.models import MODELS, bind_models
 from tests.support.databases import fresh_postgres_database, is_postgres, new_database_url, query
 from tests.support.helpers import PHONE
+from tests.support.servers import serving
 
 
 @pytest.fixture
@@ -268,3 +272,71 @@ def test_argentine_leads_of_v1_move_to_whatsapps_mobile_form(
 
 def _micros(stamp: Timestamp) -> int:
     return stamp.seconds * 1_000_000 + stamp.nanos // 1000
+
+
+def _insert_event(db: peewee.Database, revision: int, kind: str, phone: str, bsuid: str,
+                  at: int) -> None:
+    conversation = lead_to_json(Lead(workspace_id="", contact_phone=phone,
+                                     business_scoped_user_id=bsuid, lead_score=revision))
+    db.execute_sql(
+        "INSERT INTO lead_event (revision, workspace_id, kind, contact_phone, "
+        "business_scoped_user_id, conversation, changed, at) "
+        f"VALUES ({', '.join([db.param] * 8)})",
+        (revision, "", kind, phone, bsuid, conversation, "[]", at))
+
+
+def test_a_schema_6_log_and_leads_get_their_history_by_lead_and_their_activity(
+        empty_database_url, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events logged before migration 7 go to the lead that holds their keys now (as
+    identity.meant would choose it), and the stored leads are counted as activity."""
+    db = open_database(empty_database_url)
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:6])
+        migrate(db)
+    day_us, now = 86_400_000_000, time.time_ns() // 1000
+    created, updated = now - 2 * day_us, now - day_us
+    bsuid, other_bsuid, erased = "ID.1648738043044942", "ID.2", "+6281299990000"
+    with db.connection_context():
+        _insert_lead(db, "", PHONE, business_scoped_user_id=bsuid, state="handoff",
+                     lead_temperature="hot", message_count=4, created_at=created,
+                     updated_at=updated)
+        _insert_lead(db, "", "+6281234567891", message_count=1, created_at=created,
+                     updated_at=created)
+        for revision, kind, phone, key in [
+                (1, "upserted", PHONE, ""), (2, "upserted", "", bsuid), (3, "deleted", PHONE, ""),
+                (4, "upserted", PHONE, bsuid), (5, "upserted", "+6281234567891", ""),
+                (6, "deleted", erased, ""),
+                (7, "upserted", PHONE, other_bsuid)]:  # another person's, when P was theirs
+            _insert_event(db, revision, kind, phone, key, created + revision)
+        db.execute_sql("UPDATE log_head SET revision = 7")
+    db.close_all()
+    with serving(empty_database_url) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+
+        def history(**key: str) -> list[int]:
+            return [e.revision for e in stub.ListEvents(pb.ListEventsRequest(**key),
+                                                        timeout=10).events]
+
+        by_lead = (history(contact_phone=PHONE), history(business_scoped_user_id=bsuid))
+        others = (history(contact_phone="+6281234567891"), history(contact_phone=erased),
+                  history(business_scoped_user_id=other_bsuid))
+        days = stub.GetActivity(pb.GetActivityRequest(time_zone="UTC", days=5), timeout=10).days
+        unheld = query(empty_database_url, "SELECT revision, lead_id FROM lead_event "
+                       "WHERE revision IN (6, 7) ORDER BY revision")
+        stub.DeleteState(pb.DeleteStateRequest(contact_phone=PHONE), timeout=10)
+        after_erasure = history(contact_phone=PHONE)
+    assert by_lead == ([4, 3, 2, 1], [4, 3, 2, 1])
+    assert others == ([5], [6], [7])
+    assert unheld == [(6, 0), (7, 0)]
+    assert [(sum(d.new_leads for d in days), sum(d.messages for d in days),
+             sum(d.reached_handoff for d in days), sum(d.became_hot for d in days))] == [
+        (2, 5, 1, 1)]
+    assert query(empty_database_url,
+                 "SELECT bucket, new_leads, messages, reached_handoff, became_hot "
+                 "FROM activity ORDER BY bucket") == [
+        (created // 900_000_000, 2, 5, 0, 0), (updated // 900_000_000, 0, 0, 1, 1)]
+    # Erasure reaches the events by the lead's row and the unheld ones carrying its phone.
+    assert len(after_erasure) == 1 and after_erasure[0] > 7
+    assert query(empty_database_url, "SELECT revision FROM lead_event ORDER BY revision") == [
+        (5,), (6,), (after_erasure[0],)]

@@ -34,7 +34,8 @@ def test_grpcurl_lists_and_describes_the_service(server_process: ServerProcess) 
     listed = _grpcurl(server_process.target, "list").split()
     assert {"sarah.v1.SarahService", "grpc.health.v1.Health"} <= set(listed)
     described = _grpcurl(server_process.target, "describe", "sarah.v1.SarahService")
-    for rpc in ("GetState", "UpsertState", "ListLeads", "GetStats", "DeleteState"):
+    for rpc in ("GetState", "UpsertState", "ListLeads", "GetStats", "DeleteState",
+                "ChangeIdentity", "WatchLeads", "ListEvents", "GetActivity"):
         assert f"rpc {rpc} (" in described
     assert "right to erasure" in described  # the proto comments travel with reflection
     message = _grpcurl(server_process.target, "describe", "sarah.v1.UpsertStateRequest")
@@ -48,6 +49,12 @@ def test_grpcurl_upsert_get_and_stats(server_process: ServerProcess) -> None:
     read = _grpcurl("-d", '{"contact_phone": "6281234567890"}', server_process.target,
                     "sarah.v1.SarahService/GetState")
     assert '"lead_score": 45' in read
+    history = _grpcurl("-d", '{"contact_phone": "081234567890"}', server_process.target,
+                       "sarah.v1.SarahService/ListEvents")
+    assert '"revision": "1"' in history and '"lead_score"' in history  # a path it changed
+    activity = _grpcurl("-d", '{"time_zone": "Asia/Makassar", "days": 1}',
+                        server_process.target, "sarah.v1.SarahService/GetActivity")
+    assert '"new_leads": 1' in activity and '"time_zone": "Asia/Makassar"' in activity
     stats = _grpcurl("-d", "{}", server_process.target, "sarah.v1.SarahService/GetStats")
     assert '"total": 1' in stats
 

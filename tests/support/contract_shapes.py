@@ -5,8 +5,9 @@ teach the checker its own mistake. gRPC answers are checked too, printed as the
 transcoder prints them (`grpc_json`).
 """
 
+import itertools
 import re
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -121,6 +122,37 @@ def check_leads_page(page: object) -> None:
     assert isinstance(page["next_page_token"], str), page
     for i, lead in enumerate(page["leads"]):
         check_conversation(lead, f"leads[{i}]")
+
+
+def check_events_page(page: object) -> None:
+    """A ListEvents page (contract: History and activity): events newest first."""
+    assert isinstance(page, dict) and set(page) == {"events", "next_page_token"}, page
+    assert isinstance(page["events"], list) and len(page["events"]) <= 500, page
+    assert isinstance(page["next_page_token"], str), page
+    for event in page["events"]:
+        check_lead_event(event)
+        assert event["kind"] != "heartbeat", event
+    revisions = [int(e["revision"]) for e in page["events"]]
+    assert revisions == sorted(revisions, reverse=True) and len(set(revisions)) == len(
+        revisions), page
+
+
+_ACTIVITY_COUNTS = ("new_leads", "messages", "reached_handoff", "reached_completed",
+                    "became_hot")
+
+
+def check_activity(reply: object) -> None:
+    """A GetActivity answer: one entry per day, oldest first, consecutive dates."""
+    assert isinstance(reply, dict) and set(reply) == {"days", "time_zone"}, reply
+    assert isinstance(reply["time_zone"], str) and reply["time_zone"], reply
+    days = reply["days"]
+    assert isinstance(days, list) and 1 <= len(days) <= 366, reply
+    for day in days:
+        assert isinstance(day, dict) and set(day) == {"date", *_ACTIVITY_COUNTS}, day
+        for key in _ACTIVITY_COUNTS:
+            _count(day[key], key, high=2**31 - 1)
+    dates = [date.fromisoformat(day["date"]) for day in days]
+    assert all(b - a == timedelta(days=1) for a, b in itertools.pairwise(dates)), reply
 
 
 def check_stats(stats: object) -> None:

@@ -182,12 +182,19 @@ def identity_bodies(draw: st.DrawFn) -> bytes:
     return json.dumps(value, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
 
 
+# Zone names right, wrong in case or spelling, and paths that must not reach the disk.
+_ZONES = ["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura", "Asia/Kolkata", "Asia/Kathmandu",
+          "America/New_York", "UTC", "Etc/GMT+5", "Asia/Atlantis", "asia/jakarta", "Asia/",
+          "/Asia/Jakarta", "Asia//Jakarta", "../../etc/passwd", "zone.tab", "posixrules",
+          "Asia/Jakarta\x00", "Asia", "WIB", "+07:00"]
+time_zones = st.one_of(st.sampled_from(_ZONES), texts)
 _QUERY_KEYS = ["contact_phone", "business_scoped_user_id", "businessScopedUserId",
                "workspace_id", "temperature", "state", "min_score",
                "order_by", "page_size", "page_token", "contactPhone", "pageSize", "utm_source",
-               "leads", "deleted", "extracted_data.name", "contact_phone.x", ""]
+               "leads", "deleted", "extracted_data.name", "contact_phone.x", "time_zone",
+               "timeZone", "days", ""]
 _query_values = st.one_of(
-    phones, workspaces, bsuids, _words.map(str),
+    phones, workspaces, bsuids, _words.map(str), time_zones,
     st.sampled_from(["lead_score desc", "created_at desc", "last_message_at%20desc", PAGE_TOKEN]),
     ints.map(str), texts,
 )
@@ -283,11 +290,17 @@ read_messages = st.one_of(
              temperature=_optional(_enums), state=_optional(_enums),
              min_score=_optional(int32s), order_by=_optional(_words.map(str) | texts),
              page_size=_optional(int32s), page_token=_optional(texts)),
+    _message(pb.ListEventsRequest, contact_phone=_optional(phones),
+             workspace_id=_optional(workspaces), business_scoped_user_id=_optional(bsuids),
+             page_size=_optional(int32s), page_token=_optional(texts)),
+    _message(pb.GetActivityRequest, workspace_id=_optional(workspaces),
+             time_zone=_optional(time_zones), days=_optional(int32s)),
 )
 METHOD_OF = {
     pb.GetStateRequest: "GetState", pb.DeleteStateRequest: "DeleteState",
     pb.GetStatsRequest: "GetStats", pb.ListLeadsRequest: "ListLeads",
     pb.UpsertStateRequest: "UpsertState", pb.ChangeIdentityRequest: "ChangeIdentity",
+    pb.ListEventsRequest: "ListEvents", pb.GetActivityRequest: "GetActivity",
 }
 
 

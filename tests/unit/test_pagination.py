@@ -6,9 +6,15 @@ from dataclasses import replace
 
 import pytest
 
-from server.core.domain import LeadFilter, ListQuery
+from server.core.domain import LeadFilter, LeadKey, ListQuery
 from server.core.errors import InvalidArgument
-from server.core.pagination import _fingerprint, decode_token, encode_token
+from server.core.pagination import (
+    _fingerprint,
+    decode_history_token,
+    decode_token,
+    encode_history_token,
+    encode_token,
+)
 
 QUERY = ListQuery(filter=LeadFilter(temperature="hot"), order_by="lead_score desc",
                   page_size=20)
@@ -90,3 +96,40 @@ def test_the_page_size_is_not_part_of_what_a_token_is_tied_to() -> None:
 ])
 def test_a_forged_token_is_refused_before_it_reaches_the_database(token: str) -> None:
     assert _violation(_with_token(token)) == "is not a token this service issued"
+
+
+# ListEvents: a token continues the history of its own lead, before the revision it names.
+
+KEY = LeadKey("toko", "+6281234567890", "")
+
+
+def _history_violation(token: str, key: LeadKey = KEY) -> str:
+    with pytest.raises(InvalidArgument) as caught:
+        decode_history_token(key, token)
+    [(field, why)] = caught.value.violations
+    assert field == "page_token"
+    return why
+
+
+def test_a_history_token_brings_back_its_revision() -> None:
+    assert decode_history_token(KEY, "") is None
+    assert decode_history_token(KEY, encode_history_token(KEY, 41)) == 41
+
+
+@pytest.mark.parametrize("other", [
+    LeadKey("toko", "+6281234567891", ""), LeadKey("", "+6281234567890", ""),
+    LeadKey("toko", "+6281234567890", "ID.1648738043044942"),
+])
+def test_a_history_token_of_another_key_is_refused(other: LeadKey) -> None:
+    assert "another lead's history" in _history_violation(encode_history_token(KEY, 41), other)
+
+
+@pytest.mark.parametrize("token", [
+    "not base64!", "e30", _raw_token(["x"]), _raw_token(["x", 2**63]), _raw_token(["x", -1]),
+    _raw_token(["x", True]), _raw_token(["x", 1.5]), _raw_token(["x", "1"]),
+    _raw_token(["x", 1, 2]),
+    base64.urlsafe_b64encode(b"[" * 100_000).decode(),  # nested past the recursion limit
+    encode_token(QUERY, (82, "+6281234567890", "")),  # a ListLeads token
+])
+def test_a_forged_history_token_is_refused(token: str) -> None:
+    assert _history_violation(token) == "is not a token this service issued"
