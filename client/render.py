@@ -24,10 +24,8 @@ _LOGGER = logging.getLogger(__name__)
 _LEAD_COLUMNS = ("lead", "workspace_id", "state", "lead_score", "lead_temperature",
                  "name", "business_type", "message_count", "last_message_at")
 _PIPE_WIDTH = 250
-# The history table's heads where the contract's field name is long. Only its list of
-# changed paths wraps: every other cell reads wrong broken over two lines.
+# The history table's heads where the contract's field name is long.
 _EVENT_HEADS = {"lead_temperature": "temperature", "lead_score": "score"}
-_CHANGED_WIDTH = 20
 # The longest bar of the activity chart, in characters: the busiest day's messages.
 _BAR_WIDTH = 30
 # GetActivity's counts after messages, as the activity table heads them.
@@ -83,9 +81,7 @@ def _count(noun: str, count: int) -> str:
 def history(console: Console, page: pb.ListEventsResponse, zone: tzinfo | None = None) -> None:
     """One page of a lead's events, newest first, times in `zone` (the machine's own when
     None), and how to get the next page."""
-    table = Table(*(Column(_EVENT_HEADS.get(key, key), no_wrap=key != "changed",
-                           min_width=_CHANGED_WIDTH if key == "changed" else None)
-                    for key in EVENT_COLUMNS))
+    table = Table(*(_EVENT_HEADS.get(key, key) for key in EVENT_COLUMNS))
     for event in page.events:
         row = event_row(event, zone)
         table.add_row(*(Text(row[column]) for column in EVENT_COLUMNS))
