@@ -23,6 +23,7 @@ from client.formats import event_line, to_json, write_csv, write_jsonl
 from client.identity import BSUID_KEY, CLEAR_PATHS, lead_key
 from client.importing import MAX_BATCH, ImportSummary, import_lines
 from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT
+from client.requests import DEFAULT_DAYS, DEFAULT_TIME_ZONE
 from client.sync import SarahClient
 from client.watching import RevisionTooOld, WatchGaveUp
 from sarah import VERSION
@@ -278,6 +279,52 @@ def delete(client: SarahClient, lead: str, bsuid: str | None, workspace: str,
         click.echo(f"deleted the conversation of {lead}")
     else:
         click.echo(f"nothing to delete: no stored conversation of {lead}")
+
+
+@cli.command(epilog=_LEAD_HELP)
+@_connected
+@click.argument("lead")
+@_bsuid
+@_lead_workspace
+@click.option("--page-size", type=int, callback=_int32, default=0,
+              help="events per page (server default 50, at most 500)")
+@click.option("--page-token", default="", help="the token the previous page printed")
+@_as_json
+def history(client: SarahClient, lead: str, bsuid: str | None, workspace: str,
+            page_size: int, page_token: str, as_json: bool) -> None:
+    """Show one page of what happened to LEAD, newest first: each change with the fields it
+    changed and the lead after it, also from before an identity change or a merge. Times
+    are in this machine's time zone (TZ)."""
+    page = client.list_events(**_lead_keys(lead, bsuid), workspace_id=workspace,
+                              page_size=page_size, page_token=page_token)
+    _emit(as_json, page, render.history)
+
+
+def _days(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """Stop --days 0 with a usage error: proto3 cannot tell 0 from unset, so the server
+    would answer its default of 30 days instead of refusing. It checks every other value
+    and names the field."""
+    if value == 0:
+        raise click.BadParameter("give 1 to 366 days")
+    _int32(ctx, param, value)
+    return value
+
+
+@cli.command()
+@_connected
+@click.option("--time-zone", default=DEFAULT_TIME_ZONE, show_default=True,
+              help="IANA name of the zone whose calendar days are counted: Asia/Jakarta (WIB), "
+                   "Asia/Makassar (WITA), Asia/Jayapura (WIT), ...")
+@click.option("--days", type=int, callback=_days, default=DEFAULT_DAYS, show_default=True,
+              help="how many days, ending today: 1 to 366")
+@click.option("--workspace", default=None, help="only this workspace (default: all)")
+@_as_json
+def activity(client: SarahClient, time_zone: str, days: int, workspace: str | None,
+             as_json: bool) -> None:
+    """Chart what happened per local calendar day, oldest first, ending today: new leads,
+    messages (a bar each day), handoffs, completions and leads that became hot."""
+    response = client.get_activity(workspace_id=workspace, time_zone=time_zone, days=days)
+    _emit(as_json, response, render.activity)
 
 
 @cli.command()

@@ -4,10 +4,12 @@ import csv
 import json
 import logging
 from collections.abc import Iterable
+from datetime import UTC, tzinfo
 from typing import Any, TextIO
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from sarah.v1 import sarah_pb2 as pb
 
@@ -63,6 +65,31 @@ def flat(conversation: pb.Conversation) -> dict[str, str]:
     doc = to_json(conversation)
     doc.update(doc.pop("extracted_data", {}))
     return {column: _cell(doc.get(column)) for column in COLUMNS}
+
+
+def local_time(stamp: Timestamp, zone: tzinfo | None = None) -> str:
+    """`stamp` to the second in `zone` (the machine's own when None), with its UTC offset
+    so that no reader has to guess the zone."""
+    return stamp.ToDatetime(tzinfo=UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+# One column per part of a history event a person reads; the lead "after" is blank for a
+# deleted event, whose conversation holds only its keys. The list of changed paths, the
+# one cell of any length, comes last.
+_AFTER = ("state", "lead_temperature", "lead_score")
+EVENT_COLUMNS = ("revision", "at", "kind", "lead", *_AFTER, "changed")
+
+
+def event_row(event: pb.LeadEvent, zone: tzinfo | None = None) -> dict[str, str]:
+    """The event as one text cell per column of EVENT_COLUMNS, `at` in `zone`."""
+    lead = event.conversation
+    row = {"revision": str(event.revision), "at": local_time(event.at, zone),
+           "kind": pb.EventKind.Name(event.kind),
+           # A lead known only by its BSUID has no phone: the BSUID names it instead.
+           "lead": lead.contact_phone or lead.business_scoped_user_id,
+           "changed": ", ".join(event.changed)}
+    after = flat(lead) if event.kind == pb.upserted else {}
+    return row | {column: after.get(column, "") for column in _AFTER}
 
 
 def write_jsonl(leads: Iterable[pb.Conversation], out: TextIO) -> int:

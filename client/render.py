@@ -5,14 +5,16 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
+from datetime import date, tzinfo
 from typing import BinaryIO
 
+from rich.bar import Bar
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
-from client.formats import flat, to_json
+from client.formats import EVENT_COLUMNS, event_row, flat, to_json
 from client.importing import ImportSummary
 from sarah.v1 import sarah_pb2 as pb
 
@@ -22,6 +24,13 @@ _LOGGER = logging.getLogger(__name__)
 _LEAD_COLUMNS = ("lead", "workspace_id", "state", "lead_score", "lead_temperature",
                  "name", "business_type", "message_count", "last_message_at")
 _PIPE_WIDTH = 250
+# The history table's heads where the contract's field name is long.
+_EVENT_HEADS = {"lead_temperature": "temperature", "lead_score": "score"}
+# The longest bar of the activity chart, in characters: the busiest day's messages.
+_BAR_WIDTH = 30
+# GetActivity's counts after messages, as the activity table heads them.
+_ACTIVITY_COUNTS = {"new_leads": "new leads", "reached_handoff": "handoff",
+                    "reached_completed": "completed", "became_hot": "hot"}
 
 
 def console() -> Console:
@@ -48,8 +57,7 @@ def leads(console: Console, page: pb.ListLeadsResponse) -> None:
         row = flat(lead) | {"lead": lead.contact_phone or lead.business_scoped_user_id}
         table.add_row(*(Text(row[column]) for column in _LEAD_COLUMNS))
     console.print(table)
-    count = len(page.leads)
-    summary = f"{count} lead" if count == 1 else f"{count} leads"
+    summary = _count("lead", len(page.leads))
     if page.next_page_token:
         summary += f"; more with --page-token {page.next_page_token}"
     console.print(summary, highlight=False)
@@ -65,6 +73,41 @@ def stats(console: Console, response: pb.GetStatsResponse) -> None:
         table.add_row(f"state {state}", str(count))
     # Where `sarah watch --since` starts to miss nothing after these counts.
     table.add_row("revision", str(response.revision))
+    console.print(table)
+
+
+def _count(noun: str, count: int) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def history(console: Console, page: pb.ListEventsResponse, zone: tzinfo | None = None) -> None:
+    """One page of a lead's events, newest first, times in `zone` (the machine's own when
+    None), and how to get the next page."""
+    table = Table(*(_EVENT_HEADS.get(key, key) for key in EVENT_COLUMNS))
+    for event in page.events:
+        row = event_row(event, zone)
+        table.add_row(*(Text(row[column]) for column in EVENT_COLUMNS))
+    console.print(table)
+    summary = _count("event", len(page.events))
+    if page.next_page_token:
+        summary += f"; more with --page-token {page.next_page_token}"
+    console.print(summary, highlight=False)
+
+
+def activity(console: Console, response: pb.GetActivityResponse) -> None:
+    """One row per day, oldest first: its messages as a number and a bar scaled to the
+    busiest day, the other counts, then the totals."""
+    busiest = max((day.messages for day in response.days), default=0)
+    table = Table(Column("date", "total"), "", Column("messages", justify="right"), "",
+                  *(Column(head, justify="right") for head in _ACTIVITY_COUNTS.values()),
+                  title=f"activity per day in {response.time_zone}", show_footer=True)
+    for day in response.days:
+        table.add_row(day.date, date.fromisoformat(day.date).strftime("%a"), str(day.messages),
+                      Bar(max(busiest, 1), 0, day.messages, width=_BAR_WIDTH),
+                      *(str(getattr(day, k)) for k in _ACTIVITY_COUNTS))
+    table.columns[2].footer = str(sum(day.messages for day in response.days))
+    for column, key in zip(table.columns[4:], _ACTIVITY_COUNTS, strict=True):
+        column.footer = str(sum(getattr(day, key) for day in response.days))
     console.print(table)
 
 

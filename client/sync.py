@@ -16,7 +16,7 @@ from client.options import (
     ClientSettings,
     RetryPolicy,
 )
-from client.requests import build, next_page
+from client.requests import activity_request, build, next_page
 from client.watching import DEFAULT_GIVE_UP_AFTER, Backoff, WatchPosition
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1.sarah_pb2_grpc import SarahAdminServiceStub, SarahServiceStub
@@ -121,6 +121,40 @@ class SarahClient:
         """Counts by temperature and state, and the mean score."""
         return self._stub.GetStats(
             build(pb.GetStatsRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    def list_events(
+        self, request: pb.ListEventsRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> pb.ListEventsResponse:
+        """One page of a lead's history, newest first; see iter_events for all of it.
+
+        Name the lead by contact_phone, business_scoped_user_id, or both."""
+        return self._stub.ListEvents(
+            build(pb.ListEventsRequest, request, fields),
+            timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
+
+    def iter_events(
+        self, request: pb.ListEventsRequest | None = None, /, *,
+        timeout: float | None = None, **fields: Any,
+    ) -> Iterator[pb.LeadEvent]:
+        """A lead's whole retained history, newest first, one page in memory at a time."""
+        page_request: pb.ListEventsRequest | None = build(pb.ListEventsRequest, request, fields)
+        while page_request is not None:
+            response = self.list_events(page_request, timeout=timeout)
+            yield from response.events
+            page_request = next_page(page_request, response)
+
+    def get_activity(
+        self, request: pb.GetActivityRequest | None = None, /, *,
+        workspace_id: str | None = None, time_zone: str | None = None, days: int | None = None,
+        timeout: float | None = None,
+    ) -> pb.GetActivityResponse:
+        """Counts per local calendar day, oldest first, ending today in time_zone (an IANA
+        name, default Asia/Jakarta) over `days` days (1 to 366, default 30); every workspace
+        the caller may see unless workspace_id names one."""
+        return self._stub.GetActivity(
+            activity_request(request, workspace_id, time_zone, days),
             timeout=self.settings.deadline(timeout), metadata=self.settings.metadata)
 
     def delete_state(

@@ -10,7 +10,10 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner, Result
@@ -33,11 +36,12 @@ def target(sqlite_server: RunningServer) -> str:
     return f"127.0.0.1:{sqlite_server.port}"
 
 
-def _sarah(target: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _sarah(target: str, *args: str, stdin: str | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m client ...` in a child process, the server found through SARAH_TARGET."""
     return subprocess.run(
         [sys.executable, "-m", "client", *args], cwd=ROOT, input=stdin, capture_output=True,
-        text=True, timeout=60, env={**os.environ, "SARAH_TARGET": target},
+        text=True, timeout=60, env={**os.environ, "SARAH_TARGET": target, **(env or {})},
     )
 
 
@@ -445,3 +449,129 @@ def test_watch_of_a_pruned_revision_exits_1_saying_to_list_again(tmp_path: Path)
     assert "OUT_OF_RANGE: the events after revision 1 are no longer retained" in result.stderr
     assert "list the leads again" in result.stderr and "Traceback" not in result.stderr
     assert _invoke("127.0.0.1:1", "watch", "--since", "-1").exit_code == 2  # a usage error
+
+
+def _history(target: str, *args: str) -> list[dict[str, Any]]:
+    result = _invoke(target, "history", *args, "--json")
+    assert result.exit_code == 0, result.output
+    events: list[dict[str, Any]] = json.loads(result.stdout)["events"]
+    return events
+
+
+def test_history_lists_a_leads_changes_newest_first(target: str) -> None:
+    _invoke(target, "upsert", PHONE, "--state", "qualifying", "--score", "40",
+            "--temperature", "warm")
+    _invoke(target, "upsert", PHONE, "--state", "scoring", "--score", "80", "--temperature", "hot")
+    _invoke(target, "upsert", PHONE, "--state", "handoff")
+    events = _history(target, "0812-3456-7890")
+    assert [event["kind"] for event in events] == ["upserted"] * 3
+    revisions = [int(event["revision"]) for event in events]
+    assert revisions == sorted(revisions, reverse=True) and len(set(revisions)) == 3
+    assert events[0]["changed"] == ["state"]
+    assert set(events[1]["changed"]) == {"state", "lead_score", "lead_temperature"}
+    assert [event["conversation"]["state"] for event in events] == [
+        "handoff", "scoring", "qualifying"]
+    assert all(event["at"].endswith("Z") for event in events)
+    # The table, in the time zone of the machine running `sarah` (here WITA, +08).
+    table = _sarah(target, "history", PHONE, env={"TZ": "Asia/Makassar"})
+    assert table.returncode == 0, table.stderr
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]]
+            for line in table.stdout.splitlines() if line.startswith("│")]
+    assert [row[0] for row in rows] == [str(r) for r in revisions]
+    assert [(row[2], row[3], row[4], row[5], row[6]) for row in rows] == [
+        ("upserted", PHONE, "handoff", "hot", "80"), ("upserted", PHONE, "scoring", "hot", "80"),
+        ("upserted", PHONE, "qualifying", "warm", "40")]
+    assert all(row[1].endswith(" +0800") for row in rows)
+    assert rows[0][7] == "state"
+    assert table.stdout.rstrip().endswith("3 events")
+
+
+def test_history_pages_with_the_printed_token(target: str) -> None:
+    for score in range(5):
+        _invoke(target, "upsert", PHONE, "--score", str(score))
+    first = _invoke(target, "history", PHONE, "--page-size", "2")
+    assert first.exit_code == 0, first.output
+    token = first.stdout.split("--page-token ")[1].split()[0]
+    rest = _history(target, PHONE, "--page-size", "2", "--page-token", token)
+    assert [event["conversation"]["lead_score"] for event in rest] == [2, 1]
+    everything = _history(target, PHONE, "--page-size", "500")
+    assert [event["conversation"]["lead_score"] for event in everything] == [4, 3, 2, 1, 0]
+
+
+def test_history_follows_an_identity_change_and_ends_with_the_erasure(target: str) -> None:
+    _invoke(target, "upsert", "--bsuid", BSUID, "--score", "10")
+    _invoke(target, "move-identity", BSUID, "0812-3456-7890")
+    by_phone = _history(target, PHONE)
+    assert [event["conversation"]["contact_phone"] for event in by_phone] == [PHONE, ""]
+    assert _history(target, BSUID) == by_phone
+    _invoke(target, "delete", BSUID)
+    [erased] = _history(target, "--bsuid", BSUID, PHONE)
+    assert erased["kind"] == "deleted"
+    table = _invoke(target, "history", BSUID).stdout
+    [row] = [line.split("│")[3:7] for line in table.splitlines() if line.startswith("│")]
+    assert [cell.strip() for cell in row] == ["deleted", PHONE, "", ""]
+
+
+def test_history_bad_requests_name_the_field(target: str) -> None:
+    nobody = _sarah(target, "history", "")
+    assert nobody.returncode == 1 and "INVALID_ARGUMENT" in nobody.stderr
+    assert "\n  contact_phone: " in nobody.stderr and "Traceback" not in nobody.stderr
+    forged = _sarah(target, "history", PHONE, "--page-token", "forged")
+    assert forged.returncode == 1 and "\n  page_token: " in forged.stderr, forged.stderr
+    assert forged.stdout == ""
+
+
+def _today_and_yesterday(zone: str) -> set[str]:
+    today = datetime.now(ZoneInfo(zone)).date()
+    return {str(today), str(today - timedelta(days=1))}
+
+
+def test_activity_counts_today_in_the_zone_asked(target: str) -> None:
+    _invoke(target, "upsert", PHONE, "--message-count", "3")
+    _invoke(target, "upsert", "+6281200000001", "--workspace", "w", "--message-count", "2")
+    _invoke(target, "upsert", "+6281200000001", "--workspace", "w", "--state", "handoff",
+            "--temperature", "hot")
+    _invoke(target, "upsert", PHONE, "--add-messages", "4")
+    result = _invoke(target, "activity", "--time-zone", "Asia/Makassar", "--days", "2", "--json")
+    assert result.exit_code == 0, result.output
+    activity = json.loads(result.stdout)
+    assert activity["time_zone"] == "Asia/Makassar"
+    days = activity["days"]
+    assert [list(day) for day in days] == [["date", "new_leads", "messages", "reached_handoff",
+                                           "reached_completed", "became_hot"]] * 2
+    # Two days, so that a run across midnight in Makassar still sees every write.
+    assert {day["date"] for day in days} == _today_and_yesterday("Asia/Makassar")
+    assert days[0]["date"] < days[1]["date"]
+    totals = {key: sum(day[key] for day in days) for key in days[0] if key != "date"}
+    assert totals == {"new_leads": 2, "messages": 9, "reached_handoff": 1,
+                      "reached_completed": 0, "became_hot": 1}
+    only_w = json.loads(_invoke(target, "activity", "--workspace", "w", "--days", "2",
+                                "--json").stdout)
+    assert only_w["time_zone"] == "Asia/Jakarta"
+    assert sum(day["messages"] for day in only_w["days"]) == 2
+    assert len(json.loads(_invoke(target, "activity", "--json").stdout)["days"]) == 30
+
+
+def test_activity_chart_draws_a_bar_for_the_busiest_day(target: str) -> None:
+    _invoke(target, "upsert", PHONE, "--message-count", "6")
+    chart = _sarah(target, "activity", "--time-zone", "Asia/Jayapura", "--days", "3")
+    assert chart.returncode == 0, chart.stderr
+    assert "activity per day in Asia/Jayapura" in chart.stdout
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]]
+            for line in chart.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 4 and rows[-1][:3] == ["total", "", "6"]
+    assert [row[3] for row in rows[:3] if row[2] == "6"] == ["█" * 30]
+    assert {row[0] for row in rows[:3] if row[2] == "6"} <= _today_and_yesterday("Asia/Jayapura")
+
+
+def test_activity_bad_arguments_exit_with_the_servers_message(target: str) -> None:
+    for args, field in ((["--time-zone", "Mars/Olympus_Mons"], "time_zone"),
+                        (["--days", "367"], "days"), (["--days", "-1"], "days")):
+        result = _sarah(target, "activity", *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith("Error: INVALID_ARGUMENT"), result.stderr
+        assert f"\n  {field}: " in result.stderr and "Traceback" not in result.stderr
+        assert result.stdout == ""
+    # 0 cannot be sent: proto3 reads it as "unset", which the server answers with 30 days.
+    zero = CliRunner().invoke(cli, ["activity", "--days", "0", "--target", target])
+    assert zero.exit_code == 2 and "--days" in zero.stderr

@@ -383,3 +383,65 @@ def test_watch_skips_repeats_and_filters_heartbeats_across_a_resume() -> None:
     assert seen[:2] == [(8, pb.upserted), (10, pb.upserted)]
     assert seen[2:] == [(8, pb.upserted), (9, pb.heartbeat), (10, pb.upserted)]
     assert scripted.since == [3, 9]
+
+
+def test_list_events_pages_and_iter_events_follows_them(client: SarahClient) -> None:
+    for score in range(5):
+        client.upsert_state(contact_phone=PHONE, lead_score=score)
+    client.upsert_state(contact_phone="+6281200000001", lead_score=99)  # another lead
+    first = client.list_events(contact_phone="0812-3456-7890", page_size=2)
+    assert [event.conversation.lead_score for event in first.events] == [4, 3]
+    assert first.next_page_token
+    events = list(client.iter_events(messages.ListEventsRequest(contact_phone=PHONE,
+                                                                page_size=2)))
+    assert [event.conversation.lead_score for event in events] == [4, 3, 2, 1, 0]
+    revisions = [event.revision for event in events]
+    assert revisions == sorted(revisions, reverse=True) and len(set(revisions)) == 5
+    assert {event.kind for event in events} == {pb.upserted}
+    assert list(events[0].changed) == ["lead_score"]
+    with pytest.raises(grpc.RpcError) as caught:
+        client.list_events(page_size=2)  # no key
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_get_activity_defaults_and_zones(client: SarahClient) -> None:
+    client.upsert_state(contact_phone=PHONE, message_count=3)
+    client.upsert_state(contact_phone=PHONE, add_messages=2, workspace_id="w")
+    month = client.get_activity()
+    assert (month.time_zone, len(month.days)) == ("Asia/Jakarta", 30)
+    dates = [day.date for day in month.days]
+    assert dates == sorted(dates) and len(set(dates)) == 30
+    # Two days, so that a run across midnight in Jayapura still counts every write.
+    two = client.get_activity(time_zone="Asia/Jayapura", days=2)
+    assert two.time_zone == "Asia/Jayapura" and len(two.days) == 2
+    assert (sum(day.new_leads for day in two.days), sum(day.messages for day in two.days)) == (
+        2, 5)
+    only_w = client.get_activity(workspace_id="w", days=2)
+    assert sum(day.messages for day in only_w.days) == 2
+    with pytest.raises(grpc.RpcError) as caught:
+        client.get_activity(time_zone="Asia/Atlantis")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "\n  time_zone: " in describe(caught.value)
+
+
+def test_async_client_lists_events_and_activity(server: RunningServer) -> None:
+    async def scenario() -> None:
+        async with AsyncSarahClient(f"127.0.0.1:{server.port}") as sarah:
+            for score in range(3):
+                await sarah.upsert_state(business_scoped_user_id="ID.77", lead_score=score,
+                                         message_count=score)
+            page = await sarah.list_events(business_scoped_user_id="ID.77", page_size=1)
+            assert [event.conversation.lead_score for event in page.events] == [2]
+            scores = [event.conversation.lead_score
+                      async for event in sarah.iter_events(business_scoped_user_id="ID.77",
+                                                           page_size=2)]
+            assert scores == [2, 1, 0]
+            activity = await sarah.get_activity(time_zone="Asia/Makassar", days=2)
+            assert activity.time_zone == "Asia/Makassar"
+            assert sum(day.messages for day in activity.days) == 2
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await sarah.get_activity(days=367)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "\n  days: " in describe(caught.value)
+
+    asyncio.run(scenario())
