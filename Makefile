@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run cluster test typecheck lint protos bench soak fuzz clean
+.PHONY: run cluster test typecheck lint protos openapi bench soak fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: $(STAMP)
 ## protos: regenerate sarah/v1 (stubs, .pyi, descriptor set) from protos/ alone
 protos: $(STAMP)
 	$(PY) protos/generate.py
+
+## openapi: regenerate openapi.yaml (the HTTP API for Kapso authors) from sarah/v1/sarah.pb;
+## tests/unit/test_openapi.py fails while the committed file is stale
+openapi: $(STAMP)
+	$(PY) -m tools.openapi
 
 ## bench: throughput, latency and memory against the framework's ceilings (bench/README.md);
 ## about 15 minutes. Smaller: make bench BENCH_ARGS="--duration 2 --leads 1000,100000 --soak-minutes 0"
