@@ -56,11 +56,7 @@ def leads(console: Console, page: pb.ListLeadsResponse) -> None:
         # A lead known only by its BSUID has no phone: the BSUID names it instead.
         row = flat(lead) | {"lead": lead.contact_phone or lead.business_scoped_user_id}
         table.add_row(*(Text(row[column]) for column in _LEAD_COLUMNS))
-    console.print(table)
-    summary = _count("lead", len(page.leads))
-    if page.next_page_token:
-        summary += f"; more with --page-token {page.next_page_token}"
-    console.print(summary, highlight=False)
+    _page_end(console, table, "lead", len(page.leads), page.next_page_token)
 
 
 def stats(console: Console, response: pb.GetStatsResponse) -> None:
@@ -76,6 +72,15 @@ def stats(console: Console, response: pb.GetStatsResponse) -> None:
     console.print(table)
 
 
+def _page_end(console: Console, table: Table, noun: str, count: int, next_token: str) -> None:
+    """A page's table, then how many rows it had and how to get the next page."""
+    console.print(table)
+    summary = _count(noun, count)
+    if next_token:
+        summary += f"; more with --page-token {next_token}"
+    console.print(summary, highlight=False)
+
+
 def _count(noun: str, count: int) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -87,11 +92,7 @@ def history(console: Console, page: pb.ListEventsResponse, zone: tzinfo | None =
     for event in page.events:
         row = event_row(event, zone)
         table.add_row(*(Text(row[column]) for column in EVENT_COLUMNS))
-    console.print(table)
-    summary = _count("event", len(page.events))
-    if page.next_page_token:
-        summary += f"; more with --page-token {page.next_page_token}"
-    console.print(summary, highlight=False)
+    _page_end(console, table, "event", len(page.events), page.next_page_token)
 
 
 def activity(console: Console, response: pb.GetActivityResponse) -> None:

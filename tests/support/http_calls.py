@@ -20,14 +20,7 @@ def request(host: str, port: int, method: str, path: str, body: object = None,
         sent = {"content-type": "application/json", **(headers or {})}
         conn.request(method, path, body=payload,
                      headers={name: value for name, value in sent.items() if value is not None})
-        response = conn.getresponse()
-        raw = response.read()
-        reply_headers = {k.lower(): v for k, v in response.getheaders()}
-        try:
-            parsed: object = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = raw.decode(errors="replace")
-        return response.status, reply_headers, parsed
+        return _reply(conn.getresponse())
     finally:
         conn.close()
 
@@ -39,13 +32,18 @@ def raw_exchange(host: str, port: int, data: bytes) -> tuple[int, dict[str, str]
         sock.sendall(data)
         response = http.client.HTTPResponse(sock)
         response.begin()
-        raw = response.read()
-        reply_headers = {k.lower(): v for k, v in response.getheaders()}
+        return _reply(response)
+
+
+def _reply(response: http.client.HTTPResponse) -> tuple[int, dict[str, str], object]:
+    """The status, the headers (lower-case names) and the body, parsed as JSON when it is."""
+    raw = response.read()
+    headers = {k.lower(): v for k, v in response.getheaders()}
     try:
         parsed: object = json.loads(raw) if raw else None
     except ValueError:
         parsed = raw.decode(errors="replace")
-    return response.status, reply_headers, parsed
+    return response.status, headers, parsed
 
 
 def https_connection(port: int, ca: Path, host: str = "localhost") -> http.client.HTTPSConnection:
