@@ -92,7 +92,9 @@ def _write_conversations(rows: list[_Row]) -> None:
         if keyed:
             c.insert_many(keyed).on_conflict(
                 conflict_target=[c.workspace_id, column],
-                conflict_where=(column != ""),  # the partial unique index of that key
+                # The partial unique index of that key, its condition written out: SQLite
+                # matches an index by the text, and a parameter never matches.
+                conflict_where=(column != peewee.SQL("''")),
                 preserve=[f for f in c._meta.sorted_fields if f.name != "id"],
                 where=(c.updated_at < peewee.EXCLUDED.updated_at),
             ).execute()
