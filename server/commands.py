@@ -24,8 +24,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _copy_data(args: argparse.Namespace) -> int:
-    copied, request_ids = copy_data(args.source, args.database_url)
-    print(f"copied {copied} conversations and {request_ids} request ids "
+    done = copy_data(args.source, args.database_url)
+    print(f"copied {done.conversations} conversations, {done.request_ids} request ids, "
+          f"{done.events} events and {done.activity_rows} activity rows "
           f"from {redact_url(args.source)} to {redact_url(args.database_url)}")
     return 0
 
@@ -67,8 +68,9 @@ def main(argv: list[str]) -> int:
     add_database_args(migrate_parser, env)
     migrate_parser.set_defaults(run=_migrate)
     copy_parser = commands.add_parser(
-        "copy-data", help="copy every conversation from --source into --database-url "
-                          "(e.g. a SQLite file into PostgreSQL); safe to run again")
+        "copy-data", help="copy every conversation, its history and the activity counts "
+                          "from --source into --database-url (e.g. a SQLite file into "
+                          "PostgreSQL); safe to run again")
     copy_parser.add_argument("--source", required=True, help="URL of the database to read")
     add_database_args(copy_parser, env)
     copy_parser.set_defaults(run=_copy_data)

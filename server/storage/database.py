@@ -1,6 +1,8 @@
 """Opens the one database the service uses, chosen by a playhouse URL."""
 
+import contextlib
 import os
+from collections.abc import Iterator
 from urllib.parse import unquote, urlparse
 
 import peewee
@@ -75,6 +77,16 @@ def without_secrets(text: str, *urls: str) -> str:
 
 def is_sqlite(db: peewee.Database) -> bool:
     return isinstance(db, peewee.SqliteDatabase)
+
+
+@contextlib.contextmanager
+def snapshot(db: peewee.Database) -> Iterator[None]:
+    """One read transaction whose statements all see the same committed state (SQLite
+    in WAL mode takes the snapshot at the first read of a transaction)."""
+    with db.atomic():
+        if not is_sqlite(db):
+            db.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
 
 
 def open_database(url: str, pool_size: int = 16) -> peewee.Database:

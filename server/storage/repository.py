@@ -23,7 +23,7 @@ from server.core.domain import Lead, LeadFilter, LeadKey
 from server.core.errors import Unavailable
 from server.core.identity import Holders
 from server.storage import changelog, retention
-from server.storage.database import LOCK_WAIT_MS, is_sqlite
+from server.storage.database import LOCK_WAIT_MS, is_sqlite, snapshot
 from server.storage.errors import database_errors
 from server.storage.lead_json import lead_from_json, lead_to_json, lead_values
 from server.storage.models import (
@@ -382,11 +382,8 @@ class Repository:
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[None]:
-        """One read transaction whose statements all see the same committed state (SQLite
-        in WAL mode takes the snapshot at the first read of a transaction)."""
-        with self._session(), self._db.atomic():
-            if not is_sqlite(self._db):
-                self._db.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        """One read transaction: its statements all see the same committed state."""
+        with self._session(), snapshot(self._db):
             yield
 
     def log_head(self) -> tuple[int, int]:

@@ -201,7 +201,7 @@ def test_copy_data_moves_a_sqlite_file_into_postgresql(tmp_path, postgres_server
     for _ in range(2):  # a second run changes nothing
         done = _sarah_server("copy-data", "--source", source, "--database-url", target)
         assert done.returncode == 0, done.stderr
-        assert "copied 2500 conversations and 2500 request ids" in done.stdout
+        assert "copied 2500 conversations, 2500 request ids, 2500 events and " in done.stdout
         assert query(target, rows) == query(source, rows)
     assert query(target, "SELECT COUNT(*) FROM upsert_request") == [(2500,)]
     counts = "SELECT workspace_id, lead_temperature, state, n, score_sum FROM lead_count " \
