@@ -148,6 +148,10 @@ class Hub:
             raise
         return Subscription(self, workspace, head if since is None else since)
 
+    def watching(self) -> int:
+        """The streams open on this server (catching up or joined)."""
+        return self._open
+
     def _release(self) -> None:
         with self._lock:
             self._open -= 1
