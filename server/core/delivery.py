@@ -173,6 +173,11 @@ class Hub:
                 raise Unavailable("the server is shutting down; watch again")
             if cursor < self._delivered:
                 return None
+            if not self._watchers:
+                # The tailer skips the log while no one is joined: it resumes from here
+                # (this watcher has read up to `cursor`), at once.
+                self._delivered = max(self._delivered, cursor)
+                self._wake.set()
             watcher = _Watcher(workspace, cursor)
             self._watchers[workspace].add(watcher)
             return watcher
@@ -200,6 +205,8 @@ class Hub:
                 time.sleep(pause)
             # Cleared before the read: a commit after this point sets it again.
             self._wake.clear()
+            if not self._watchers:
+                continue  # nobody to hand events to: a write costs no read of the log
             read_at = time.monotonic()
             try:
                 self._fan_out()
@@ -226,7 +233,10 @@ class Hub:
                     for watcher in list(group):
                         if not watcher.offer(events, self._limits.buffer):
                             group.discard(watcher)
-                self._delivered = batch[-1].revision
+                    if not group:
+                        del self._watchers[workspace]
+                # Not below where a watcher that joined alone during the read set it.
+                self._delivered = max(self._delivered, batch[-1].revision)
             if len(batch) < _BATCH:
                 return
 
