@@ -15,6 +15,7 @@ from server.app import RunningServer, create_server
 from server.config import Config
 from tests.support.databases import query
 from tests.support.servers import serving
+from tests.support.waiting import wait_until
 
 PHONE = "+6281234567890"
 OTHER = "+6281234567891"
@@ -235,3 +236,35 @@ def test_a_watcher_resuming_from_a_pruned_revision_gets_out_of_range(
             assert stub.ListLeads(pb.ListLeadsRequest(), timeout=10).revision == 4
     finally:
         server.shutdown(grace=None)
+
+
+def test_watchers_that_come_and_go_while_a_writer_writes_each_see_every_revision_once(
+        database_url: str) -> None:
+    # Each watcher here is the only one: the tailer skips the log while none is joined and
+    # resumes from the one that joins, with commits landing all the while.
+    with serving(database_url, watch_buffer=10_000) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        stop = threading.Event()
+
+        def write() -> None:
+            i = 0
+            while not stop.is_set():  # 50 leads, each write a new score: an event each
+                stub.UpsertState(pb.UpsertStateRequest(contact_phone=_phone(i % 50),
+                                                       lead_score=i // 50 % 100), timeout=10)
+                i += 1
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            for _ in range(5):
+                since = stub.GetStats(pb.GetStatsRequest(), timeout=10).revision
+                stream = stub.WatchLeads(pb.WatchLeadsRequest(since_revision=since),
+                                         timeout=30)
+                got = [e.revision for e in _take(stream, 30)]
+                stream.cancel()
+                assert got == list(range(since + 1, since + 31))
+                wait_until(lambda: server.hub.watching() == 0, 10, "the watcher to leave")
+        finally:
+            stop.set()
+            writer.join()
