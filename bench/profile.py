@@ -1,17 +1,22 @@
 """Where the real server's time goes under one RPC's load: py-spy, summed by layer.
 
     python -m bench.profile [--rpcs GetState,UpsertState] [--seconds 20] [--leads 1000]
+                            [--watchers 200 [--watch-workspace ID]]
 
 The server runs as `make bench` runs it, h2load drives one RPC over gRPC, and
 `py-spy record --gil --native` samples only the thread holding the GIL: a Python gRPC
 server is GIL-bound (about one core busy however many threads it has), so those samples
 are the time that limits throughput. Each sample counts once, for the layer of its
 innermost recognisable frame (sqlite's C code under peewee counts as sqlite, peewee
-under our storage layer as peewee). Needs py-spy (`pip install -e '.[dev]'`) and root or ptrace.
+under our storage layer as peewee). With --watchers, that many WatchLeads streams are
+held open (bench/watchers.py, as `make bench` measures their cost) while the RPC runs,
+each seeing every write unless --watch-workspace names another workspace. Needs py-spy
+(`pip install -e '.[dev]'`) and root or ptrace.
 """
 
 import argparse
 import collections
+import contextlib
 import shlex
 import shutil
 import subprocess
@@ -24,6 +29,7 @@ from pathlib import Path
 from bench import h2load, workload
 from bench.procs import real_server
 from bench.seed import phone, seed
+from bench.watch import watchers_open
 
 # (layer, test on one frame "function (file:line)" or "function (library.so)")
 _LAYERS = (
@@ -42,6 +48,10 @@ _LAYERS = (
 # (what, a substring of a frame): the share of samples with such a frame on the stack
 _INCLUSIVE = (
     ("gRPC worker: the handler and everything grpcio does around it", "_WorkItem.run ("),
+    ("a watcher's stream (WatchLeads) and all inside", "WatchLeads ("),
+    ("  delivery (server/core/delivery.py)", "(server/core/delivery.py"),
+    ("  grpcio sending a streamed message", "_send_response ("),
+    ("the change log's tailer", "_tail ("),
     ("the server's interceptors (call log, metrics) and all inside", "(server/api/interceptors.py"),
     ("  writing the call log line", "Logger.info ("),
     ("  the servicer method", "(server/api/servicer.py"),
@@ -100,8 +110,14 @@ def profile(rpc: str, args: argparse.Namespace, workdir: Path, py_spy: str) -> l
     db = workdir / f"profile-{rpc}.db"
     server_args = shlex.split(args.server_args)
     seed(db, args.leads, workdir, server_args)
+    if args.watchers > 0:
+        server_args += ["--max-watchers", str(args.watchers + 16)]
     server = real_server(db, workdir, server_args, name=f"server-profile-{rpc}")
-    try:
+    watching = (watchers_open(server, args.watchers, args.watch_workspace, workdir)
+                if args.watchers > 0 else contextlib.nullcontext())
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.stop)
+        stack.enter_context(watching)
         call = workload.calls(phone(0), phone(args.leads + 1))[rpc]
         load = workload.grpc_load(call, server.port, workdir, f"profile-{rpc}",
                                   concurrency=args.concurrency, duration=args.seconds + 3,
@@ -119,12 +135,12 @@ def profile(rpc: str, args: argparse.Namespace, workdir: Path, py_spy: str) -> l
                        capture_output=True)
         after, wall = _cpu_ticks(server.proc.pid), time.monotonic() - start
         driver.join()
-    finally:
-        server.stop()
     if args.keep_raw:
         shutil.copy(raw, Path.cwd() / raw.name)
     user, system = ((a - b) / 100 / wall for a, b in zip(after, before, strict=True))
-    return [f"{rpc}: {results[0].rps:.0f} req/s at {args.concurrency} in flight (py-spy "
+    watched = (f", {args.watchers} watchers of {args.watch_workspace or 'every workspace'}"
+               if args.watchers > 0 else "")
+    return [f"{rpc}{watched}: {results[0].rps:.0f} req/s at {args.concurrency} in flight (py-spy "
             f"slows it while sampling); server CPU {user + system:.2f} cores "
             f"(user {user:.2f}, system {system:.2f})", *summarise(raw), ""]
 
@@ -138,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--server-args", default="")
+    parser.add_argument("--watchers", type=int, default=0,
+                        help="WatchLeads streams held open during the load (default 0)")
+    parser.add_argument("--watch-workspace",
+                        help="the watchers' workspace (default: every one, so each sees "
+                             "every write)")
     parser.add_argument("--keep-raw", action="store_true",
                         help="copy py-spy's raw stacks to ./profile-<RPC>.txt")
     args = parser.parse_args(argv)

@@ -197,9 +197,12 @@ def _joined(process: LoggedProcess) -> bool:
 IDLE_WORKSPACE = "bench-idle"  # a workspace the measured writes never touch
 
 
-def _with_watchers(server: GrpcServer, count: int, workspace: str | None, workdir: Path,
-                   upserts: Callable[[str], Measured]) -> Watched:
-    """`count` watchers of `workspace` (None: every one) joined, then UpsertState measured."""
+@contextlib.contextmanager
+def watchers_open(server: GrpcServer, count: int, workspace: str | None, workdir: Path
+                  ) -> Iterator[LoggedProcess]:
+    """`count` watchers of `workspace` (None: every one) held open by bench/watchers.py and
+    joined (each has received an event) for the duration of the block; the process has
+    stopped and printed its tally when the block ends."""
     join = workload.kapso_upsert(phone(1))
     if workspace is not None:
         join["workspace_id"] = workspace
@@ -213,14 +216,21 @@ def _with_watchers(server: GrpcServer, count: int, workspace: str | None, workdi
                 "UpsertState", json_format.ParseDict(join, pb.UpsertStateRequest()),
                 "POST", "/sarah/state", join))
             wait_until(lambda: _joined(holder), 120, f"{count} watchers to join")
-            procs = (server, holder)
-            cpu = [_cpu_seconds(p.proc.pid) for p in procs]
-            started = time.monotonic()
-            measured = upserts(f"watch-cost-{count}-{workspace or 'all'}")
-            seconds = time.monotonic() - started
-            cpu = [_cpu_seconds(p.proc.pid) - c for p, c in zip(procs, cpu, strict=True)]
+            yield holder
         finally:
             holder.stop()
+
+
+def _with_watchers(server: GrpcServer, count: int, workspace: str | None, workdir: Path,
+                   upserts: Callable[[str], Measured]) -> Watched:
+    """`count` watchers of `workspace` (None: every one) joined, then UpsertState measured."""
+    with watchers_open(server, count, workspace, workdir) as holder:
+        procs = (server, holder)
+        cpu = [_cpu_seconds(p.proc.pid) for p in procs]
+        started = time.monotonic()
+        measured = upserts(f"watch-cost-{count}-{workspace or 'all'}")
+        seconds = time.monotonic() - started
+        cpu = [_cpu_seconds(p.proc.pid) - c for p, c in zip(procs, cpu, strict=True)]
     tally = _log_has(holder, r"events (\d+) dropped (\d+)")
     if tally is None:
         raise RuntimeError(f"bench.watchers did not report: {holder.log_path}")

@@ -1,5 +1,6 @@
 """Translation between protobuf messages and the service's own values."""
 
+import weakref
 from typing import Any, Protocol
 
 from google.protobuf import timestamp_pb2
@@ -124,6 +125,25 @@ def stats_to_proto(stats: Stats) -> pb.GetStatsResponse:
 
 
 def event_to_proto(event: Event) -> pb.LeadEvent:
+    """The LeadEvent of `event`. A change is converted once for all its watchers (they get
+    equal Events: the same one from the tailer, or one read from the log while catching
+    up), since building the message cost a watcher about a third of sending it; a
+    heartbeat, different every time, is not kept. The message is shared between threads:
+    read it, never change it."""
+    if event.lead is None:
+        return _to_proto(event)
+    message = _converted.get(event)
+    if message is None:  # two threads may both build it: the same message, either kept
+        message = _converted[event] = _to_proto(event)
+    return message
+
+
+# Kept only while some watcher still holds the Event: the conversion of a change erased
+# since then is not kept in memory past its last watcher.
+_converted: weakref.WeakKeyDictionary[Event, pb.LeadEvent] = weakref.WeakKeyDictionary()
+
+
+def _to_proto(event: Event) -> pb.LeadEvent:
     message = pb.LeadEvent(revision=event.revision, kind=pb.EventKind.Value(event.kind),
                            changed=event.changed, at=_timestamp(event.at))
     if event.lead is not None:

@@ -26,6 +26,7 @@ from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer, create_server
 from server.config import Config
 from tests.service.test_client import pruned_server
+from tests.support import readme
 from tests.support.helpers import PHONE
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -277,9 +278,7 @@ def _read(fd: int) -> bytes:
 
 def _readme_blocks(language: str) -> list[str]:
     """The ```language code blocks of the README's command line and client section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Command line and Python client\n", 1)[1].split("\n## ", 1)[0]
-    return [block.split("\n```", 1)[0] for block in section.split(f"```{language}\n")[1:]]
+    return readme.blocks("Command line and Python client", language)
 
 
 def test_readme_newcomer_flow_works_as_written(target: str, tmp_path: Path) -> None:

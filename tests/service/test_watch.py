@@ -247,3 +247,35 @@ def test_a_stream_carries_the_version_and_a_refused_one_is_trailers_only(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not refused.initial_metadata()
     assert ("sarah-version", VERSION) in tuple(refused.trailing_metadata())
+
+
+def test_watchers_that_come_and_go_while_a_writer_writes_each_see_every_revision_once(
+        database_url: str) -> None:
+    # Each watcher here is the only one: the tailer skips the log while none is joined and
+    # resumes from the one that joins, with commits landing all the while.
+    with serving(database_url, watch_buffer=10_000) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        stop = threading.Event()
+
+        def write() -> None:
+            i = 0
+            while not stop.is_set():  # 50 leads, each write a new score: an event each
+                stub.UpsertState(pb.UpsertStateRequest(contact_phone=_phone(i % 50),
+                                                       lead_score=i // 50 % 100), timeout=10)
+                i += 1
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            for _ in range(5):
+                since = stub.GetStats(pb.GetStatsRequest(), timeout=10).revision
+                stream = stub.WatchLeads(pb.WatchLeadsRequest(since_revision=since),
+                                         timeout=30)
+                got = [e.revision for e in _take(stream, 30)]
+                stream.cancel()
+                assert got == list(range(since + 1, since + 31))
+                wait_until(lambda: server.hub.watching() == 0, 10, "the watcher to leave")
+        finally:
+            stop.set()
+            writer.join()
