@@ -2,7 +2,6 @@
 the stack sustains, beside that peak: what still succeeds (goodput) and how quickly the
 rest is refused."""
 
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,6 @@ from bench.procs import envoy_in_front, real_server
 from bench.run import Measured, Options, measure, running
 from bench.seed import phone
 from deploy.envoy_config import load
-
-_LOGGER = logging.getLogger(__name__)
 
 FACTOR = 4
 AT_LEAST_GOODPUT_OF_PEAK = 0.90
