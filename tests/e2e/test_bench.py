@@ -123,7 +123,7 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
         assert shown == target and float(ratio) >= 0, latency[where]
         assert re.match(r"pass|over by ", result), latency[where]
 
-    writers = {row[0]: row for row in _rows(out, "UpsertState over gRPC")}
+    writers = {row[0]: row for row in _rows(out, "UpsertState over gRPC  ")}
     assert {name: row[1] for name, row in writers.items()} == {
         "before": "0", "with, every workspace": "20", "with, another workspace": "20",
         "after": "0"}
