@@ -18,11 +18,13 @@ import time
 from pathlib import Path
 
 from bench import h2load, report
+from bench.overload import run_overload
 from bench.retention import run_retention
 from bench.run import Options, Results, run_main, run_scale
 from bench.seed import seed
 from bench.soak import run_soak
 from bench.watch import WatchResults, run_cost, run_latency
+from bench.workers import CHOICES, run_workers
 from bench.workload import RPCS
 from server.config import Config
 
@@ -71,6 +73,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Envoy worker threads (default: the machine's CPUs)")
     p.add_argument("--rpcs", type=_rpcs, default=list(RPCS),
                    help=f"RPCs of the main table (default {','.join(RPCS)})")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating rounds of GET and POST /sarah/state against the peer and "
+                        "the ceilings; the median is the figure (default 3)")
+    p.add_argument("--rotate-leads", type=int, default=1000,
+                   help="distinct leads UpsertState rotates over in its second row; 0 skips "
+                        "it (default 1000)")
+    p.add_argument("--workers-choices", default=",".join(CHOICES),
+                   help="--workers values of the workers table, comma-separated; empty skips "
+                        f"it (default {','.join(CHOICES)})")
+    p.add_argument("--no-overload", action="store_true",
+                   help="skip the overload table")
     p.add_argument("--watchers", type=int, default=200,
                    help="open WatchLeads streams whose cost to UpsertState is measured "
                         "(default 200)")
@@ -95,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency, h2_connections=args.h2_connections,
         deep_page=args.deep_page, server_args=shlex.split(args.server_args),
         bare_threads=args.bare_threads, envoy_concurrency=args.envoy_concurrency,
-        rpcs=args.rpcs, workdir=workdir,
+        rpcs=args.rpcs, workdir=workdir, rounds=max(1, args.rounds),
+        rotate_leads=args.rotate_leads,
     )
     started = time.monotonic()
     try:
@@ -105,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         results = Results()
         small = min(dbs)
         run_main(opts, dbs[small], small, results)
+        overload = [] if args.no_overload else run_overload(opts, dbs[small])
+        choices = tuple(c.strip() for c in args.workers_choices.split(",") if c.strip())
+        workers = run_workers(opts, dbs[small], choices) if choices else []
         run_scale(opts, dbs, results)
         watch = WatchResults()
         run_latency(opts, dbs[small], watch)
@@ -125,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         *report.header(opts, version), "",
         *report.main_table(opts, results), "",
         *report.ceiling_table(opts, results), "",
+        *report.door_table(opts, results), "",
+        *report.targets_table(opts, results, overload), "",
+        *(report.overload_table(overload) + [""] if overload else []),
+        *(report.workers_table(results, workers) + [""] if workers else []),
         *report.scale_table(opts, results), "",
         *report.watch_tables(watch), "",
         *report.retention_table(retention), "",

@@ -1,15 +1,20 @@
-"""The ceiling: a bare grpcio sarah.v1.SarahService that answers every call with a constant.
+"""The ceiling: a bare sarah.v1.SarahService that answers every call with a constant.
 
     python -m bench.bare_server --listen 127.0.0.1:PORT --responses FILE [--threads 8]
+                                [--aio] [--workers N]
 
 FILE is JSON, {"GetState": "<base64 of a serialized response>", ...}: the real server's
 own answers to the bench's requests, so each constant is the same size as the real one.
-The server is built as server/app.py builds the real one (a thread pool of the same size,
-health for Envoy's active check) minus everything the service itself does: no validation,
-no database, no call log. What it costs is what grpcio and protobuf cost.
+The sync server is built as server/app.py builds the real one (a thread pool of the same
+size, health for Envoy's active check); `--aio` serves the same constants from grpc.aio
+(one event loop, no thread pool), the other shape grpcio offers. Both leave out everything
+the service itself does: no validation, no database, no call log. What they cost is what
+grpcio and protobuf cost. `--workers N` runs N such processes, process i on the port + i,
+as `sarah-server --workers N` does, under the same supervisor.
 """
 
 import argparse
+import asyncio
 import base64
 import json
 import logging
@@ -25,6 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.config import Config
+from server.supervise import supervise
 
 _LOGGER = logging.getLogger("bench.bare_server")
 
@@ -65,6 +71,28 @@ class BareServicer(sarah_pb2_grpc.SarahServiceServicer):
         return self._responses["DeleteState"]
 
 
+class AioBareServicer(sarah_pb2_grpc.SarahServiceServicer):
+    """The same constants from coroutines, for grpc.aio."""
+
+    def __init__(self, responses: dict[str, object]):
+        self._responses = responses
+
+    async def GetState(self, request, context):
+        return self._responses["GetState"]
+
+    async def UpsertState(self, request, context):
+        return self._responses["UpsertState"]
+
+    async def ListLeads(self, request, context):
+        return self._responses["ListLeads"]
+
+    async def GetStats(self, request, context):
+        return self._responses["GetStats"]
+
+    async def DeleteState(self, request, context):
+        return self._responses["DeleteState"]
+
+
 def create_server(listen: str, responses: dict[str, object], threads: int
                   ) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
@@ -77,21 +105,61 @@ def create_server(listen: str, responses: dict[str, object], threads: int
     return server, port
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.bare_server", description=__doc__.split("\n")[0])
-    parser.add_argument("--listen", required=True, help="host:port; port 0 picks a free one")
-    parser.add_argument("--responses", required=True, type=Path, help="JSON of constants")
-    parser.add_argument("--threads", type=int, default=Config().threads,
-                        help="worker threads (default: the real server's default)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server, port = create_server(args.listen, load_responses(args.responses), args.threads)
-    _LOGGER.info("bare servicer listening on port %d", port)
+def _serve_sync(listen: str, responses: dict[str, object], threads: int) -> None:
+    server, port = create_server(listen, responses, threads)
+    _LOGGER.info("bare grpcio servicer listening on port %d", port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     server.stop(None).wait()
+
+
+async def _serve_aio(listen: str, responses: dict[str, object]) -> None:
+    server = grpc.aio.server()
+    sarah_pb2_grpc.add_SarahServiceServicer_to_server(AioBareServicer(responses), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(listen)
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    _LOGGER.info("bare grpc.aio servicer listening on port %d", port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(None)
+
+
+def _moved(listen: str, offset: int) -> str:
+    host, _, port = listen.rpartition(":")
+    return f"{host}:{int(port) + offset}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bare_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--listen", required=True, help="host:port")
+    parser.add_argument("--responses", required=True, type=Path, help="JSON of constants")
+    parser.add_argument("--threads", type=int, default=Config().threads,
+                        help="worker threads of the sync server (default: the real "
+                             "server's default)")
+    parser.add_argument("--aio", action="store_true", help="serve from grpc.aio")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes, process i on the --listen port + i (default 1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.workers > 1:
+        own = list(sys.argv[1:] if argv is None else argv)
+        commands = {f"bare-{i}": [sys.executable, "-m", "bench.bare_server", *own,
+                                  "--workers", "1", "--listen", _moved(args.listen, i)]
+                    for i in range(args.workers)}
+        return supervise(commands, f"bare servicer: {args.workers} processes", Path.cwd())
+    responses = load_responses(args.responses)
+    if args.aio:
+        asyncio.run(_serve_aio(args.listen, responses))
+    else:
+        _serve_sync(args.listen, responses, args.threads)
     return 0
 
 

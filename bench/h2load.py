@@ -50,6 +50,7 @@ class Load:
     duration: float = 10.0
     warmup: float = 1.0
     log_latencies: bool = True
+    rps: float | None = None  # requests per second per connection (h2load --rps); None: flat out
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class Result:
     non_2xx: int
     p50_ms: float | None
     p99_ms: float | None
+    # From the per-request log: answers with a 2xx status, per second of the measured
+    # phase (goodput), and the latencies of the others (refusals: 503s and the like).
+    ok_rps: float | None = None
+    refused_p50_ms: float | None = None
+    refused_p99_ms: float | None = None
 
 
 def _split(load: Load) -> tuple[int, int]:
@@ -84,6 +90,8 @@ def command(load: Load, log_file: Path | None) -> list[str]:
         argv.append(f"--warm-up-time={round(load.warmup * 1000)}ms")
     if load.h1:
         argv.append("--h1")
+    if load.rps is not None:
+        argv.append(f"--rps={load.rps:g}")
     if load.body is not None:
         argv += ["-d", str(load.body)]
     if log_file is not None:
@@ -129,6 +137,8 @@ def run_many(loads: list[Load], log_files: list[Path]) -> Result:
     rps = 0.0
     n_done = failed = non_2xx = 0
     micros: list[int] = []
+    refused: list[int] = []
+    n_ok = 0
     for proc, load, log_file in zip(procs, loads, log_files, strict=True):
         out, err = proc.communicate(timeout=load.duration + load.warmup + 60)
         if proc.returncode != 0 or "finished in" not in out:
@@ -141,9 +151,28 @@ def run_many(loads: list[Load], log_files: list[Path]) -> Result:
         failed += sum(int(g) for g in counts.groups()[1:])
         non_2xx += sum(int(g) for g in statuses.groups()[1:])
         if load.log_latencies:
-            micros += [int(cols[2]) for cols in (line.split("\t") for line in
-                       log_file.read_text().splitlines()) if len(cols) >= 3 and cols[1] != "-1"]
-    micros.sort()
-    p50 = _percentile(micros, 0.50) if micros else None
-    p99 = _percentile(micros, 0.99) if micros else None
-    return Result(rps=rps, done=n_done, failed=failed, non_2xx=non_2xx, p50_ms=p50, p99_ms=p99)
+            for line in log_file.read_text().splitlines():
+                cols = line.split("\t")
+                if len(cols) < 3 or cols[1] == "-1":
+                    continue
+                micros.append(int(cols[2]))
+                if cols[1].startswith("2"):
+                    n_ok += 1
+                else:
+                    refused.append(int(cols[2]))
+    logged = all(load.log_latencies for load in loads)
+    return summarize(rps, n_done, failed, non_2xx, micros, refused,
+                     n_ok / loads[0].duration if logged else None)
+
+
+def summarize(rps: float, done: int, failed: int, non_2xx: int, micros: list[int],
+              refused: list[int], ok_rps: float | None) -> Result:
+    """A Result from the counts and the microseconds of each request (any order)."""
+    micros, refused = sorted(micros), sorted(refused)
+
+    def pct(values: list[int], fraction: float) -> float | None:
+        return _percentile(values, fraction) if values else None
+
+    return Result(rps=rps, done=done, failed=failed, non_2xx=non_2xx, p50_ms=pct(micros, 0.5),
+                  p99_ms=pct(micros, 0.99), ok_rps=ok_rps, refused_p50_ms=pct(refused, 0.5),
+                  refused_p99_ms=pct(refused, 0.99))

@@ -2,15 +2,18 @@
 the bare one, and Envoy in front of either (the harness of tests/support, in the bench's
 sizes)."""
 
-import argparse
+import contextlib
 import functools
+import io
 import sys
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.config import parse_args
 from tests.support.envoy import EnvoyProcess
+from tests.support.http_calls import request
 from tests.support.ports import free_port, free_ports
 from tests.support.processes import LoggedProcess
 from tests.support.waiting import wait_until
@@ -46,11 +49,23 @@ class GrpcServer(LoggedProcess):
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def _workers(server_args: list[str]) -> int:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--workers", type=int, default=1)
-    workers: int = parser.parse_known_args(server_args)[0].workers
-    return workers
+def server_processes(server_args: list[str]) -> int:
+    """How many processes `python -m server *server_args` runs, read by the server's own
+    parser (its default, SARAH_WORKERS, `auto` if it takes that), so the bench gives it as
+    many ports and the ceilings as many processes."""
+    config = parse_args(["--listen", "127.0.0.1:1", *server_args])
+    return max(1, int(config.workers))
+
+
+def accepts(server_args: list[str]) -> bool:
+    """Whether the server's parser takes these flags (`--workers auto` on an older one
+    does not)."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            parse_args(["--listen", "127.0.0.1:1", *server_args])
+    except SystemExit:
+        return False
+    return True
 
 
 def real_server(db: Path, workdir: Path, server_args: list[str], name: str = "server"
@@ -63,7 +78,7 @@ def real_server(db: Path, workdir: Path, server_args: list[str], name: str = "se
 def server_on(database_url: str, workdir: Path, server_args: list[str], name: str
               ) -> GrpcServer:
     """`python -m server` over any database (a PostgreSQL replica among several)."""
-    ports = free_ports(_workers(server_args))
+    ports = free_ports(server_processes(server_args))
     argv = [sys.executable, "-m", "server", "--listen", f"127.0.0.1:{ports[0]}",
             "--database-url", database_url,
             # Metrics stay on, as in production, on a free port rather than the default.
@@ -71,11 +86,34 @@ def server_on(database_url: str, workdir: Path, server_args: list[str], name: st
     return GrpcServer(name, argv, ports, workdir)
 
 
-def bare_server(responses: Path, workdir: Path, threads: int) -> GrpcServer:
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.bare_server", "--listen", f"127.0.0.1:{port}",
-            "--responses", str(responses), "--threads", str(threads)]
-    return GrpcServer("bare", argv, [port], workdir)
+def bare_server(responses: Path, workdir: Path, threads: int, workers: int = 1,
+                aio: bool = False, name: str = "bare") -> GrpcServer:
+    """The bare servicer (sync grpcio, or grpc.aio), `workers` processes on consecutive
+    ports as the real server's workers are."""
+    ports = free_ports(workers)
+    argv = [sys.executable, "-m", "bench.bare_server", "--listen", f"127.0.0.1:{ports[0]}",
+            "--responses", str(responses), "--threads", str(threads),
+            "--workers", str(workers), *(["--aio"] if aio else [])]
+    return GrpcServer(name, argv, ports, workdir)
+
+
+class PeerProcess(LoggedProcess):
+    """The FastAPI peer (bench/peer_app.py) on a free port, ready once it answers."""
+
+    def __init__(self, db: Path, workdir: Path, name: str = "peer"):
+        self.port = free_port()
+        argv = [sys.executable, "-m", "bench.peer_app", "--listen", f"127.0.0.1:{self.port}",
+                "--database", str(db)]
+        super().__init__(name, argv, workdir, own_session=True)
+        try:
+            wait_until(self._ready, _START_TIMEOUT_S, f"{name} to answer", ignoring=(OSError,))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        self.check_alive()
+        return request("127.0.0.1", self.port, "GET", "/health")[0] == 200
 
 
 def envoy_in_front(upstream: GrpcServer, name: str, workdir: Path, concurrency: int

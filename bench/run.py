@@ -1,4 +1,6 @@
-"""One bench run: the real stack and its two ceilings side by side, RPC by RPC."""
+"""One bench run: the real stack, its ceilings (bare grpcio and bare grpc.aio, as many
+processes as the server runs, over gRPC and through Envoy) and the FastAPI peer side by
+side, RPC by RPC."""
 
 import base64
 import contextlib
@@ -12,9 +14,16 @@ from pathlib import Path
 
 import grpc
 
-from bench import h2load, workload
+from bench import h2load, peer_app, rotate, workload
 from bench.memory import PeakMemory
-from bench.procs import GrpcServer, bare_server, envoy_in_front, real_server
+from bench.procs import (
+    GrpcServer,
+    PeerProcess,
+    bare_server,
+    envoy_in_front,
+    real_server,
+    server_processes,
+)
 from bench.seed import phone
 from sarah.v1 import sarah_pb2 as pb
 from tests.support.envoy import EnvoyProcess
@@ -38,6 +47,18 @@ class Options:
     envoy_concurrency: int
     rpcs: list[str]
     workdir: Path
+    rounds: int = 3  # alternating rounds of the HTTP door against the peer (median)
+    rotate_leads: int = 1000
+
+    @property
+    def processes(self) -> int:
+        """The server's processes, and so the ceilings'."""
+        return server_processes(self.server_args)
+
+    @property
+    def shape(self) -> dict[str, float | int]:
+        return {"concurrency": self.concurrency, "h2_connections": self.h2_connections,
+                "duration": self.duration, "warmup": self.warmup}
 
 
 @dataclass(frozen=True)
@@ -48,11 +69,25 @@ class Measured:
     errors: int
 
 
+# The HTTP routes measured against the FastAPI peer (bench/peer_app.py serves only these).
+PEER_RPCS = ("GetState", "UpsertState")
+# The ceilings: bare servicers of each shape grpcio offers; the faster is the ceiling.
+BARE_STACKS = ("sync", "aio")
+BARE_NAMES = {"sync": "bare grpcio", "aio": "bare grpc.aio"}
+
+Key = tuple[str, str, str]
+
+
 @dataclass
 class Results:
-    """Keyed (rpc, path, stack): path "gRPC" or "HTTP/JSON", stack "real" or "bare"."""
+    """Keyed (rpc, path, stack): path "gRPC" or "HTTP/JSON", stack "real", "sync", "aio"
+    (the bare servicers) or "peer". A figure measured in several rounds is the median
+    round's; `rounds` keeps every round's req/s."""
 
-    main: dict[tuple[str, str, str], Measured] = field(default_factory=dict)
+    main: dict[Key, Measured] = field(default_factory=dict)
+    rounds: dict[Key, list[float]] = field(default_factory=dict)
+    # ("UpsertState", "gRPC", stack) over opts.rotate_leads leads in rotation
+    rotated: dict[Key, Measured] = field(default_factory=dict)
     # (name, lead count) -> measured at concurrency 1 over gRPC
     scale: dict[tuple[str, int], Measured] = field(default_factory=dict)
     deep_page: int = 0
@@ -67,22 +102,34 @@ def _failed_calls(server: GrpcServer, offset: int, rpc: str) -> int:
     return sum(code != "OK" for code in re.findall(pattern, text))
 
 
-def measure(loads: list[h2load.Load], server: GrpcServer, envoy: EnvoyProcess | None, rpc: str,
-            workdir: Path, label: str) -> Measured:
+def ceiling(results: dict[Key, Measured], rpc: str, path: str) -> tuple[str, Measured]:
+    """The faster bare servicer of this RPC and path: (stack, its figures)."""
+    return max(((stack, results[(rpc, path, stack)]) for stack in BARE_STACKS),
+               key=lambda found: found[1].result.rps)
+
+
+def measure(loads: list[h2load.Load], server: LoggedProcess, envoy: EnvoyProcess | None,
+            rpc: str, workdir: Path, label: str, *, refusals_are_errors: bool = True,
+            rotation: rotate.Rotation | None = None) -> Measured:
+    """Run the loads (or the rotating generator) against `server`, its memory sampled.
+    Errors: failed requests, non-2xx answers (unless refusals are what is measured) and
+    calls a gRPC server's call log shows ending in anything but OK."""
     offset = server.log_path.stat().st_size
     server_mem = PeakMemory(server.proc.pid)
     envoy_mem = PeakMemory(envoy.proc.pid) if envoy else None
     logs = [workdir / f"{label}-{i}.tsv" for i in range(len(loads))]
     with server_mem.sampling(), envoy_mem.sampling() if envoy_mem else contextlib.nullcontext():
-        result = h2load.run_many(loads, logs)
-    errors = result.failed + result.non_2xx + _failed_calls(server, offset, rpc)
+        result = rotation.run(workdir, label) if rotation else h2load.run_many(loads, logs)
+    errors = result.failed + (result.non_2xx if refusals_are_errors else 0)
+    if isinstance(server, GrpcServer):
+        errors += _failed_calls(server, offset, rpc)
     _LOGGER.info("%-28s %8.0f req/s  p50 %s ms  errors %d", label, result.rps,
                  result.p50_ms, errors)
     return Measured(result, server_mem.peak, envoy_mem.peak if envoy_mem else None, errors)
 
 
 @contextlib.contextmanager
-def _running(*starters) -> Iterator[list[LoggedProcess]]:
+def running(*starters) -> Iterator[list[LoggedProcess]]:
     """Start each in turn (each may use the ones before) and stop all, last first."""
     started: list[LoggedProcess] = []
     try:
@@ -94,40 +141,89 @@ def _running(*starters) -> Iterator[list[LoggedProcess]]:
             child.stop()
 
 
+def _median(rounds: list[Measured]) -> Measured:
+    """The round whose req/s is the median (the lower middle of an even count)."""
+    ranked = sorted(rounds, key=lambda m: m.result.rps)
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def run_main(opts: Options, db: Path, count: int, results: Results) -> None:
-    """Every RPC over gRPC and over HTTP/JSON through Envoy, real and bare, interleaved
-    RPC by RPC so that drift on a shared machine hits a figure and its ceiling alike."""
-    shape = {"concurrency": opts.concurrency, "h2_connections": opts.h2_connections,
-             "duration": opts.duration, "warmup": opts.warmup}
+    """Every RPC over gRPC and over HTTP/JSON through Envoy, real and bare (sync and aio,
+    as many processes as the server runs), and GET/POST /sarah/state on the peer,
+    interleaved RPC by RPC so that drift on a shared machine hits a figure and its
+    ceiling alike; the HTTP door against the peer in `opts.rounds` alternating rounds."""
     calls = workload.calls(phone(0), phone(count + 1))
     responses_file = opts.workdir / "responses.json"
-    with _running(lambda: real_server(db, opts.workdir, opts.server_args)) as (server,):
+    peer_db = opts.workdir / "peer.db"
+    peer_app.seed(str(peer_db), [workload.kapso_upsert(phone(i)) for i in range(count)])
+    workers = opts.processes
+    with running(lambda: real_server(db, opts.workdir, opts.server_args)) as (server,):
         responses = _capture(server, calls, count)
         responses_file.write_text(json.dumps(
             {rpc: base64.b64encode(data).decode() for rpc, data in responses.items()}))
-        with _running(
-            lambda *_: bare_server(responses_file, opts.workdir, opts.bare_threads),
+        with running(
+            lambda *_: bare_server(responses_file, opts.workdir, opts.bare_threads, workers),
+            lambda *_: bare_server(responses_file, opts.workdir, opts.bare_threads, workers,
+                                   aio=True, name="bare-aio"),
+            lambda *_: PeerProcess(peer_db, opts.workdir),
             lambda *_: envoy_in_front(server, "envoy", opts.workdir, opts.envoy_concurrency),
-            lambda bare, _: envoy_in_front(bare, "envoy-bare", opts.workdir,
-                                             opts.envoy_concurrency),
-        ) as (bare, envoy, envoy_bare):
-            for front in (envoy, envoy_bare):
+            lambda sync, *_: envoy_in_front(sync, "envoy-bare", opts.workdir,
+                                            opts.envoy_concurrency),
+            lambda _, aio, *__: envoy_in_front(aio, "envoy-bare-aio", opts.workdir,
+                                               opts.envoy_concurrency),
+        ) as (sync, aio, peer, envoy, envoy_sync, envoy_aio):
+            for front in (envoy, envoy_sync, envoy_aio):
                 for rpc in opts.rpcs:
                     workload.check_http(front.port, calls[rpc])
-            stacks = (("bare", bare, envoy_bare), ("real", server, envoy))
+            for rpc in PEER_RPCS:
+                workload.check_http(peer.port, calls[rpc])
+            grpc_stacks = (("sync", sync), ("aio", aio), ("real", server))
+            http_stacks = (("sync", sync, envoy_sync), ("aio", aio, envoy_aio),
+                           ("real", server, envoy), ("peer", peer, None))
             for rpc in opts.rpcs:
-                for stack, upstream, _ in stacks:
+                for stack, upstream in grpc_stacks:
                     label = f"{rpc}-grpc-{stack}"
                     loads = workload.grpc_loads(calls[rpc], upstream.ports, opts.workdir,
-                                                label, **shape)
+                                                label, **opts.shape)
                     results.main[(rpc, "gRPC", stack)] = measure(
                         loads, upstream, None, rpc, opts.workdir, label)
-                for stack, upstream, front in stacks:
-                    label = f"{rpc}-http-{stack}"
-                    load = workload.http_load(calls[rpc], front.port, opts.workdir, label,
-                                              **shape)
-                    results.main[(rpc, "HTTP/JSON", stack)] = measure(
-                        [load], upstream, front, rpc, opts.workdir, label)
+                _http_rounds(opts, rpc, calls[rpc], http_stacks, results)
+            if "UpsertState" in opts.rpcs and opts.rotate_leads > 0:
+                _rotated(opts, grpc_stacks, results)
+
+
+def _http_rounds(opts: Options, rpc: str, call: workload.Call, stacks, results: Results
+                 ) -> None:
+    """One RPC over HTTP/JSON on each stack in turn, in alternating rounds where the peer
+    serves it (the median round is the figure), once elsewhere."""
+    with_peer = rpc in PEER_RPCS
+    rounds: dict[str, list[Measured]] = {}
+    for i in range(opts.rounds if with_peer else 1):
+        for stack, upstream, front in stacks:
+            if stack == "peer" and not with_peer:
+                continue
+            label = f"{rpc}-http-{stack}-{i}"
+            port = front.port if front is not None else upstream.port
+            load = workload.http_load(call, port, opts.workdir, label, **opts.shape)
+            rounds.setdefault(stack, []).append(
+                measure([load], upstream, front, rpc, opts.workdir, label))
+    for stack, measured in rounds.items():
+        results.main[(rpc, "HTTP/JSON", stack)] = _median(measured)
+        results.rounds[(rpc, "HTTP/JSON", stack)] = [m.result.rps for m in measured]
+
+
+def _rotated(opts: Options, stacks, results: Results) -> None:
+    """UpsertState over `opts.rotate_leads` distinct leads in turn, on the real server and
+    the bare ones, with bench/rotate.py (h2load sends one body)."""
+    bodies = [workload.calls(phone(i), phone(i))["UpsertState"].request.SerializeToString()
+              for i in range(opts.rotate_leads)]
+    for stack, upstream in stacks:
+        rotation = rotate.Rotation(upstream.ports, f"/{workload.SERVICE}/UpsertState", bodies,
+                                   opts.concurrency, opts.h2_connections, opts.duration,
+                                   opts.warmup)
+        label = f"rotated-{stack}"
+        results.rotated[("UpsertState", "gRPC", stack)] = measure(
+            [], upstream, None, "UpsertState", opts.workdir, label, rotation=rotation)
 
 
 def _capture(server: GrpcServer, calls: dict[str, workload.Call], count: int
@@ -151,7 +247,7 @@ def run_scale(opts: Options, dbs: dict[int, Path], results: Results) -> None:
     largest = max(dbs)
     results.deep_page = min(opts.deep_page, math.ceil(largest / PAGE_SIZE))
     for count, db in sorted(dbs.items()):
-        with _running(lambda db=db, count=count: real_server(
+        with running(lambda db=db, count=count: real_server(
                 db, opts.workdir, opts.server_args, name=f"server-{count}")) as (server,):
             calls = {"GetStats": workload.calls(phone(0), phone(count + 1))["GetStats"],
                      "ListLeads page 1": workload.list_page("")}

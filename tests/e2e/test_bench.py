@@ -13,7 +13,10 @@ from deploy import ROOT
 
 RPCS = ("GetState", "UpsertState", "ListLeads", "GetStats", "DeleteState")
 TINY = ["--duration", "0.3", "--warmup", "0", "--leads", "60,400", "--deep-page", "5",
-        "--soak-minutes", "0.05", "--watchers", "20", "--retention-backlog", "3000"]
+        "--soak-minutes", "0.05", "--watchers", "20", "--retention-backlog", "3000",
+        "--rounds", "2", "--rotate-leads", "100"]
+ROTATED = "UpsertState, 100 leads"
+VERDICT = r"pass|short by |over by "
 
 
 def _rows(output: str, first_header: str) -> list[list[str]]:
@@ -33,25 +36,75 @@ def _rows(output: str, first_header: str) -> list[list[str]]:
                     reason="h2load (nghttp2-client) is missing and cannot be installed here")
 def test_bench_prints_every_figure_beside_its_ceiling() -> None:
     done = subprocess.run([sys.executable, "-m", "bench", *TINY], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     out = done.stdout
 
     main = {(row[0], row[1]): row for row in _rows(out, "RPC ")}
-    assert set(main) == {(rpc, path) for rpc in RPCS for path in ("gRPC", "HTTP/JSON")}
+    assert set(main) == {(rpc, path) for rpc in RPCS for path in ("gRPC", "HTTP/JSON")} | {
+        (ROTATED, "gRPC")}
     for (_, path), row in main.items():
-        rps, p50, p99, errors, ceiling, of_ceiling, of_grpc = (
-            row[2], row[3], row[4], row[5], row[8], row[9], row[10])
+        rps, p50, p99, errors, which, ceiling, of_ceiling, of_grpc = row[2:6] + row[8:12]
         assert float(rps) > 0 and float(ceiling) > 0, row
         assert float(p50) <= float(p99), row
         assert errors == "0", row
+        assert which in ("bare grpcio", "bare grpc.aio"), row
         assert float(of_ceiling) > 0, row
         assert (of_grpc == "-") == (path == "gRPC"), row
-    assert re.match(r"pass|short by ", main[("GetState", "gRPC")][-1])
-    assert main[("UpsertState", "HTTP/JSON")][-2] == ">= 0.80 x gRPC"
+    for key, target in ((("GetState", "gRPC"), ">= 0.80 x ceiling"),
+                        ((ROTATED, "gRPC"), ">= 0.70 x ceiling"),
+                        (("ListLeads", "gRPC"), ">= 0.50 x ceiling"),
+                        (("UpsertState", "HTTP/JSON"), ">= 0.85 x ceiling"),
+                        (("ListLeads", "HTTP/JSON"), ">= 0.80 x gRPC")):
+        assert main[key][-2] == target and re.match(VERDICT, main[key][-1]), main[key]
 
     ceilings = _rows(out, "ceiling ")
-    assert len(ceilings) == 2 * len(RPCS)
+    assert len(ceilings) == 4 * len(RPCS) + 2
+    assert {row[0] for row in ceilings} == {"bare grpcio", "bare grpc.aio",
+                                            "Envoy + bare grpcio", "Envoy + bare grpc.aio"}
+
+    door = {(row[0], row[1]): row for row in _rows(out, "HTTP door")}
+    assert set(door) == {(route, stack) for route in ("GET /sarah/state", "POST /sarah/state")
+                         for stack in ("SarahService through Envoy", "FastAPI + uvicorn peer",
+                                       "Envoy + bare grpcio", "Envoy + bare grpc.aio")}
+    for row in door.values():
+        rounds = [float(rps) for rps in row[3].split()]
+        assert len(rounds) == 2 and float(row[2]) in rounds and row[6] == "0", row
+
+    targets = {row[0]: row for row in _rows(out, "target (issue 14)")}
+    assert set(targets) == {
+        *(f"{route} through Envoy / {what}" for route in ("GET /sarah/state", "POST /sarah/state")
+          for what in ("its ceiling", "the peer")),
+        *(f"{rpc} over gRPC / its ceiling" for rpc in
+          ("GetState", "UpsertState", ROTATED, "ListLeads", "GetStats")),
+        *(f"{rpc} over gRPC: p99 / p50 at 16 in flight" for rpc in ("GetState", "UpsertState")),
+        *(f"{route} at 4x its peak: goodput / peak" for route in ("GET /sarah/state",
+                                                                  "POST /sarah/state")),
+        *(f"{route} at 4x: refusal p99 / route timeout" for route in ("GET /sarah/state",
+                                                                     "POST /sarah/state"))}
+    for name, row in targets.items():
+        assert re.match(rf"{VERDICT}|none refused; queued, sent \d+\.\d\d of offered", row[-1]), row
+        if "refusal" not in name:
+            assert float(row[4]) > 0, row
+    assert targets["GET /sarah/state through Envoy / the peer"][5] == ">= 1.50"
+    assert targets["POST /sarah/state through Envoy / the peer"][5] == ">= 0.75"
+
+    overload = {row[0]: row for row in _rows(out, "overload, through Envoy")}
+    assert set(overload) == {"GET /sarah/state", "POST /sarah/state"}
+    for row in overload.values():
+        connections, offered, sent, goodput, peak = row[1:6]
+        assert connections == "64" and float(offered) > float(peak) > 0, row
+        assert float(sent) >= float(goodput) > 0, row
+
+    workers = _rows(out, "--workers")
+    assert {(row[0], row[1]) for row in workers} >= {("1", "1"), ("2", "2")}
+    assert {(row[2], row[3]) for row in workers if row[0] == "2"} == {
+        (rpc, path) for rpc in ("GetState", "UpsertState") for path in ("gRPC", "HTTP/JSON")}
+    for row in workers:
+        assert float(row[4]) > 0 and row[7] == "0", row
+        assert (row[11] == "-") == (row[3] == "gRPC"), row
+    assert ("auto" in {row[0] for row in workers}
+            or "--workers auto: not accepted by this server" in out)
 
     checks = {row[0]: row for row in _rows(out, "scale target")}
     assert set(checks) == {"GetStats: p50 on 400 / on 60 leads",
@@ -70,7 +123,7 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
         assert shown == target and float(ratio) >= 0, latency[where]
         assert re.match(r"pass|over by ", result), latency[where]
 
-    writers = {row[0]: row for row in _rows(out, "UpsertState over gRPC")}
+    writers = {row[0]: row for row in _rows(out, "UpsertState over gRPC  ")}
     assert {name: row[1] for name, row in writers.items()} == {
         "before": "0", "with, every workspace": "20", "with, another workspace": "20",
         "after": "0"}
