@@ -223,8 +223,12 @@ class WriteTx:
         return events
 
     def erase_events(self, lead: Lead) -> None:
-        """Remove the logged events of `lead`, deleted in this transaction (erasure)."""
+        """Remove the logged events of `lead`, deleted in this transaction (erasure). Its
+        deleted event, logged after this, belongs to no row (lead_id 0, found by its keys):
+        SQLite hands the highest row id out again after that row is deleted, and the next
+        new lead's history must not start with someone else's erasure."""
         changelog.erase(self._db, self._gone[_row_key(lead)], lead.key)
+        self._gone[_row_key(lead)] = 0
 
     def prune_events(self, through: int, limit: int) -> int:
         """Remove up to `limit` of the oldest events at or below revision `through` (and

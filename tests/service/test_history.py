@@ -109,6 +109,23 @@ def test_after_erasure_only_the_deleted_event_remains_even_of_an_older_key(stub:
     assert _history(stub, contact_phone=PHONE) == []  # its events under the old number too
 
 
+def test_a_new_lead_after_an_erasure_has_only_its_own_history(stub: Stub) -> None:
+    """SQLite hands an erased lead's row id to the next new lead: the erasure's deleted
+    event must stay the erased key's, not start the newcomer's story, and erasing the
+    newcomer must leave it."""
+    other = "+6281299997777"
+    upsert(stub, contact_phone=PHONE, extracted_data=pb.ExtractedData(name="Alice"))
+    stub.DeleteState(pb.DeleteStateRequest(contact_phone=PHONE), timeout=10)
+    upsert(stub, contact_phone=other, extracted_data=pb.ExtractedData(name="Bob"))
+    assert [(pb.EventKind.Name(e.kind), e.conversation.contact_phone)
+            for e in _history(stub, contact_phone=other)] == [("upserted", other)]
+    stub.DeleteState(pb.DeleteStateRequest(contact_phone=other), timeout=10)
+    assert [(pb.EventKind.Name(e.kind), e.conversation.contact_phone)
+            for e in _history(stub, contact_phone=PHONE)] == [("deleted", PHONE)]
+    assert [pb.EventKind.Name(e.kind) for e in _history(stub, contact_phone=other)] == [
+        "deleted"]
+
+
 def test_a_refused_write_or_a_request_id_retry_adds_no_event_and_no_activity(
         stub: Stub) -> None:
     first = upsert(stub, contact_phone=PHONE, add_messages=1, request_id="wamid.1")
