@@ -35,9 +35,25 @@ class _EndedContext(Protocol):
     def code(self) -> grpc.StatusCode | None: ...
 
 
+# grpc's handler factory of each call shape, by the attribute that holds its behaviour.
+_HANDLER_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _behavior_of(handler: _Handler) -> tuple[str, _Behavior]:
+    """The call shape of `handler` and its behaviour."""
+    return next((shape, getattr(handler, shape)) for shape in _HANDLER_FACTORIES
+                if getattr(handler, shape) is not None)
+
+
 def _with_behavior(handler: _Handler, behavior: _Behavior) -> _Handler:
-    """The unary `handler` with `behavior` in place of its own, for the same messages."""
-    return grpc.unary_unary_rpc_method_handler(
+    """`handler` with `behavior` in place of its own, for the same call shape and messages."""
+    shape, _ = _behavior_of(handler)
+    return _HANDLER_FACTORIES[shape](
         behavior, request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer)
 
@@ -179,13 +195,6 @@ class UnaryLimitInterceptor(grpc.ServerInterceptor):
 
 VERSION_HEADER = "sarah-version"
 _VERSION_METADATA = ((VERSION_HEADER, VERSION),)
-# grpc's handler factory of each call shape, by the attribute that holds its behaviour.
-_HANDLER_FACTORIES = {
-    "unary_unary": grpc.unary_unary_rpc_method_handler,
-    "unary_stream": grpc.unary_stream_rpc_method_handler,
-    "stream_unary": grpc.stream_unary_rpc_method_handler,
-    "stream_stream": grpc.stream_stream_rpc_method_handler,
-}
 
 
 class VersionInterceptor(grpc.ServerInterceptor):
@@ -205,14 +214,9 @@ class VersionInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return handler
-        for shape, factory in _HANDLER_FACTORIES.items():
-            behavior = getattr(handler, shape)
-            if behavior is not None:
-                wrap = _versioned_stream if handler.response_streaming else _versioned
-                return factory(wrap(behavior),
-                               request_deserializer=handler.request_deserializer,
-                               response_serializer=handler.response_serializer)
-        return handler
+        _, behavior = _behavior_of(handler)
+        wrap = _versioned_stream if handler.response_streaming else _versioned
+        return _with_behavior(handler, wrap(behavior))
 
 
 def _add_version(context: grpc.ServicerContext) -> None:
