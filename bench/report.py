@@ -5,6 +5,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from bench import scale_history
 from bench.retention import RetentionResults
 from bench.run import Measured, Options, Results
 from bench.soak import GROWTH_TARGET, Soak
@@ -111,7 +112,7 @@ def scale_table(opts: Options, results: Results) -> list[str]:
     p50 = {key: m.result.p50_ms for key, m in results.scale.items()}
     checks = []
     if large != small:
-        for name in ("GetStats", "ListLeads page 1"):
+        for name in ("GetStats", "ListLeads page 1", *scale_history.NAMES):
             ratio = _ratio(p50.get((name, large)), p50.get((name, small)))
             checks.append([f"{name}: p50 on {large} / on {small} leads", _fmt_ratio(ratio),
                            f"<= {AT_MOST_LARGE_OF_SMALL:.2f}",
