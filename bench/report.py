@@ -5,6 +5,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from bench import scale_history
 from bench.overload import (
     AT_LEAST_GOODPUT_OF_PEAK,
     AT_MOST_REFUSAL_OF_TIMEOUT,
@@ -266,7 +267,7 @@ def scale_table(opts: Options, results: Results) -> list[str]:
     p50 = {key: m.result.p50_ms for key, m in results.scale.items()}
     checks = []
     if large != small:
-        for name in ("GetStats", "ListLeads page 1"):
+        for name in ("GetStats", "ListLeads page 1", *scale_history.NAMES):
             ratio = _ratio(p50.get((name, large)), p50.get((name, small)))
             checks.append([f"{name}: p50 on {large} / on {small} leads", _fmt_ratio(ratio),
                            f"<= {AT_MOST_LARGE_OF_SMALL:.2f}",

@@ -76,7 +76,8 @@ def run_retention(opts: Options, leads: int, backlog: int) -> RetentionResults:
     history long enough to keep them, then with the default one, whose housekeeping
     starts removing them as the server starts and goes on through the measurement."""
     source = opts.workdir / "retention-source.db"
-    seed(source, leads, opts.workdir, opts.server_args)
+    # No seeded history: the backlog is the whole log, from revision 1.
+    seed(source, leads, opts.workdir, opts.server_args, history=False)
     add_backlog(source, backlog)
     call = workload.calls(phone(0), phone(leads + 1))["UpsertState"]
     shape = {"concurrency": opts.concurrency, "h2_connections": opts.h2_connections,

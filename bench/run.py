@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from bench import h2load, peer_app, rotate, workload
+from bench import h2load, peer_app, rotate, scale_history, workload
 from bench.memory import PeakMemory
 from bench.procs import (
     GrpcServer,
@@ -241,8 +241,9 @@ def _capture(server: GrpcServer, calls: dict[str, workload.Call], count: int
 
 
 def run_scale(opts: Options, dbs: dict[int, Path], results: Results) -> None:
-    """GetStats and ListLeads' first page on each database, and a deep page on the
-    largest, one request at a time: latency without queueing."""
+    """GetStats, ListLeads' first page, GetActivity and ListEvents (scale_history.py) on
+    each database, and a deep ListLeads page on the largest, one request at a time:
+    latency without queueing."""
     shape = {"concurrency": 1, "duration": opts.duration, "warmup": opts.warmup}
     largest = max(dbs)
     results.deep_page = min(opts.deep_page, math.ceil(largest / PAGE_SIZE))
@@ -250,7 +251,9 @@ def run_scale(opts: Options, dbs: dict[int, Path], results: Results) -> None:
         with running(lambda db=db, count=count: real_server(
                 db, opts.workdir, opts.server_args, name=f"server-{count}")) as (server,):
             calls = {"GetStats": workload.calls(phone(0), phone(count + 1))["GetStats"],
-                     "ListLeads page 1": workload.list_page("")}
+                     "ListLeads page 1": workload.list_page(""), **scale_history.calls(count)}
+            with grpc.insecure_channel(server.target) as channel:
+                scale_history.check(channel, count)
             if count == largest and results.deep_page > 1:
                 with grpc.insecure_channel(server.target) as channel:
                     token = workload.page_token(channel, results.deep_page, PAGE_SIZE)

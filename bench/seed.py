@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.history_seed import EVENTS_PER_LEAD, Timeline, add_history
 from bench.procs import real_server
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
@@ -21,7 +22,9 @@ _LOGGER = logging.getLogger(__name__)
 TABLE = "conversation"
 _STATES = ("greeting", "qualifying", "scoring", "handoff", "completed")
 _BUSINESSES = ("restaurant", "salon", "laundry", "bakery", "workshop", "clinic")
-_EPOCH_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+# Lead i is in WORKSPACES[i % 4]: lead 0, which the main table reads and writes, in the
+# default one; GetActivity is measured over every workspace and over one.
+WORKSPACES = ("", "toko-1", "toko-2", "toko-3")
 
 
 def phone(i: int) -> str:
@@ -33,25 +36,31 @@ def _temperature(score: int) -> str:
     return "hot" if score >= 70 else "warm" if score >= 40 else "cold"
 
 
-def _values(i: int, rng: random.Random) -> dict[str, object]:
-    """Every column the server's conversation table had when this was written."""
+def workspace(i: int) -> str:
+    """The i-th seeded lead's workspace."""
+    return WORKSPACES[i % len(WORKSPACES)]
+
+
+def _values(i: int, rng: random.Random, timeline: Timeline) -> dict[str, object]:
+    """Every column the server's conversation table had when this was written; the
+    timestamps and message count are those history_seed.py's events leave."""
     score = rng.randrange(101)
-    created = _EPOCH_US + i * 1_000_000
-    updated = created + rng.randrange(86_400_000_000)
+    created, updated = timeline.created(i), timeline.last(i)
     return {
-        "workspace_id": "", "contact_phone": phone(i), "state": _STATES[i % len(_STATES)],
+        "workspace_id": workspace(i), "contact_phone": phone(i),
+        "state": _STATES[i % len(_STATES)],
         "lead_score": score, "lead_temperature": _temperature(score),
         "name": f"Lead {i}", "business_type": _BUSINESSES[i % len(_BUSINESSES)],
         "team_size": rng.randrange(1, 50), "pain_points": json.dumps(["slow replies"]),
         "goals": "more weekend bookings", "language": "id" if i % 4 else "en",
-        "message_count": rng.randrange(1, 40), "created_at": created, "updated_at": updated,
-        "last_message_at": updated, "etag": f"{i:016x}",
+        "message_count": rng.randrange(EVENTS_PER_LEAD, 40), "created_at": created,
+        "updated_at": updated, "last_message_at": updated, "etag": f"{i:016x}",
     }
 
 
 def _columns(con: sqlite3.Connection) -> list[str]:
     """The columns to fill; a required column this module does not know is an error."""
-    known = _values(0, random.Random(0))
+    known = _values(0, random.Random(0), Timeline.ending_now(1))
     columns = []
     for _, name, _, not_null, default, pk in con.execute(f"PRAGMA table_info({TABLE})"):
         if pk:
@@ -64,10 +73,11 @@ def _columns(con: sqlite3.Connection) -> list[str]:
     return columns
 
 
-def _rows(count: int, columns: list[str]) -> Iterator[tuple[object, ...]]:
+def _rows(count: int, columns: list[str], timeline: Timeline
+          ) -> Iterator[tuple[object, ...]]:
     rng = random.Random(count)
     for i in range(count):
-        values = _values(i, rng)
+        values = _values(i, rng, timeline)
         yield tuple(values[c] for c in columns)
 
 
@@ -93,8 +103,10 @@ def make_schema(db: Path, workdir: Path, server_args: list[str]) -> None:
         server.stop()
 
 
-def seed(db: Path, count: int, workdir: Path, server_args: list[str]) -> float:
-    """Create `db` with `count` leads (lead i has phone(i)); return the seconds it took.
+def seed(db: Path, count: int, workdir: Path, server_args: list[str],
+         history: bool = True) -> float:
+    """Create `db` with `count` leads (lead i has phone(i), in workspace(i)) and, with
+    `history`, their events and activity (history_seed.py); return the seconds it took.
 
     Indexes are dropped during the insert and rebuilt after (a sort beats a million
     B-tree insertions); triggers, if the schema ever has any, stay and fire; tables the
@@ -102,11 +114,14 @@ def seed(db: Path, count: int, workdir: Path, server_args: list[str]) -> float:
     """
     start = time.monotonic()
     make_schema(db, workdir, server_args)
+    timeline = Timeline.ending_now(count)
     con = sqlite3.connect(db, isolation_level=None)
     try:
         columns = _columns(con)
-        indexes = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                              "AND tbl_name = ? AND sql IS NOT NULL", (TABLE,)).fetchall()
+        tables = (TABLE, "lead_event") if history else (TABLE,)
+        indexes = con.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            f"AND tbl_name IN ({', '.join('?' * len(tables))})", tables).fetchall()
         con.execute("PRAGMA journal_mode = OFF")
         con.execute("PRAGMA synchronous = OFF")
         con.execute("PRAGMA cache_size = -262144")  # 256 MiB for the index sorts
@@ -115,7 +130,9 @@ def seed(db: Path, count: int, workdir: Path, server_args: list[str]) -> float:
             con.execute(f'DROP INDEX "{name}"')
         marks = ", ".join("?" * len(columns))
         con.executemany(f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({marks})",
-                        _rows(count, columns))
+                        _rows(count, columns, timeline))
+        leads_done = time.monotonic()
+        events = add_history(con, timeline) if history else 0
         for _, sql in indexes:
             con.execute(sql)
         con.execute("COMMIT")
@@ -124,5 +141,6 @@ def seed(db: Path, count: int, workdir: Path, server_args: list[str]) -> float:
         con.close()
     _rebuild_derived(db)
     elapsed = time.monotonic() - start
-    _LOGGER.info("seeded %s with %d leads in %.1f s", db.name, count, elapsed)
+    _LOGGER.info("seeded %s with %d leads and %d events in %.1f s (%.1f s after the leads' "
+                 "insert)", db.name, count, events, elapsed, time.monotonic() - leads_done)
     return elapsed

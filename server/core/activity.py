@@ -124,7 +124,8 @@ def local_days(zone: ZoneInfo, today_us: int, days: int) -> list[tuple[dt.date, 
 
 
 def per_day(bounds: list[tuple[dt.date, int]], rows: Iterable[ActivityRow]) -> list[ActivityDay]:
-    """Sum quarter-hour rows into the days of `bounds` (from local_days)."""
+    """Sum rows into the days of `bounds` (from local_days): quarter-hours, or the
+    per-day sums storage makes, each row at its day's first quarter-hour."""
     starts = [start for _, start in bounds]
     totals = [Counter[str]() for _ in bounds[:-1]]
     for row in rows:

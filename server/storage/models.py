@@ -157,7 +157,7 @@ class ActivityBucket(_Model):
     quarter-hours, so GetActivity sums buckets per day in any time zone."""
 
     workspace_id = peewee.CharField(max_length=64)
-    bucket = peewee.BigIntegerField(index=True)  # the index serves every-workspace reads
+    bucket = peewee.BigIntegerField()
     new_leads = peewee.BigIntegerField(constraints=[_ZERO])
     messages = peewee.BigIntegerField(constraints=[_ZERO])
     reached_handoff = peewee.BigIntegerField(constraints=[_ZERO])
@@ -167,6 +167,12 @@ class ActivityBucket(_Model):
     class Meta:
         table_name = "activity"
         primary_key = peewee.CompositeKey("workspace_id", "bucket")
+        indexes = (
+            # Every-workspace reads (migration 8): a day's range of buckets, counts included,
+            # so the range is the whole read.
+            (("bucket", "workspace_id", "new_leads", "messages", "reached_handoff",
+              "reached_completed", "became_hot"), False),
+        )
 
 
 # Every table but schema_migrations.

@@ -22,12 +22,11 @@ from server.core.counts import CountDeltas, CountRow
 from server.core.domain import Lead, LeadFilter, LeadKey
 from server.core.errors import Unavailable
 from server.core.identity import Holders
-from server.storage import changelog, retention
+from server.storage import activity_reads, changelog, retention
 from server.storage.database import LOCK_WAIT_MS, is_sqlite, snapshot
 from server.storage.errors import database_errors
 from server.storage.lead_json import lead_from_json, lead_to_json, lead_values
 from server.storage.models import (
-    ActivityBucket,
     ConversationRow,
     LeadCount,
     UpsertRequestRow,
@@ -373,16 +372,12 @@ class Repository:
                 return changelog.carrying(self._db, key, before, limit)
             return changelog.of_lead(self._db, ids[_row_key(lead)], before, limit)
 
-    def activity(self, workspace_id: str | None, first: int, end: int) -> list[ActivityRow]:
-        """The activity of one workspace, or summed over all, per quarter-hour from bucket
-        `first` up to (not including) `end`."""
-        a = ActivityBucket
-        sums = [peewee.fn.SUM(getattr(a, name)) for name in ActivityRow._fields[1:]]
-        query = a.select(a.bucket, *sums).where((a.bucket >= first) & (a.bucket < end))
-        if workspace_id is not None:
-            query = query.where(a.workspace_id == workspace_id)
+    def activity(self, workspace_id: str | None, starts: list[int]) -> list[ActivityRow]:
+        """The activity of one workspace, or summed over all, for each range of
+        quarter-hours from starts[i] up to (not including) starts[i + 1]: a row per range,
+        whose bucket is its start."""
         with self._session():
-            return [ActivityRow._make(row) for row in _tuples(query.group_by(a.bucket))]
+            return activity_reads.per_range(self._db, workspace_id, starts)
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[None]:

@@ -45,6 +45,9 @@ def _compile(build: Callable[[dict[str, Any]], peewee.Query], model: type[peewee
     return Statement(sql, tuple(by_value[param] for param in params))
 
 
+_EMPTY = peewee.SQL("''")  # in the SQL text, not a parameter: a planner must see it
+
+
 class Statements:
     """The compiled statements for one database (its dialect and placeholders)."""
 
@@ -54,14 +57,19 @@ class Statements:
         bsuid_key = ["workspace_id", "business_scoped_user_id"]
         lead_fields = [getattr(c, name) for name in LEAD_COLUMNS]
 
+        # Each key's unique index is partial (WHERE key != '', migration 4): a planner uses
+        # it only for a query that says so itself, since it cannot know a parameter's
+        # value when it plans; without that SQLite walks the workspace's leads.
         def select_lead(v: dict[str, Any]) -> "peewee.ModelSelect[ConversationRow]":
             return c.select(c.id, *lead_fields).where(
-                (c.workspace_id == v["workspace_id"]) & (c.contact_phone == v["contact_phone"]))
+                (c.workspace_id == v["workspace_id"]) & (c.contact_phone == v["contact_phone"])
+                & (c.contact_phone != _EMPTY))
 
         def select_by_bsuid(v: dict[str, Any]) -> "peewee.ModelSelect[ConversationRow]":
             return c.select(c.id, *lead_fields).where(
                 (c.workspace_id == v["workspace_id"])
-                & (c.business_scoped_user_id == v["business_scoped_user_id"]))
+                & (c.business_scoped_user_id == v["business_scoped_user_id"])
+                & (c.business_scoped_user_id != _EMPTY))
 
         self.select_lead = _compile(select_lead, c, key)
         self.lock_lead = _compile(

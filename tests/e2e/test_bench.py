@@ -12,6 +12,9 @@ import pytest
 from deploy import ROOT
 
 RPCS = ("GetState", "UpsertState", "ListLeads", "GetStats", "DeleteState")
+# Each measured at both sizes; the history and activity rows read the seeded events.
+SCALE_ROWS = ("GetStats", "ListLeads page 1", "GetActivity, every workspace",
+              "GetActivity, one workspace", "ListEvents page 1")
 TINY = ["--duration", "0.3", "--warmup", "0", "--leads", "60,400", "--deep-page", "5",
         "--soak-minutes", "0.05", "--watchers", "20", "--retention-backlog", "3000",
         "--rounds", "2", "--rotate-leads", "100"]
@@ -106,9 +109,14 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
     assert ("auto" in {row[0] for row in workers}
             or "--workers auto: not accepted by this server" in out)
 
+    scale = {(row[0], row[1]): row for row in _rows(out, "one request at a time")}
+    for name in SCALE_ROWS:
+        for leads in ("60", "400"):
+            row = scale[(name, leads)]
+            assert float(row[2]) > 0 and float(row[3]) <= float(row[4]), row
+            assert row[5] == "0", row
     checks = {row[0]: row for row in _rows(out, "scale target")}
-    assert set(checks) == {"GetStats: p50 on 400 / on 60 leads",
-                           "ListLeads page 1: p50 on 400 / on 60 leads",
+    assert set(checks) == {*(f"{name}: p50 on 400 / on 60 leads" for name in SCALE_ROWS),
                            "ListLeads page 5 / page 1 p50, 400 leads"}
     for row in checks.values():
         assert float(row[1]) > 0 and re.match(r"pass|over by ", row[3]), row

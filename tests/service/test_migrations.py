@@ -340,3 +340,45 @@ def test_a_schema_6_log_and_leads_get_their_history_by_lead_and_their_activity(
     assert len(after_erasure) == 1 and after_erasure[0] > 7
     assert query(empty_database_url, "SELECT revision FROM lead_event ORDER BY revision") == [
         (5,), (6,), (after_erasure[0],)]
+
+
+def test_a_schema_7_database_keeps_its_activity_with_the_counts_in_the_bucket_index(
+        empty_database_url, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = open_database(empty_database_url)
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:7])
+        migrate(db)
+    now_bucket = time.time_ns() // 900_000_000_000
+    with db.connection_context():
+        for workspace, bucket, new_leads, messages in [("", now_bucket, 2, 5),
+                                                       ("toko", now_bucket, 1, 3),
+                                                       ("toko", now_bucket - 96, 4, 4)]:
+            db.execute_sql(
+                "INSERT INTO activity (workspace_id, bucket, new_leads, messages, "
+                "reached_handoff, reached_completed, became_hot) "
+                f"VALUES ({db.param}, {db.param}, {db.param}, {db.param}, 1, 0, 1)",
+                (workspace, bucket, new_leads, messages))
+    db.close_all()
+    with serving(empty_database_url) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+
+        def totals(**where: str) -> list[tuple[int, int, int, int]]:
+            days = stub.GetActivity(pb.GetActivityRequest(time_zone="UTC", days=3, **where),
+                                    timeout=10).days
+            return [(d.new_leads, d.messages, d.reached_handoff, d.became_hot) for d in days]
+
+        every, toko = totals(), totals(workspace_id="toko")
+    assert _versions(empty_database_url)[-1] == (LATEST,)
+    # The quarter-hour of 96 before now is yesterday's or the day before's (UTC).
+    assert sum(every[:2], ()) in {(0, 0, 0, 0, 4, 4, 1, 1), (4, 4, 1, 1, 0, 0, 0, 0)}
+    assert every[2] == (3, 8, 2, 2) and toko[2] == (1, 3, 1, 1)
+    (_, indexes), = _schema(empty_database_url, ["activity"]).values()
+    names = {name for name, _, _ in indexes}
+    assert "activity_bucket" not in names
+    # PostgreSQL keeps 63 characters of a name.
+    assert [(name[:63], columns, unique) for name, columns, unique in indexes
+            if columns[0] == "bucket"] == [
+        ("activity_bucket_workspace_id_new_leads_messages_reached__a0136d6"[:63],
+         ("bucket", "workspace_id", "new_leads", "messages", "reached_handoff",
+          "reached_completed", "became_hot"), False)]
