@@ -42,14 +42,15 @@ def calls(count: int) -> dict[str, Call]:
 
 def check(channel: grpc.Channel, count: int) -> None:
     """Stop the bench if the server does not read the seeded history: the lead's page
-    must hold its events, and a year of activity every seeded lead's creation."""
+    must hold its events, and a year of activity every seeded lead's creation (at least:
+    the main table's writes, run before on the smallest database, add to both)."""
     page = pb.ListEventsResponse.FromString(invoke(channel, calls(count)[LIST_EVENTS]))
-    if len(page.events) != EVENTS_PER_LEAD or page.next_page_token:
+    if len(page.events) < EVENTS_PER_LEAD:
         raise RuntimeError(f"ListEvents gives {len(page.events)} events of a seeded lead "
                            f"where bench/history_seed.py wrote {EVENTS_PER_LEAD}")
     year = Call("GetActivity", pb.GetActivityRequest(days=MAX_ACTIVITY_DAYS), "GET", "")
     days = pb.GetActivityResponse.FromString(invoke(channel, year)).days
     created = sum(day.new_leads for day in days)
-    if created != count:
+    if created < count:
         raise RuntimeError(f"GetActivity counts {created} new leads where "
                            f"bench/history_seed.py seeded {count}")
