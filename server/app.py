@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sarah.v1 import sarah_pb2, sarah_pb2_grpc
 from server.api.admin import SarahAdminServicer
 from server.api.auth import KeyRing
+from server.api.calllog import CallLog
 from server.api.health import DatabaseHealth
 from server.api.interceptors import (
     AuthInterceptor,
@@ -59,6 +60,7 @@ class RunningServer:
     metrics_port: int | None = None
     database_health: DatabaseHealth | None = None
     lock: ServingLock | None = None
+    call_log: CallLog | None = None
 
     def shutdown(self, grace: float | None, drain: float = 0.0) -> None:
         """Report NOT_SERVING, keep serving `drain` seconds while load balancers notice,
@@ -80,6 +82,8 @@ class RunningServer:
         # A call past its grace is cancelled, but its thread may still be in the database:
         # close connections only once every handler has returned.
         self.executor.shutdown(wait=True)
+        if self.call_log is not None:
+            self.call_log.flush()
         if self.metrics is not None:
             self.metrics.close()
         self.store.close()
@@ -185,8 +189,9 @@ def create_server(config: Config, credentials: grpc.ServerCredentials | None = N
     store.on_commit(hub.poke)
     listener = None if is_sqlite(db) else Listener(config.database_url, hub.poke)
     metrics = Metrics(store.count) if config.metrics_listen else None
+    call_log = CallLog()
     interceptors: list[grpc.ServerInterceptor] = [VersionInterceptor(),
-                                                  ObserveInterceptor(metrics),
+                                                  ObserveInterceptor(metrics, call_log),
                                                   UnaryLimitInterceptor(config.threads)]
     if keys is not None:
         interceptors.append(AuthInterceptor(keys, open_reflection=config.open_reflection))
@@ -226,4 +231,4 @@ def create_server(config: Config, credentials: grpc.ServerCredentials | None = N
                          executor=executor, hub=hub, listener=listener,
                          housekeeping=housekeeping, keys=keys,
                          metrics=metrics, metrics_port=metrics_port,
-                         database_health=database_health, lock=lock)
+                         database_health=database_health, lock=lock, call_log=call_log)
