@@ -18,6 +18,8 @@ class Config:
     database_url: str = DEFAULT_URL
     default_region: str = "ID"
     threads: int = 8
+    # Unary calls that may wait for one of the threads; more are refused at once.
+    max_queued_calls: int = 16
     workers: int = 1
     db_pool_size: int = 16
     migrate: bool = True
@@ -100,6 +102,12 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     parser.add_argument("--threads", type=int,
                         default=env.get("SARAH_THREADS", str(d.threads)),
                         help=f"worker threads (env SARAH_THREADS, default {d.threads})")
+    parser.add_argument("--max-queued-calls", type=int,
+                        default=env.get("SARAH_MAX_QUEUED_CALLS", str(d.max_queued_calls)),
+                        help="calls that may wait for a free thread; beyond them a call is "
+                             "refused at once with UNAVAILABLE and retry advice (retry-after), "
+                             "rather than queued until its deadline "
+                             f"(env SARAH_MAX_QUEUED_CALLS, default {d.max_queued_calls})")
     parser.add_argument("--workers", type=int, default=env.get("SARAH_WORKERS", "1"),
                         help="server processes; worker i listens on the --listen port + i "
                              "(and metrics port + i), each a separate endpoint for Envoy "
@@ -185,6 +193,8 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         parser.error(str(exc))
     if args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.max_queued_calls < 0:
+        parser.error("--max-queued-calls must be 0 or more")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.db_pool_size < 1:
@@ -202,6 +212,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         database_url=args.database_url,
         default_region=region,
         threads=args.threads,
+        max_queued_calls=args.max_queued_calls,
         workers=args.workers,
         db_pool_size=args.db_pool_size,
         migrate=args.migrate,

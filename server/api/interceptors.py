@@ -190,22 +190,33 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 
 class UnaryLimitInterceptor(grpc.ServerInterceptor):
-    """At most `limit` unary calls run at once; more wait their turn.
+    """At most `limit` unary calls run at once and at most `queue` more wait their turn; a
+    call beyond those is refused at once, UNAVAILABLE with retry advice (status.AtCapacity).
 
     The thread pool has a thread per unary slot plus one per allowed watcher (a
     server-streaming call holds its pool thread for its whole life): without this bound,
     unary calls could spread over the watchers' threads too and the database pool would
     see more callers than before; with it, watchers can never starve unary calls, and
-    unary calls never take a watcher's thread for long."""
+    unary calls never take a watcher's thread for long.
 
-    def __init__(self, limit: int):
+    The queue is bounded because an overloaded server that queues every call answers none
+    of them in time: each waits behind all the others until its deadline, so every caller
+    times out while the server works on calls nobody waits for any more. Refused at once,
+    the excess retries later or elsewhere, and the admitted calls finish in time. Health
+    checks pass by both bounds: refusing them would take a busy server out of Envoy's
+    cluster (and they touch no database)."""
+
+    def __init__(self, limit: int, queue: int):
         self._slots = threading.BoundedSemaphore(limit)
+        self._admitted = threading.BoundedSemaphore(limit + queue)  # running or waiting
+        self._limit, self._queue = limit, queue
         self._wrapped = _Wrapped(self._limiting)
 
     def intercept_service(self, continuation: _Continuation,
                           handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if (handler is None or handler.unary_unary is None
+                or handler_call_details.method.startswith(HEALTH_PREFIX)):
             return handler
         return self._wrapped(handler)
 
@@ -214,8 +225,13 @@ class UnaryLimitInterceptor(grpc.ServerInterceptor):
         assert inner is not None
 
         def limited(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._slots:
-                return inner(request, context)
+            if not self._admitted.acquire(blocking=False):
+                status.abort(context, status.AtCapacity(self._limit, self._queue))
+            try:
+                with self._slots:
+                    return inner(request, context)
+            finally:
+                self._admitted.release()
 
         return _with_behavior(handler, limited)
 
