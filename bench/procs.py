@@ -2,7 +2,6 @@
 the bare one, and Envoy in front of either (the harness of tests/support, in the bench's
 sizes)."""
 
-import argparse
 import functools
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.config import parse_args
 from tests.support.envoy import EnvoyProcess
 from tests.support.ports import free_port, free_ports
 from tests.support.processes import LoggedProcess
@@ -47,10 +47,9 @@ class GrpcServer(LoggedProcess):
 
 
 def _workers(server_args: list[str]) -> int:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--workers", type=int, default=1)
-    workers: int = parser.parse_known_args(server_args)[0].workers
-    return workers
+    """How many worker processes the server starts with these flags, read as the server
+    reads them (its environment, `auto`, the default)."""
+    return parse_args(server_args).workers
 
 
 def real_server(db: Path, workdir: Path, server_args: list[str], name: str = "server"
