@@ -1,5 +1,6 @@
-"""The call log: a line for every call that fails, and for the calls that succeed as many
-as a person reads; the rest of them counted, one line a second per method.
+"""The call log: a line for every call that fails, and for the calls that succeed (or are
+refused for capacity) as many as a person reads; the rest of them counted, one line a
+second per method.
 
 A JSON line per call was about a tenth of a GetState's server time under load (py-spy,
 issue 14): formatting it costs more than the read it reports. A failed call is always
@@ -46,17 +47,21 @@ class CallLog:
         self._budget = ok_lines_per_second
         self._clock = clock
         self._lock = threading.Lock()
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}
 
-    def record(self, method: str, code: str, seconds: float, request_id: str) -> None:
-        """The end of one call: logged, or counted for the method's next summary line."""
-        if code == "OK":
-            now = self._clock()
+    def record(self, method: str, code: str, seconds: float, request_id: str,
+               routine: bool | None = None) -> None:
+        """The end of one call: logged, or counted for the method's next summary line.
+        A routine call (by default one that succeeded; also one refused because the
+        server is at capacity, where a line per refusal would feed the overload) shares
+        the budget of its method and code; any other call is always logged."""
+        if code == "OK" if routine is None else routine:
+            key, now = (method, code), self._clock()
             with self._lock:
-                window = self._windows.get(method)
+                window = self._windows.get(key)
                 if window is None or now - window.start >= _WINDOW_S:
-                    self._windows[method] = _Window(now)
-                    ended, window = window, self._windows[method]
+                    self._windows[key] = _Window(now)
+                    ended, window = window, self._windows[key]
                 else:
                     ended = None
                 counted = window.logged >= self._budget
@@ -66,7 +71,7 @@ class CallLog:
                 else:
                     window.logged += 1
             if ended is not None:
-                self._summary(method, ended)
+                self._summary(key, ended)
             if counted:
                 return
         fields = {"method": method, "code": code, "duration_ms": round(seconds * 1000, 2),
@@ -78,15 +83,15 @@ class CallLog:
         """Log what the current seconds left unlogged (at shutdown)."""
         with self._lock:
             windows, self._windows = self._windows, {}
-        for method, window in windows.items():
-            self._summary(method, window)
+        for key, window in windows.items():
+            self._summary(key, window)
 
-    def _summary(self, method: str, window: _Window) -> None:
+    def _summary(self, key: tuple[str, str], window: _Window) -> None:
         if not window.unlogged:
             return
-        mean_ms = window.unlogged_seconds * 1000 / window.unlogged
-        fields = {"method": method, "code": "OK", "unlogged": window.unlogged,
+        (method, code), mean_ms = key, window.unlogged_seconds * 1000 / window.unlogged
+        fields = {"method": method, "code": code, "unlogged": window.unlogged,
                   "mean_duration_ms": round(mean_ms, 2)}
-        self._logger.info("calls method=%s code=OK unlogged=%d mean_duration_ms=%.2f "
-                          "(successful calls beyond %d lines a second)", method,
+        self._logger.info("calls method=%s code=%s unlogged=%d mean_duration_ms=%.2f "
+                          "(beyond %d lines a second)", method, code,
                           window.unlogged, mean_ms, self._budget, extra=fields)

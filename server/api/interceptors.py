@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
@@ -20,6 +21,9 @@ from server.logs import REQUEST_ID
 # Envoy checks health every second; logging each check would bury the calls that matter.
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
+# Set by UnaryLimitInterceptor when it refuses the call (inside ObserveInterceptor, in the
+# call's thread and Context).
+SHED: ContextVar[bool] = ContextVar("shed", default=False)
 _MOST_WRAPPED = 1000  # handlers an interceptor keeps; the server has a few dozen methods
 
 # Handlers carry messages of many types; an interceptor passes them on without looking.
@@ -127,15 +131,19 @@ class ObserveInterceptor(grpc.ServerInterceptor):
             request_id = next((value for key, value in context.invocation_metadata()
                                if key == "x-request-id"), "-")
             bound = REQUEST_ID.set(str(request_id))  # for the lines the call itself logs
+            shed = SHED.set(False)
             try:
                 return inner(request, context)
             finally:
+                refused = SHED.get()
                 REQUEST_ID.reset(bound)
+                SHED.reset(shed)
                 seconds = time.perf_counter() - start
                 code = (cast(_EndedContext, context).code() or grpc.StatusCode.OK).name
                 if metrics is not None:
                     metrics.observe(method, code, seconds)
-                log.record(method, code, seconds, str(request_id))
+                log.record(method, code, seconds, str(request_id),
+                           routine=True if refused else None)
 
         return _with_behavior(handler, observed)
 
@@ -226,6 +234,7 @@ class UnaryLimitInterceptor(grpc.ServerInterceptor):
 
         def limited(request: Any, context: grpc.ServicerContext) -> Any:
             if not self._admitted.acquire(blocking=False):
+                SHED.set(True)  # for the call log: a refusal of many, not a failure
                 status.abort(context, status.AtCapacity(self._limit, self._queue))
             try:
                 with self._slots:

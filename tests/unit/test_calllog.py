@@ -76,3 +76,15 @@ def test_each_method_has_its_own_budget_and_flush_reports_the_rest(lines) -> Non
         (METHOD, 1), ("/sarah.v1.SarahService/GetStats", 1)]
     log.flush()
     assert len(lines) == 4  # nothing is reported twice
+
+
+def test_refusals_for_capacity_share_a_budget_other_failures_do_not(lines) -> None:
+    log = CallLog(ok_lines_per_second=2, clock=Clock())
+    for i in range(5):
+        log.record(METHOD, "UNAVAILABLE", 0.0001, f"shed-{i}", routine=True)
+    log.record(METHOD, "UNAVAILABLE", 0.004, "database-busy")  # a real failure: logged
+    assert [r.request_id for r in lines] == ["shed-0", "shed-1", "database-busy"]
+    log.flush()
+    (summary,) = lines[3:]
+    assert (summary.code, summary.unlogged) == ("UNAVAILABLE", 3)
+    assert f"calls method={METHOD} code=UNAVAILABLE unlogged=3" in summary.getMessage()
