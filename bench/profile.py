@@ -109,6 +109,9 @@ def _cpu_ticks(pid: int) -> tuple[int, int]:
 def profile(rpc: str, args: argparse.Namespace, workdir: Path, py_spy: str) -> list[str]:
     db = workdir / f"profile-{rpc}.db"
     server_args = shlex.split(args.server_args)
+    if "--workers" not in server_args:
+        # py-spy samples one process: one worker, not the supervisor of `auto`'s workers.
+        server_args = ["--workers", "1", *server_args]
     seed(db, args.leads, workdir, server_args)
     if args.watchers > 0:
         server_args += ["--max-watchers", str(args.watchers + 16)]

@@ -135,6 +135,12 @@ def measure_latency(writer: str, watcher: str, seconds: float, first_phone: int)
     return received[_SKIPPED:]
 
 
+def _one_process(server_args: list[str]) -> list[str]:
+    """The server's flags for one process (the watch tables measure one process, or one a
+    replica, and the CPU of that process): --workers 1 unless they name workers."""
+    return list(server_args) if "--workers" in server_args else ["--workers", "1", *server_args]
+
+
 @contextlib.contextmanager
 def _replicas(opts: Options) -> Iterator[list[GrpcServer]]:
     """Three replicas of `python -m server` over one fresh PostgreSQL database."""
@@ -143,7 +149,8 @@ def _replicas(opts: Options) -> Iterator[list[GrpcServer]]:
         started: list[GrpcServer] = []
         try:
             for i in range(_REPLICAS):  # one after the other: the first migrates
-                started.append(server_on(url, opts.workdir, opts.server_args, f"replica-{i}"))
+                started.append(server_on(url, opts.workdir, _one_process(opts.server_args),
+                                         f"replica-{i}"))
             yield started
         finally:
             for replica in reversed(started):
@@ -152,7 +159,7 @@ def _replicas(opts: Options) -> Iterator[list[GrpcServer]]:
 
 def run_latency(opts: Options, db: Path, results: WatchResults) -> None:
     seconds = opts.warmup + opts.duration
-    server = real_server(db, opts.workdir, opts.server_args, name="server-watch")
+    server = real_server(db, opts.workdir, _one_process(opts.server_args), name="server-watch")
     try:
         samples = measure_latency(server.target, server.target, seconds, 20_000_000)
     finally:
@@ -244,7 +251,7 @@ def run_cost(opts: Options, db: Path, watchers: int, results: WatchResults) -> N
     averaged so that drift on a shared machine hits both sides alike."""
     shape = {"concurrency": opts.concurrency, "h2_connections": opts.h2_connections,
              "duration": opts.duration, "warmup": opts.warmup}
-    args = list(opts.server_args)
+    args = _one_process(opts.server_args)
     if watchers > Config().max_watchers and "--max-watchers" not in args:
         args += ["--max-watchers", str(watchers + 16)]
     call = workload.calls(phone(0), phone(1))["UpsertState"]

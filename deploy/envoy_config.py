@@ -26,6 +26,8 @@ _LISTENER = "sarah_http"
 _UPSTREAM = "sarah_grpc"
 _RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 _TLS_CONTEXT = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+# The circuit breakers' limits that count calls a server holds (envoy.yaml's cluster).
+_PER_SERVER_LIMITS = ("max_requests", "max_pending_requests")
 # Eject a replica that keeps failing (beyond what the health check sees) for a while; never
 # more than one of three at once.
 _OUTLIER_DETECTION = {
@@ -81,8 +83,26 @@ def with_replicas(config: Config, ports: list[int]) -> Config:
     """The upstream spread over servers on these loopback ports, each its own endpoint so
     that Envoy balances requests over them (one shared port would balance connections)."""
     changed = copy.deepcopy(config)
-    _upstream(changed)["load_assignment"]["endpoints"] = [
+    upstream = _upstream(changed)
+    before = sum(len(group["lb_endpoints"]) for group in upstream["load_assignment"]["endpoints"])
+    upstream["load_assignment"]["endpoints"] = [
         {"lb_endpoints": [{"endpoint": {"address": _loopback(port)}} for port in ports]}]
+    # The circuit breakers hold what the servers run and queue: so much more room as
+    # there are more of them (max_retries stays: it bounds retries, not servers).
+    for threshold in upstream.get("circuit_breakers", {}).get("thresholds", []):
+        for limit in _PER_SERVER_LIMITS:
+            threshold[limit] = threshold[limit] * len(ports) // max(before, 1)
+    return changed
+
+
+def with_call_limit(config: Config, calls: int) -> Config:
+    """Envoy sends the servers at most `calls` unary calls at once (the DEFAULT priority's
+    circuit breaker; WatchLeads has its own); beyond that it refuses at once, 503."""
+    changed = copy.deepcopy(config)
+    for threshold in _upstream(changed)["circuit_breakers"]["thresholds"]:
+        if threshold["priority"] == "DEFAULT":
+            for limit in _PER_SERVER_LIMITS:
+                threshold[limit] = calls
     return changed
 
 

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sarah.v1 import sarah_pb2, sarah_pb2_grpc
 from server.api.admin import SarahAdminServicer
 from server.api.auth import KeyRing
+from server.api.calllog import CallLog
 from server.api.health import DatabaseHealth
 from server.api.interceptors import (
     AuthInterceptor,
@@ -39,6 +40,7 @@ from server.storage.repository import Repository
 
 _LOGGER = logging.getLogger(__name__)
 
+_CALLS_MARGIN = 16
 SERVICE_NAMES = tuple(s.full_name for s in sarah_pb2.DESCRIPTOR.services_by_name.values())
 
 
@@ -59,6 +61,7 @@ class RunningServer:
     metrics_port: int | None = None
     database_health: DatabaseHealth | None = None
     lock: ServingLock | None = None
+    call_log: CallLog | None = None
 
     def shutdown(self, grace: float | None, drain: float = 0.0) -> None:
         """Report NOT_SERVING, keep serving `drain` seconds while load balancers notice,
@@ -80,6 +83,8 @@ class RunningServer:
         # A call past its grace is cancelled, but its thread may still be in the database:
         # close connections only once every handler has returned.
         self.executor.shutdown(wait=True)
+        if self.call_log is not None:
+            self.call_log.flush()
         if self.metrics is not None:
             self.metrics.close()
         self.store.close()
@@ -137,14 +142,18 @@ def _in_use(address: str) -> str | None:
 
 
 def grpc_server(executor: futures.ThreadPoolExecutor,
-                interceptors: Sequence[grpc.ServerInterceptor] = ()) -> grpc.Server:
+                interceptors: Sequence[grpc.ServerInterceptor] = (),
+                maximum_concurrent_rpcs: int | None = None) -> grpc.Server:
     """A grpc.Server with `interceptors`, whose requests are decoded before any of them
     runs: bytes that are not the method's message are INVALID_ARGUMENT whatever else is
-    installed (status.py maps them with every other error)."""
+    installed (status.py maps them with every other error). Beyond
+    `maximum_concurrent_rpcs` calls at once, grpc refuses a call before any thread takes
+    it (RESOURCE_EXHAUSTED)."""
     # grpcio sets SO_REUSEPORT by default: a second server on a served port would share
     # its connections instead of failing to start.
     return grpc.server(executor, interceptors=[DecodeInterceptor(), *interceptors],
-                       options=[("grpc.so_reuseport", 0)])
+                       options=[("grpc.so_reuseport", 0)],
+                       maximum_concurrent_rpcs=maximum_concurrent_rpcs)
 
 
 def create_server(config: Config, credentials: grpc.ServerCredentials | None = None,
@@ -185,16 +194,23 @@ def create_server(config: Config, credentials: grpc.ServerCredentials | None = N
     store.on_commit(hub.poke)
     listener = None if is_sqlite(db) else Listener(config.database_url, hub.poke)
     metrics = Metrics(store.count) if config.metrics_listen else None
+    call_log = CallLog()
     interceptors: list[grpc.ServerInterceptor] = [VersionInterceptor(),
-                                                  ObserveInterceptor(metrics),
-                                                  UnaryLimitInterceptor(config.threads)]
+                                                  ObserveInterceptor(metrics, call_log),
+                                                  UnaryLimitInterceptor(config.threads,
+                                                                        config.max_queued_calls)]
     if keys is not None:
         interceptors.append(AuthInterceptor(keys, open_reflection=config.open_reflection))
     # A streaming call holds a pool thread for its whole life: a thread per watcher on
     # top of the unary calls' (UnaryLimitInterceptor keeps those at config.threads).
     executor = futures.ThreadPoolExecutor(max_workers=config.threads + config.max_watchers,
                                           thread_name_prefix="sarah")
-    server = grpc_server(executor, interceptors)
+    # The backstop behind UnaryLimitInterceptor's bound: every call grpc has taken waits in
+    # the executor's queue, unbounded, until a thread is free; past what the threads, the
+    # queue, the watchers and a margin for health checks and reflection can hold, grpc
+    # refuses a call itself.
+    server = grpc_server(executor, interceptors, maximum_concurrent_rpcs=(
+        config.threads + config.max_queued_calls + config.max_watchers + _CALLS_MARGIN))
     sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(service, hub), server)
     admin = SarahAdminServicer(store, default_region=config.default_region)
     sarah_pb2_grpc.add_SarahAdminServiceServicer_to_server(admin, server)
@@ -226,4 +242,4 @@ def create_server(config: Config, credentials: grpc.ServerCredentials | None = N
                          executor=executor, hub=hub, listener=listener,
                          housekeeping=housekeeping, keys=keys,
                          metrics=metrics, metrics_port=metrics_port,
-                         database_health=database_health, lock=lock)
+                         database_health=database_health, lock=lock, call_log=call_log)

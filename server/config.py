@@ -10,6 +10,8 @@ from server.core.phones import check_region
 from server.storage.database import DEFAULT_URL
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+# Chosen by measurement (README, "Worker processes"): one process per core.
+DEFAULT_WORKERS = "auto"
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class Config:
     database_url: str = DEFAULT_URL
     default_region: str = "ID"
     threads: int = 8
+    # Unary calls that may wait for one of the threads; more are refused at once.
+    max_queued_calls: int = 16
     workers: int = 1
     db_pool_size: int = 16
     migrate: bool = True
@@ -40,6 +44,33 @@ class Config:
     # Housekeeping (core/housekeeping.py): None leaves inactive leads alone (the default).
     purge_inactive_days: float | None = None
     housekeeping_seconds: float = 60.0
+
+
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: taskset and cpusets count; a
+    container's CPU quota does not, so set --workers there)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def _workers(value: str) -> int | None:
+    """A number of worker processes, or None for `auto`."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {value!r}") from None
+
+
+def _auto_workers(listen: str) -> int:
+    """`--workers auto`: one process per CPU, each on its own port for Envoy to balance
+    over; on port 0 one, as the workers' ports could not be known to list them anywhere."""
+    try:
+        port = int(listen.rpartition(":")[2])
+    except ValueError:
+        return 1  # not host:port: the server says so when it tries to listen
+    return cpus() if port else 1
 
 
 def _flag(value: str) -> bool:
@@ -100,10 +131,18 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     parser.add_argument("--threads", type=int,
                         default=env.get("SARAH_THREADS", str(d.threads)),
                         help=f"worker threads (env SARAH_THREADS, default {d.threads})")
-    parser.add_argument("--workers", type=int, default=env.get("SARAH_WORKERS", "1"),
-                        help="server processes; worker i listens on the --listen port + i "
-                             "(and metrics port + i), each a separate endpoint for Envoy "
-                             "(env SARAH_WORKERS, default 1)")
+    parser.add_argument("--max-queued-calls", type=int,
+                        default=env.get("SARAH_MAX_QUEUED_CALLS", str(d.max_queued_calls)),
+                        help="calls that may wait for a free thread; beyond them a call is "
+                             "refused at once with UNAVAILABLE and retry advice (retry-after), "
+                             "rather than queued until its deadline "
+                             f"(env SARAH_MAX_QUEUED_CALLS, default {d.max_queued_calls})")
+    parser.add_argument("--workers", type=_workers,
+                        default=env.get("SARAH_WORKERS", DEFAULT_WORKERS),
+                        help="server processes, or `auto`: one per CPU this process may run "
+                             "on (one if --listen's port is 0); worker i listens on the --listen "
+                             "port + i (and metrics port + i), each a separate endpoint for Envoy "
+                             f"(env SARAH_WORKERS, default {DEFAULT_WORKERS})")
     parser.add_argument("--migrate", type=_flag, default=env.get("SARAH_MIGRATE", "true"),
                         help="bring the schema up to date at start-up; with false, refuse to "
                              "start on an older schema (env SARAH_MIGRATE, default true)")
@@ -185,7 +224,10 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         parser.error(str(exc))
     if args.threads < 1:
         parser.error("--threads must be at least 1")
-    if args.workers < 1:
+    if args.max_queued_calls < 0:
+        parser.error("--max-queued-calls must be 0 or more")
+    workers = _auto_workers(args.listen) if args.workers is None else args.workers
+    if workers < 1:
         parser.error("--workers must be at least 1")
     if args.db_pool_size < 1:
         parser.error("--db-pool-size must be at least 1")
@@ -202,7 +244,8 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         database_url=args.database_url,
         default_region=region,
         threads=args.threads,
-        workers=args.workers,
+        max_queued_calls=args.max_queued_calls,
+        workers=workers,
         db_pool_size=args.db_pool_size,
         migrate=args.migrate,
         grace_seconds=args.grace_seconds,

@@ -36,9 +36,9 @@ def _embedded_postgres_url(data_dir: Path) -> str:
 
 
 def replica_command(port: int, database_url: str) -> list[str]:
-    """One replica: stateless, draining 2 s at shutdown so Envoy's health check moves away;
-    its metrics on port + 1000."""
-    return [sys.executable, "-m", "server", "--listen", f"127.0.0.1:{port}",
+    """One replica, one process (the replicas are the cluster's processes): stateless,
+    draining 2 s at shutdown so Envoy's health check moves away; its metrics on port + 1000."""
+    return [sys.executable, "-m", "server", "--workers", "1", "--listen", f"127.0.0.1:{port}",
             "--database-url", database_url, "--drain-seconds", "2", "--db-pool-size", "8",
             "--metrics-listen", f"127.0.0.1:{port + 1000}"]
 

@@ -3,7 +3,8 @@
     python -m tools.stack [--rate-limit CALLS/SECONDSs] [--burst N] [SERVER FLAGS...]
 
 Envoy reads envoy.yaml (or $SARAH_ENVOY_CONFIG) from the repository root; --rate-limit and
---burst change its per-API-key rate limit (a derived copy in a temporary folder). Ctrl-C (SIGINT),
+--burst change its per-API-key rate limit, and with several --workers its cluster lists
+each worker's port (a derived copy in a temporary folder). Ctrl-C (SIGINT),
 SIGTERM or closing the terminal (SIGHUP) stops both cleanly, Envoy first; if this process
 is killed, both get SIGTERM. If either dies (a port already taken, say), the other is
 stopped and the exit status is non-zero.
@@ -17,7 +18,8 @@ import tempfile
 from pathlib import Path
 
 from deploy import ROOT
-from deploy.envoy_config import dump, envoy_command, load, with_rate_limit
+from deploy.envoy_config import dump, envoy_command, load, with_rate_limit, with_replicas
+from server.config import parse_args
 from server.supervise import supervise
 from tools.edge_tls import DEFAULT_RATE, parse_rate
 
@@ -36,13 +38,28 @@ def main(argv: list[str] | None = None) -> int:
     ours.add_argument("--burst", type=int)
     args, server_args = ours.parse_known_args(sys.argv[1:] if argv is None else argv)
     config = Path(os.environ.get("SARAH_ENVOY_CONFIG", ROOT / "envoy.yaml"))
+    ports = _server_ports(server_args)
     with tempfile.TemporaryDirectory(prefix="sarah-stack-") as scratch:
-        if args.rate_limit or args.burst:
-            calls, seconds = args.rate_limit or DEFAULT_RATE
+        if args.rate_limit or args.burst or len(ports) > 1:
+            derived_config = load(config)
+            if args.rate_limit or args.burst:
+                calls, seconds = args.rate_limit or DEFAULT_RATE
+                derived_config = with_rate_limit(derived_config, calls, seconds, args.burst)
+            if len(ports) > 1:
+                derived_config = with_replicas(derived_config, ports)
             derived = Path(scratch) / "envoy.yaml"
-            derived.write_text(dump(with_rate_limit(load(config), calls, seconds, args.burst)))
+            derived.write_text(dump(derived_config))
             config = derived
         return _run(config, server_args)
+
+
+def _server_ports(server_args: list[str]) -> list[int]:
+    """The ports the server's worker processes listen on, as the server reads its flags
+    and environment (--workers auto: one per CPU), each an endpoint of Envoy's cluster;
+    empty for port 0, whose ports nobody knows in advance."""
+    config = parse_args(server_args)
+    port = int(config.listen.rpartition(":")[2])
+    return [port + i for i in range(config.workers)] if port else []
 
 
 def _run(config: Path, server_args: list[str]) -> int:

@@ -3,10 +3,10 @@ the version header."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
@@ -14,13 +14,17 @@ import grpc
 from sarah import VERSION
 from server.api import status
 from server.api.auth import KeyRing, presented_key, set_caller_scope
+from server.api.calllog import CallLog
 from server.api.metrics import Metrics
 from server.logs import REQUEST_ID
 
-_LOGGER = logging.getLogger("server.calls")
 # Envoy checks health every second; logging each check would bury the calls that matter.
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
+# Set by UnaryLimitInterceptor when it refuses the call (inside ObserveInterceptor, in the
+# call's thread and Context).
+SHED: ContextVar[bool] = ContextVar("shed", default=False)
+_MOST_WRAPPED = 1000  # handlers an interceptor keeps; the server has a few dozen methods
 
 # Handlers carry messages of many types; an interceptor passes them on without looking.
 # (Generic in types-grpcio only, hence the quotes.)
@@ -58,17 +62,46 @@ def _with_behavior(handler: _Handler, behavior: _Behavior) -> _Handler:
         response_serializer=handler.response_serializer)
 
 
+class _Wrapped:
+    """The handlers an interceptor made, by the handler each wraps: grpc asks every
+    interceptor for a handler on every call, and building closures and handler tuples for
+    each call was a measurable share of a call's server time (issue 14). A method's
+    handler is the same object on every call, so each wrapper is built once. (Two threads
+    may build one at the same time; either result serves.) A handler made for each call
+    by something else would not be cached past a bound, rather than grow the dict."""
+
+    def __init__(self, make: Callable[[_Handler], _Handler]):
+        self._make = make
+        self._built: dict[Hashable, _Handler] = {}
+
+    def __call__(self, handler: _Handler) -> _Handler:
+        built = self._built.get(handler)
+        if built is None:
+            built = self._make(handler)
+            if len(self._built) < _MOST_WRAPPED:
+                self._built[handler] = built
+        return built
+
+
 class DecodeInterceptor(grpc.ServerInterceptor):
     """Decodes every unary request itself, so that bytes that are not the method's message
     (or strings that are not UTF-8) are INVALID_ARGUMENT, mapped in status.py: grpc's own
     decoding answers them with INTERNAL. Install it first, so it wraps all the others."""
+
+    def __init__(self) -> None:
+        self._wrapped = _Wrapped(self._decoding)
 
     def intercept_service(self, continuation: _Continuation,
                           handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
             return handler
+        return self._wrapped(handler)
+
+    @staticmethod
+    def _decoding(handler: _Handler) -> _Handler:
         deserialize, behavior = handler.request_deserializer, handler.unary_unary
+        assert deserialize is not None and behavior is not None
 
         def decoding(raw: bytes, context: grpc.ServicerContext) -> Any:
             try:
@@ -83,11 +116,13 @@ class DecodeInterceptor(grpc.ServerInterceptor):
 
 
 class ObserveInterceptor(grpc.ServerInterceptor):
-    """Logs every unary call once it ends (method, status, milliseconds, Envoy's request
-    id) and counts it in the metrics."""
+    """Counts every unary call in the metrics once it ends, and reports it to the call log
+    (api/calllog.py: method, status, milliseconds, Envoy's request id)."""
 
-    def __init__(self, metrics: Metrics | None = None):
+    def __init__(self, metrics: Metrics | None = None, call_log: CallLog | None = None):
         self._metrics = metrics
+        self._log = call_log if call_log is not None else CallLog()
+        self._by_method: dict[str, _Wrapped] = {}
 
     def intercept_service(self, continuation: _Continuation,
                           handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
@@ -95,25 +130,36 @@ class ObserveInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or handler.unary_unary is None or method.startswith(HEALTH_PREFIX):
             return handler
+        wrapped = self._by_method.get(method)
+        if wrapped is None:
+            wrapped = self._by_method[method] = _Wrapped(
+                lambda inner: self._observing(method, inner))
+        return wrapped(handler)
+
+    def _observing(self, method: str, handler: _Handler) -> _Handler:
         inner = handler.unary_unary
-        # Envoy sends x-request-id, which its access log shows too: one id joins both lines.
-        request_id = dict(handler_call_details.invocation_metadata or ()).get("x-request-id", "-")
+        assert inner is not None
+        metrics, log = self._metrics, self._log
 
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
+            # Envoy sends x-request-id, which its access log shows too: one id joins both.
+            request_id = next((value for key, value in context.invocation_metadata()
+                               if key == "x-request-id"), "-")
             bound = REQUEST_ID.set(str(request_id))  # for the lines the call itself logs
+            shed = SHED.set(False)
             try:
                 return inner(request, context)
             finally:
+                refused = SHED.get()
                 REQUEST_ID.reset(bound)
+                SHED.reset(shed)
                 seconds = time.perf_counter() - start
                 code = (cast(_EndedContext, context).code() or grpc.StatusCode.OK).name
-                if self._metrics is not None:
-                    self._metrics.observe(method, code, seconds)
-                fields = {"method": method, "code": code,
-                          "duration_ms": round(seconds * 1000, 2), "request_id": request_id}
-                _LOGGER.info("call method=%s code=%s duration_ms=%.2f request_id=%s",
-                             method, code, seconds * 1000, request_id, extra=fields)
+                if metrics is not None:
+                    metrics.observe(method, code, seconds)
+                log.record(method, code, seconds, str(request_id),
+                           routine=True if refused else None)
 
         return _with_behavior(handler, observed)
 
@@ -168,27 +214,49 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 
 class UnaryLimitInterceptor(grpc.ServerInterceptor):
-    """At most `limit` unary calls run at once; more wait their turn.
+    """At most `limit` unary calls run at once and at most `queue` more wait their turn; a
+    call beyond those is refused at once, UNAVAILABLE with retry advice (status.AtCapacity).
 
     The thread pool has a thread per unary slot plus one per allowed watcher (a
     server-streaming call holds its pool thread for its whole life): without this bound,
     unary calls could spread over the watchers' threads too and the database pool would
     see more callers than before; with it, watchers can never starve unary calls, and
-    unary calls never take a watcher's thread for long."""
+    unary calls never take a watcher's thread for long.
 
-    def __init__(self, limit: int):
+    The queue is bounded because an overloaded server that queues every call answers none
+    of them in time: each waits behind all the others until its deadline, so every caller
+    times out while the server works on calls nobody waits for any more. Refused at once,
+    the excess retries later or elsewhere, and the admitted calls finish in time. Health
+    checks pass by both bounds: refusing them would take a busy server out of Envoy's
+    cluster (and they touch no database)."""
+
+    def __init__(self, limit: int, queue: int):
         self._slots = threading.BoundedSemaphore(limit)
+        self._admitted = threading.BoundedSemaphore(limit + queue)  # running or waiting
+        self._limit, self._queue = limit, queue
+        self._wrapped = _Wrapped(self._limiting)
 
     def intercept_service(self, continuation: _Continuation,
                           handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if (handler is None or handler.unary_unary is None
+                or handler_call_details.method.startswith(HEALTH_PREFIX)):
             return handler
+        return self._wrapped(handler)
+
+    def _limiting(self, handler: _Handler) -> _Handler:
         inner = handler.unary_unary
+        assert inner is not None
 
         def limited(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._slots:
-                return inner(request, context)
+            if not self._admitted.acquire(blocking=False):
+                SHED.set(True)  # for the call log: a refusal of many, not a failure
+                status.abort(context, status.AtCapacity(self._limit, self._queue))
+            try:
+                with self._slots:
+                    return inner(request, context)
+            finally:
+                self._admitted.release()
 
         return _with_behavior(handler, limited)
 
@@ -209,11 +277,16 @@ class VersionInterceptor(grpc.ServerInterceptor):
     end a refused stream's trailers-only answer, which the transcoder needs to give an
     HTTP error status."""
 
+    def __init__(self) -> None:
+        self._wrapped = _Wrapped(self._versioning)
+
     def intercept_service(self, continuation: _Continuation,
                           handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
         handler = continuation(handler_call_details)
-        if handler is None:
-            return handler
+        return None if handler is None else self._wrapped(handler)
+
+    @staticmethod
+    def _versioning(handler: _Handler) -> _Handler:
         _, behavior = _behavior_of(handler)
         wrap = _versioned_stream if handler.response_streaming else _versioned
         return _with_behavior(handler, wrap(behavior))

@@ -40,10 +40,18 @@ class Metrics:
                                   ["method"], buckets=_BUCKETS, registry=self.registry)
         self.registry.register(_Conversations(count_conversations))
         self._http: WSGIServer | None = None
+        # Each label set's child, found once: labels() checks and locks on every call,
+        # which cost two thirds of observe() (a few microseconds a call).
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        self._calls.labels(method, code).inc()
-        self._latency.labels(method).observe(seconds)
+        children = self._children.get((method, code))
+        if children is None:
+            children = self._children[(method, code)] = (self._calls.labels(method, code),
+                                                         self._latency.labels(method))
+        calls, latency = children
+        calls.inc()
+        latency.observe(seconds)
 
     def serve(self, address: str) -> int:
         """Serve /metrics on host:port (port 0 picks one); return the port."""

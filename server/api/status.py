@@ -33,6 +33,24 @@ class Undecodable(Exception):
                          "(malformed bytes, or text that is not UTF-8)")
 
 
+class AtCapacity(Exception):
+    """The server runs and queues as many calls as it may: this one is refused at once
+    (UNAVAILABLE) with advice on when to retry, instead of waiting in a queue until its
+    deadline passes."""
+
+    def __init__(self, running: int, waiting: int):
+        super().__init__(f"the server is at capacity ({running} calls running, {waiting} "
+                         f"waiting): retry after {RETRY_AFTER_S} s")
+
+
+# Retry advice of a refused call, in the trailing metadata: `grpc-retry-pushback-ms` is what
+# a gRPC client's retry policy reads (gRFC A6), `retry-after` what an HTTP caller reads (a
+# trailers-only answer's metadata reaches Envoy as headers).
+RETRY_AFTER_S = 1
+_RETRY_ADVICE = (("retry-after", str(RETRY_AFTER_S)),
+                 ("grpc-retry-pushback-ms", str(RETRY_AFTER_S * 1000)))
+
+
 def _bad_request(exc: InvalidArgument) -> status_pb2.Status:
     details = error_details_pb2.BadRequest(
         field_violations=[
@@ -51,6 +69,7 @@ def _bad_request(exc: InvalidArgument) -> status_pb2.Status:
 # domain's refusals).
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Undecodable, grpc.StatusCode.INVALID_ARGUMENT),
+    (AtCapacity, grpc.StatusCode.UNAVAILABLE),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (EtagMismatch, grpc.StatusCode.ABORTED),
@@ -73,6 +92,8 @@ def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     if isinstance(exc, InvalidArgument):
         # With google.rpc.BadRequest details naming every bad field.
         context.abort_with_status(rpc_status.to_status(_bad_request(exc)))
+    if isinstance(exc, AtCapacity):
+        context.set_trailing_metadata(_RETRY_ADVICE)
     code = _code_of(exc)
     if code is not None:
         context.abort(code, str(exc))

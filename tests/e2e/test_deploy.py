@@ -7,6 +7,7 @@ import pytest
 
 from deploy import ROOT
 from deploy import envoy_config as derive
+from server.config import Config
 from tests.support.certificates import make_certificates
 from tools.edge_tls import install
 
@@ -36,6 +37,24 @@ def test_with_replicas_lists_each_port_and_outlier_detection_ejects() -> None:
     assert _endpoint_ports(spread) == [50051, 50052, 50053]
     (cluster,) = spread["static_resources"]["clusters"]
     assert cluster["outlier_detection"]["max_ejection_percent"] == 34
+
+
+def test_circuit_breakers_grow_with_the_replicas_and_the_call_limit_sets_calls_only() -> None:
+    def limits(config: derive.Config) -> dict[str, tuple[int, int, int]]:
+        (cluster,) = config["static_resources"]["clusters"]
+        return {t["priority"]: (t["max_requests"], t["max_pending_requests"], t["max_retries"])
+                for t in cluster["circuit_breakers"]["thresholds"]}
+
+    one = limits(derive.load())
+    # One server's defaults: the calls it runs and queues, and its watchers.
+    calls, watchers = Config().threads + Config().max_queued_calls, Config().max_watchers
+    assert one == {"DEFAULT": (calls, calls, 3), "HIGH": (watchers, watchers, 3)}
+    assert (calls, watchers) == (24, 256)
+    three = derive.with_replicas(derive.load(), [50051, 50052, 50053])
+    assert limits(three) == {"DEFAULT": (72, 72, 3), "HIGH": (768, 768, 3)}
+    assert limits(derive.with_replicas(three, [50051])) == one
+    assert limits(derive.with_call_limit(three, 5)) == {"DEFAULT": (5, 5, 3),
+                                                        "HIGH": (768, 768, 3)}
 
 
 def test_with_absolute_descriptor_names_the_checkouts_file() -> None:

@@ -17,9 +17,10 @@ from deploy import ROOT
 from deploy.envoy_config import envoy_binary
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
+from server.config import cpus
 from tests.support.envoy import envoy_config
 from tests.support.http_calls import request
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_ports
 from tests.support.processes import start_workers
 from tests.support.stack import MakeRunStack, start_stack
 from tests.support.waiting import still_holding, wait_until
@@ -245,3 +246,32 @@ def test_grpcurl_works_through_envoy(stack: RunningStack) -> None:
                             "sarah.v1.SarahService/GetStats"],
                            capture_output=True, text=True, timeout=30, check=True).stdout
     assert '"total": 1' in stats
+
+
+def test_make_run_with_workers_auto_balances_over_one_worker_per_cpu(tmp_path: Path) -> None:
+    workers = cpus()
+    http, admin, *grpc_ports = free_ports(2 + workers)
+    config = tmp_path / "envoy.yaml"
+    config.write_text(envoy_config(http, admin, grpc_ports[0]))
+    # SARAH_WORKERS as an operator sets it (`auto` is also the default).
+    stack = MakeRunStack(tmp_path, config, grpc_port=grpc_ports[0], http_port=http,
+                         admin_port=admin, env={"SARAH_WORKERS": "auto"})
+    try:
+        healthy = "/stats?filter=^cluster.sarah_grpc.membership_healthy$"
+        wait_until(lambda: str(request("127.0.0.1", admin, "GET", healthy)[2]).strip()
+                   .endswith(f": {workers}"), 30, "Envoy to find every worker healthy")
+        served: dict[int, int] = {}
+
+        def every_worker_served() -> bool:
+            assert request("127.0.0.1", http, "GET", "/sarah/stats")[0] == 200
+            _, _, clusters = request("127.0.0.1", admin, "GET", "/clusters")
+            served.update({int(port): int(count) for port, count in re.findall(
+                r"sarah_grpc::127\.0\.0\.1:(\d+)::rq_total::(\d+)", str(clusters))})
+            assert set(served) == set(grpc_ports[:workers]), clusters
+            return all(served.values())
+
+        wait_until(every_worker_served, 30, "Envoy to spread calls over every worker")
+    finally:
+        out = stack.stop()
+    for port in grpc_ports[:workers]:
+        assert f"listening on 127.0.0.1:{port}" in out

@@ -139,6 +139,8 @@ def test_a_burst_of_signals_does_not_hang_the_server(
     [
         (["--default-region", "XX"], "unknown phone region"),
         (["--threads", "zero"], "--threads"),
+        (["--workers", "many"], "--workers: expected a number or auto, got 'many'"),
+        (["--max-queued-calls", "-1"], "--max-queued-calls must be 0 or more"),
         (["--database-url", "nosuch://x/y"], "unsupported database URL"),
         (["--purge-inactive-days", "0"], "--purge-inactive-days: must be a number of days above 0"),
         (["--purge-inactive-days", "-30"], "--purge-inactive-days: must be a number of days"),

@@ -49,8 +49,11 @@ class ServerProcess:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, listeners: int = 1):
         self.listeners = listeners
+        # One process unless the test asks for workers: the default (`auto`, one a CPU)
+        # would put a supervisor between the test and the server it signals or kills.
+        one = () if "--workers" in args else ("--workers", "1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", *args],
+            [sys.executable, "-m", "server", *one, *args],
             # Many servers run at once in the tests: each gets its own metrics port.
             cwd=ROOT, env={**os.environ, "SARAH_METRICS_LISTEN": "127.0.0.1:0", **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

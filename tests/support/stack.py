@@ -1,6 +1,7 @@
 """A whole stack for end-to-end tests: a server and Envoy in front of it, either both in
 reach of the test (`Stack`) or started by `python -m tools.stack` as `make run` does."""
 
+import re
 import subprocess
 import sys
 import threading
@@ -56,8 +57,11 @@ def start_stack(workdir: Path, envoy_yaml: Path, grpc_port: int, *,
     lead a process group of its own, as `make run` does as a terminal's job: the group a
     hangup is sent to when the terminal closes. `env` adds to its environment, `flags`
     come first on its command line."""
+    # One server process unless `flags` or `env` ask for workers: the stack's Envoy then
+    # lists one endpoint, on `grpc_port`.
+    one = () if "--workers" in flags or "SARAH_WORKERS" in (env or {}) else ("--workers", "1")
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.stack", *flags, "--listen", f"127.0.0.1:{grpc_port}",
+        [sys.executable, "-m", "tools.stack", *flags, *one, "--listen", f"127.0.0.1:{grpc_port}",
          "--database-url", f"sqlite:///{workdir / 'sarah.db'}"],
         # Its own metrics port: other servers may hold the default one.
         cwd=ROOT, env={"SARAH_ENVOY_CONFIG": str(envoy_yaml), "PATH": "/usr/bin:/bin",
@@ -98,7 +102,8 @@ class MakeRunStack:
         assert self.proc.poll() is None, self.output()
         _, _, stats = request("127.0.0.1", self.admin_port, "GET",
                               "/stats?filter=^cluster.sarah_grpc.membership_healthy$")
-        return str(stats).strip().endswith(": 1")
+        healthy = re.search(r": (\d+)$", str(stats).strip())
+        return healthy is not None and int(healthy.group(1)) >= 1  # one worker, or more
 
     def output(self, timeout: float = 30) -> str:
         """Everything it printed, once it has exited (on a signal sent to it, or by itself)."""
