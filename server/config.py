@@ -20,6 +20,8 @@ class Config:
     threads: int = 8
     workers: int = 1
     db_pool_size: int = 16
+    # One writer thread commits the process's writes in groups (storage/group_commit.py).
+    group_commit: bool = True
     migrate: bool = True
     grace_seconds: float = 10.0
     drain_seconds: float = 0.0
@@ -104,6 +106,11 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
                         help="server processes; worker i listens on the --listen port + i "
                              "(and metrics port + i), each a separate endpoint for Envoy "
                              "(env SARAH_WORKERS, default 1)")
+    parser.add_argument("--group-commit", type=_flag,
+                        default=env.get("SARAH_GROUP_COMMIT", "on"),
+                        help="commit the writes that queue up meanwhile in one transaction, "
+                             "each caller answered after its commit; off gives every write a "
+                             "transaction of its own (env SARAH_GROUP_COMMIT, default on)")
     parser.add_argument("--migrate", type=_flag, default=env.get("SARAH_MIGRATE", "true"),
                         help="bring the schema up to date at start-up; with false, refuse to "
                              "start on an older schema (env SARAH_MIGRATE, default true)")
@@ -204,6 +211,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         threads=args.threads,
         workers=args.workers,
         db_pool_size=args.db_pool_size,
+        group_commit=args.group_commit,
         migrate=args.migrate,
         grace_seconds=args.grace_seconds,
         drain_seconds=args.drain_seconds,

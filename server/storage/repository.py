@@ -8,11 +8,13 @@ runs compiled statements (statements.py); the rest uses peewee's query builder.
 """
 
 import contextlib
+import copy
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import peewee
 
@@ -24,7 +26,8 @@ from server.core.errors import Unavailable
 from server.core.identity import Holders
 from server.storage import changelog, retention
 from server.storage.database import LOCK_WAIT_MS, is_sqlite
-from server.storage.errors import database_errors
+from server.storage.errors import as_unavailable, database_errors, is_deadlock
+from server.storage.group_commit import ALONE, Alone, GroupWriter, Job
 from server.storage.lead_json import lead_from_json, lead_to_json, lead_values
 from server.storage.models import (
     ActivityBucket,
@@ -35,13 +38,33 @@ from server.storage.models import (
 )
 from server.storage.statements import LEAD_COLUMNS, Statement, Statements
 
-_INSERT_RACE_RETRIES = 3
+_LOGGER = logging.getLogger(__name__)
+# Tries of a write that lost an insert race or was PostgreSQL's deadlock victim.
+_RETRIES = 3
 # Under SQLite's oldest limit of 999 variables per statement: 2 per key, 16 per row.
 _KEYS_PER_QUERY = 400
 _ROWS_PER_INSERT = 50
 _T = TypeVar("_T")
 _RowKey = tuple[str, str, str]  # (workspace_id, contact_phone, business_scoped_user_id)
 _PAIN_POINTS = LEAD_COLUMNS.index("pain_points")
+
+
+class _Outcome(NamedTuple):
+    """What one write of a group came to: its result or its error, and its events."""
+
+    result: object
+    error: Exception | None
+    events: list[Event]
+
+
+def _copy(exc: Exception) -> Exception:
+    """`exc` for one of a group's callers: each raises its own, on its own thread."""
+    try:
+        mine = copy.copy(exc)
+    except Exception:  # an exception that cannot be rebuilt from its args: shared, then
+        return exc
+    mine.__cause__ = exc
+    return mine
 
 
 def _lead_from_tuple(row: tuple[Any, ...]) -> Lead:
@@ -269,9 +292,11 @@ class WriteTx:
 class Repository:
     """Conversations and their counts in one peewee database."""
 
-    def __init__(self, db: peewee.Database):
+    def __init__(self, db: peewee.Database, group_commit: bool = True):
         self._db = db
         self._writers = threading.Lock()
+        self._group = GroupWriter(self._write_group, queue_wait_s=LOCK_WAIT_MS / 1000
+                                  ) if group_commit else None
         bind_models(db)
         self._sql = Statements(db)
         self._commit_listeners: list[Callable[[list[Event]], None]] = []
@@ -288,7 +313,10 @@ class Repository:
             yield
 
     def close(self) -> None:
-        """Close every connection of every thread (the server has stopped calling)."""
+        """Stop the writer and close every connection of every thread (the server has
+        stopped calling)."""
+        if self._group is not None:
+            self._group.close()
         close_all = getattr(self._db, "close_all", self._db.close)
         close_all()
 
@@ -312,24 +340,108 @@ class Repository:
             self._writers.release()
 
     def write(self, work: Callable[[WriteTx], _T]) -> _T:
-        """Run `work` in one write transaction and return its result; all of it is written
-        or none. Runs it again if a concurrent first insert of the same key won, so `work`
+        """Run `work` in a write transaction and return its result once that committed; all
+        of it is written or none. With group commit, the transaction also holds the writes
+        queued beside it (group_commit.py), `work`'s in a savepoint of its own, so a
+        failing write fails alone. `work` may run more than once (a concurrent first insert
+        of the same key won, or its group was rolled back for another write's sake), so it
         must read what it needs through the transaction it is given."""
-        for attempt in range(_INSERT_RACE_RETRIES):
+        if self._group is None or self._group.in_writer():
+            return self._write_alone(work)
+        result = self._group.call(work)
+        if isinstance(result, Alone):
+            return self._write_alone(work)
+        return cast(_T, result)
+
+    def _write_alone(self, work: Callable[[WriteTx], _T]) -> _T:
+        """`work` in a transaction of its own."""
+        for attempt in range(_RETRIES):
             try:
                 with self._session(), self._write_transaction():
                     tx = WriteTx(self._db, self._sql)
                     result = work(tx)
-                if tx.appended:
-                    for listener in self._commit_listeners:
-                        listener(tx.appended)
+                self._notify(tx.appended)
                 return result
             except peewee.IntegrityError as exc:
                 # Only without SQLite's up-front lock: two first writes of one lead (or one
                 # request_id) raced; the retry sees the winner's row.
-                if attempt == _INSERT_RACE_RETRIES - 1:
+                if attempt == _RETRIES - 1:
                     raise Unavailable(f"write conflict, retry: {exc}") from exc
+            except Unavailable as exc:
+                # PostgreSQL broke a lock cycle with another replica's group of writes by
+                # failing this one: it did nothing wrong, so it runs again.
+                if not is_deadlock(exc) or attempt == _RETRIES - 1:
+                    raise
         raise AssertionError("unreachable")
+
+    def _write_group(self, jobs: list[Job]) -> None:
+        """Run `jobs` in one transaction, each in a savepoint, and settle each job once the
+        transaction committed: its result, or its own exception. If the transaction may be
+        broken (or PostgreSQL chose it to break a deadlock), nothing of it is kept and every
+        job gets ALONE; if it failed to begin or to commit, every job gets that error, as
+        each write would have on its own."""
+        outcomes: list[_Outcome] = []
+        broken = False
+        try:
+            with self._session(), self._write_transaction():
+                for job in jobs:
+                    try:
+                        outcomes.append(self._member(job.work))
+                    except peewee.PeeweeException:
+                        broken = True
+                        raise
+        except peewee.IntegrityError:  # only a constraint checked at commit: retry alone
+            broken = True
+        except Exception as exc:
+            if not broken:
+                for job in jobs:
+                    job.future.set_exception(_copy(exc))
+                return
+        if broken:
+            for job in jobs:
+                job.future.set_result(ALONE)
+            return
+        self._notify([event for outcome in outcomes for event in outcome.events])
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if outcome.error is None:
+                job.future.set_result(outcome.result)
+            else:
+                job.future.set_exception(outcome.error)
+
+    def _member(self, work: Callable[[WriteTx], object]) -> _Outcome:
+        """One write of a group, in a savepoint: on its failure the savepoint is rolled
+        back and the failure is its own. A database error escaping from here (the rollback
+        to the savepoint failed: SQLite rolls the whole transaction back on some errors;
+        or a deadlock) means the group's transaction cannot go on."""
+        for _attempt in range(_RETRIES):
+            tx = WriteTx(self._db, self._sql)
+            savepoint = self._db.savepoint()
+            savepoint.__enter__()
+            try:
+                result = work(tx)
+            except Exception as exc:
+                savepoint.rollback(begin=False)
+                if isinstance(exc, peewee.IntegrityError):  # an insert race: see _write_alone
+                    race = exc
+                    continue
+                if isinstance(exc, peewee.PeeweeException):
+                    if is_deadlock(exc):
+                        raise  # this group's locks must go: another replica's group waits
+                    return _Outcome(None, as_unavailable(exc), [])
+                return _Outcome(None, exc, [])  # the write's own (an etag mismatch ...)
+            savepoint.commit(begin=False)
+            return _Outcome(result, None, tx.appended)
+        return _Outcome(None, Unavailable(f"write conflict, retry: {race}"), [])
+
+    def _notify(self, events: list[Event]) -> None:
+        """Tell the commit listeners about committed events, if there are any."""
+        if not events:
+            return
+        for listener in self._commit_listeners:
+            try:
+                listener(events)
+            except Exception:  # the writes committed: a listener's failure is not theirs
+                _LOGGER.exception("a commit listener failed")
 
     def holders(self, key: LeadKey) -> Holders:
         """The stored leads that hold `key`'s BSUID and phone (a read: nothing locked)."""
