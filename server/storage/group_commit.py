@@ -56,6 +56,10 @@ class GroupWriter:
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
 
+    def queued(self) -> int:
+        """How many writes wait for the writer (not counting the group it runs)."""
+        return self._queue.qsize()
+
     def in_writer(self) -> bool:
         """True in the writer thread itself (a write from there cannot queue behind itself)."""
         return threading.current_thread() is self._thread

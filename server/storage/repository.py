@@ -353,6 +353,10 @@ class Repository:
             return self._write_alone(work)
         return cast(_T, result)
 
+    def queued_writes(self) -> int:
+        """How many writes wait for the group writer (0 without group commit)."""
+        return 0 if self._group is None else self._group.queued()
+
     def _write_alone(self, work: Callable[[WriteTx], _T]) -> _T:
         """`work` in a transaction of its own."""
         for attempt in range(_RETRIES):
