@@ -35,16 +35,16 @@ from server.core.domain import LeadKey
 from server.storage.database import is_sqlite
 from server.storage.lead_json import lead_from_json, lead_to_json
 from server.storage.models import LeadEventRow
+from server.storage.statements import Statement
 
 CHANNEL = "sarah_log"
-_ROWS_PER_INSERT = 50
 
 
-def append(db: peewee.Database, changes: list[Change], lead_ids: list[int],
-           at: int) -> list[Event]:
-    """Give `changes` the next revisions and write them, each under the conversation row
-    of `lead_ids` whose story it is; call it last in the write's transaction (it holds
-    log_head's row lock from here to commit)."""
+def append(db: peewee.Database, insert_event: Statement, changes: list[Change],
+           lead_ids: list[int], at: int) -> list[Event]:
+    """Give `changes` the next revisions and write them with `insert_event` (statements.py),
+    each under the conversation row of `lead_ids` whose story it is; call it last in the
+    write's transaction (it holds log_head's row lock from here to commit)."""
     if not changes:
         return []
     # An UPDATE of the one row, written as an upsert so that a log_head emptied by hand
@@ -56,9 +56,8 @@ def append(db: peewee.Database, changes: list[Change], lead_ids: list[int],
         'RETURNING "revision"', (len(changes),)).fetchone()[0]
     first = int(head) - len(changes) + 1
     events = [Event(first + i, c.kind, c.lead, c.changed, at) for i, c in enumerate(changes)]
-    rows = [_row(event, lead_id) for event, lead_id in zip(events, lead_ids, strict=True)]
-    for part in peewee.chunked(rows, _ROWS_PER_INSERT):
-        LeadEventRow.insert_many(part).execute()
+    insert_event.run_many(db, [_row(event, lead_id)
+                               for event, lead_id in zip(events, lead_ids, strict=True)])
     if not is_sqlite(db):
         db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(head)))
     return events

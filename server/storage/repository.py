@@ -241,7 +241,7 @@ class WriteTx:
         changelog.py says why)."""
         lead_ids = [(self._gone if c.kind == DELETED else self._row_ids)[_row_key(c.lead)]
                     for c in changes]
-        events = changelog.append(self._db, changes, lead_ids, at)
+        events = changelog.append(self._db, self._sql.insert_event, changes, lead_ids, at)
         self.appended.extend(events)
         return events
 
