@@ -19,6 +19,14 @@ The serialised part is only the UPDATE, the event INSERT and the COMMIT. SQLite 
 writer at a time anyway (BEGIN IMMEDIATE), so the same statements give the same
 guarantee across its processes.
 
+With group commit (group_commit.py) one transaction holds several writes, each in a
+savepoint: the first write that logs takes the row's lock for the whole group, the next
+ones continue from its revision, and a write rolled back to its savepoint returns its
+revisions with it (ROLLBACK TO SAVEPOINT undoes its UPDATE), so the next write takes them:
+still no gaps. The counts and activity rows every write changes are written after all of
+the group's writes (repository.write_totals), so two replicas' groups take those rows
+after this one, in one order.
+
 On PostgreSQL the write also runs `pg_notify('sarah_log', head)`; the notification is
 delivered at commit (never for a rollback), which wakes every replica's tailer.
 """

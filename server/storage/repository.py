@@ -18,9 +18,9 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import peewee
 
-from server.core.activity import ActivityDeltas, ActivityRow
+from server.core.activity import ActivityChange, ActivityDeltas, ActivityRow
 from server.core.changes import DELETED, Change, Event
-from server.core.counts import CountDeltas, CountRow
+from server.core.counts import CountChange, CountDeltas, CountRow
 from server.core.domain import Lead, LeadFilter, LeadKey
 from server.core.errors import Unavailable
 from server.core.identity import Holders
@@ -45,6 +45,7 @@ _RETRIES = 3
 _KEYS_PER_QUERY = 400
 _ROWS_PER_INSERT = 50
 _T = TypeVar("_T")
+_Change = TypeVar("_Change", CountChange, ActivityChange)
 _RowKey = tuple[str, str, str]  # (workspace_id, contact_phone, business_scoped_user_id)
 _PAIN_POINTS = LEAD_COLUMNS.index("pain_points")
 
@@ -54,7 +55,7 @@ class _Outcome(NamedTuple):
 
     result: object
     error: Exception | None
-    events: list[Event]
+    tx: "WriteTx | None"  # what it wrote, if it succeeded
 
 
 def _copy(exc: Exception) -> Exception:
@@ -120,6 +121,32 @@ def _where(lead_filter: LeadFilter) -> list[peewee.Expression]:
     return clauses
 
 
+def _summed(changes: Iterable[_Change], key_length: int) -> list[_Change]:
+    """`changes` (named tuples: a row's key, then amounts) summed per key, in key order,
+    without the rows whose amounts sum to nothing."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    made: Callable[..., _Change] | None = None
+    for change in changes:
+        made = made or type(change)
+        amounts = sums.setdefault(tuple(change[:key_length]), [0] * (len(change) - key_length))
+        for i, amount in enumerate(change[key_length:]):
+            amounts[i] += int(amount)
+    return [made(*key, *amounts) for key, amounts in sorted(sums.items())
+            if made is not None and any(amounts)]
+
+
+def write_totals(db: peewee.Database, sql: Statements, txs: Iterable["WriteTx"]) -> None:
+    """Write the count and activity changes of the writes `txs` of one transaction, summed
+    per row, at its end: each such row is locked once, for the shortest time, and in one
+    order by every transaction (PostgreSQL: no deadlock between two replicas' groups on the
+    few rows every write changes)."""
+    txs = list(txs)
+    for change in _summed((c for tx in txs for c in tx.count_changes), 3):
+        sql.add_to_count.run(db, change._asdict())
+    for activity in _summed((a for tx in txs for a in tx.activity_changes), 2):
+        sql.add_activity.run(db, activity._asdict())
+
+
 class WriteTx:
     """The operations of one write transaction. A lead is updated or deleted by the row
     that lock_lead or lock_leads found for its key in this transaction."""
@@ -132,6 +159,8 @@ class WriteTx:
         # own, or a merge's survivor's.
         self._gone: dict[_RowKey, int] = {}
         self.appended: list[Event] = []
+        self.count_changes: list[CountChange] = []
+        self.activity_changes: list[ActivityChange] = []
 
     def _found(self, row: tuple[Any, ...] | None) -> Lead | None:
         if row is None:
@@ -227,13 +256,12 @@ class WriteTx:
         self._gone[_row_key(half)] = survivor
 
     def add_counts(self, deltas: CountDeltas) -> None:
-        for change in deltas.changes():
-            self._sql.add_to_count.run(self._db, change._asdict())
+        """Change the lead counts at the transaction's end (write_totals)."""
+        self.count_changes.extend(deltas.changes())
 
     def add_activity(self, deltas: ActivityDeltas) -> None:
-        """Add the write's activity to its quarter-hours' rows."""
-        for change in deltas.changes():
-            self._sql.add_activity.run(self._db, change._asdict())
+        """Add the write's activity to its quarter-hours' rows at the transaction's end."""
+        self.activity_changes.extend(deltas.changes())
 
     def append_events(self, changes: list[Change], at: int) -> list[Event]:
         """Log the write's events with their revisions, each under the row of the lead it
@@ -364,6 +392,7 @@ class Repository:
                 with self._session(), self._write_transaction():
                     tx = WriteTx(self._db, self._sql)
                     result = work(tx)
+                    write_totals(self._db, self._sql, [tx])
                 self._notify(tx.appended)
                 return result
             except peewee.IntegrityError as exc:
@@ -388,12 +417,14 @@ class Repository:
         broken = False
         try:
             with self._session(), self._write_transaction():
-                for job in jobs:
-                    try:
+                try:
+                    for job in jobs:
                         outcomes.append(self._member(job.work))
-                    except peewee.PeeweeException:
-                        broken = True
-                        raise
+                    write_totals(self._db, self._sql,
+                                 (outcome.tx for outcome in outcomes if outcome.tx))
+                except peewee.PeeweeException:
+                    broken = True
+                    raise
         except peewee.IntegrityError:  # only a constraint checked at commit: retry alone
             broken = True
         except Exception as exc:
@@ -405,7 +436,8 @@ class Repository:
             for job in jobs:
                 job.future.set_result(ALONE)
             return
-        self._notify([event for outcome in outcomes for event in outcome.events])
+        self._notify([event for outcome in outcomes if outcome.tx
+                      for event in outcome.tx.appended])
         for job, outcome in zip(jobs, outcomes, strict=True):
             if outcome.error is None:
                 job.future.set_result(outcome.result)
@@ -431,11 +463,11 @@ class Repository:
                 if isinstance(exc, peewee.PeeweeException):
                     if is_deadlock(exc):
                         raise  # this group's locks must go: another replica's group waits
-                    return _Outcome(None, as_unavailable(exc), [])
-                return _Outcome(None, exc, [])  # the write's own (an etag mismatch ...)
+                    return _Outcome(None, as_unavailable(exc), None)
+                return _Outcome(None, exc, None)  # the write's own (an etag mismatch ...)
             savepoint.commit(begin=False)
-            return _Outcome(result, None, tx.appended)
-        return _Outcome(None, Unavailable(f"write conflict, retry: {race}"), [])
+            return _Outcome(result, None, tx)
+        return _Outcome(None, Unavailable(f"write conflict, retry: {race}"), None)
 
     def _notify(self, events: list[Event]) -> None:
         """Tell the commit listeners about committed events, if there are any."""

@@ -17,10 +17,12 @@ import grpc
 import pytest
 
 from server.core import rules
+from server.core.activity import ActivityDeltas
 from server.core.changes import Event, changes_of
+from server.core.counts import CountDeltas
 from server.core.domain import LeadFilter, Patch
 from server.core.errors import EtagMismatch
-from server.core.service import SarahService
+from server.core.service import SarahService, now_us
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.repository import Repository, WriteTx
@@ -98,11 +100,17 @@ class Gate:
 
 def _logs_then_fails(phone: str, tx: WriteTx) -> None:
     """A write that stores a lead and logs its event, then fails: its savepoint goes."""
-    lead = rules.apply_patch(rules.validate_patch(Patch(contact_phone=phone), "ID"), None, 1)
+    now = now_us()
+    lead = rules.apply_patch(rules.validate_patch(Patch(contact_phone=phone), "ID"), None, now)
     tx.lock_keys([lead.key])
     tx.lock_holders(lead.key)
     tx.insert_lead(lead)
-    tx.append_events(changes_of([(None, lead)]), 1)
+    counts, activity = CountDeltas(), ActivityDeltas()
+    counts.change(None, lead)
+    activity.change(None, lead, now)
+    tx.add_counts(counts)
+    tx.add_activity(activity)
+    tx.append_events(changes_of([(None, lead)]), now)
     raise RuntimeError("failed after logging its event")
 
 
@@ -137,8 +145,11 @@ def test_a_failing_write_fails_alone_and_its_group_commits(store: Store) -> None
 
     assert service.get_state(PHONES[1], "") == stored
     assert service.get_state(PHONES[3], "").created_at is None  # unsaved default
+    # Neither the counts nor the activity count the failed writes.
     assert service.get_stats(LeadFilter()).total == 3
     assert store.repo.count() == 3
+    days, _zone = service.get_activity(None, "UTC", 1)
+    assert days[-1].new_leads == 3
 
 
 def test_sixteen_writers_of_one_lead_commit_in_arrival_order(store: Store) -> None:
