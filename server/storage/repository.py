@@ -3,8 +3,10 @@
 Reads run on their own; writes run inside `Repository.write`, whose transaction offers
 the operations of a write (WriteTx). Which operations a use case runs, in which order, and
 why, is the use case's business (core/service.py); here live only the storage mechanics:
-connections, SQLite's one writer, retrying a lost insert race, and the SQL. The hot path
-runs compiled statements (statements.py); the rest uses peewee's query builder.
+connections, SQLite's one writer, group commit (a group's transaction, a savepoint per
+write; the queue and its thread are group_commit.py's), retrying a lost insert race, and
+the SQL. The hot path runs compiled statements (statements.py); the rest uses peewee's
+query builder.
 """
 
 import contextlib
@@ -51,7 +53,7 @@ _PAIN_POINTS = LEAD_COLUMNS.index("pain_points")
 
 
 class _Outcome(NamedTuple):
-    """What one write of a group came to: its result or its error, and its events."""
+    """What one write of a group came to: its result or its error."""
 
     result: object
     error: Exception | None
@@ -430,19 +432,19 @@ class Repository:
         except Exception as exc:
             if not broken:
                 for job in jobs:
-                    job.future.set_exception(_copy(exc))
+                    job.fail(_copy(exc))
                 return
         if broken:
             for job in jobs:
-                job.future.set_result(ALONE)
+                job.settle(ALONE)
             return
         self._notify([event for outcome in outcomes if outcome.tx
                       for event in outcome.tx.appended])
         for job, outcome in zip(jobs, outcomes, strict=True):
             if outcome.error is None:
-                job.future.set_result(outcome.result)
+                job.settle(outcome.result)
             else:
-                job.future.set_exception(outcome.error)
+                job.fail(outcome.error)
 
     def _member(self, work: Callable[[WriteTx], object]) -> _Outcome:
         """One write of a group, in a savepoint: on its failure the savepoint is rolled
