@@ -168,7 +168,7 @@ def create_server(config: Config, credentials: grpc.ServerCredentials | None = N
     db = open_database(config.database_url, pool_size=config.db_pool_size)
     # Held for the server's life, so `sarah-server restore` refuses to replace the file.
     lock = serving_lock(db)
-    store = Repository(db)
+    store = Repository(db, group_commit=config.group_commit)
 
     def abandon() -> None:
         """Undo what a failed start holds: the connections, then the file's lock."""

@@ -24,6 +24,8 @@ class Config:
     max_queued_calls: int = 16
     workers: int = 1
     db_pool_size: int = 16
+    # One writer thread commits the process's writes in groups (storage/group_commit.py).
+    group_commit: bool = True
     migrate: bool = True
     grace_seconds: float = 10.0
     drain_seconds: float = 0.0
@@ -143,6 +145,11 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
                              "on (one if --listen's port is 0); worker i listens on the --listen "
                              "port + i (and metrics port + i), each a separate endpoint for Envoy "
                              f"(env SARAH_WORKERS, default {DEFAULT_WORKERS})")
+    parser.add_argument("--group-commit", type=_flag,
+                        default=env.get("SARAH_GROUP_COMMIT", "on"),
+                        help="commit the writes that queue up meanwhile in one transaction, "
+                             "each caller answered after its commit; off gives every write a "
+                             "transaction of its own (env SARAH_GROUP_COMMIT, default on)")
     parser.add_argument("--migrate", type=_flag, default=env.get("SARAH_MIGRATE", "true"),
                         help="bring the schema up to date at start-up; with false, refuse to "
                              "start on an older schema (env SARAH_MIGRATE, default true)")
@@ -247,6 +254,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         max_queued_calls=args.max_queued_calls,
         workers=workers,
         db_pool_size=args.db_pool_size,
+        group_commit=args.group_commit,
         migrate=args.migrate,
         grace_seconds=args.grace_seconds,
         drain_seconds=args.drain_seconds,

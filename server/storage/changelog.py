@@ -19,6 +19,14 @@ The serialised part is only the UPDATE, the event INSERT and the COMMIT. SQLite 
 writer at a time anyway (BEGIN IMMEDIATE), so the same statements give the same
 guarantee across its processes.
 
+With group commit (group_commit.py) one transaction holds several writes, each in a
+savepoint: the first write that logs takes the row's lock for the whole group, the next
+ones continue from its revision, and a write rolled back to its savepoint returns its
+revisions with it (ROLLBACK TO SAVEPOINT undoes its UPDATE), so the next write takes them:
+still no gaps. The counts and activity rows every write changes are written after all of
+the group's writes (repository.write_totals), so two replicas' groups take those rows
+after this one, in one order.
+
 On PostgreSQL the write also runs `pg_notify('sarah_log', head)`; the notification is
 delivered at commit (never for a rollback), which wakes every replica's tailer.
 """
@@ -35,16 +43,16 @@ from server.core.domain import LeadKey
 from server.storage.database import is_sqlite
 from server.storage.lead_json import lead_from_json, lead_to_json
 from server.storage.models import LeadEventRow
+from server.storage.statements import Statement
 
 CHANNEL = "sarah_log"
-_ROWS_PER_INSERT = 50
 
 
-def append(db: peewee.Database, changes: list[Change], lead_ids: list[int],
-           at: int) -> list[Event]:
-    """Give `changes` the next revisions and write them, each under the conversation row
-    of `lead_ids` whose story it is; call it last in the write's transaction (it holds
-    log_head's row lock from here to commit)."""
+def append(db: peewee.Database, insert_event: Statement, changes: list[Change],
+           lead_ids: list[int], at: int) -> list[Event]:
+    """Give `changes` the next revisions and write them with `insert_event` (statements.py),
+    each under the conversation row of `lead_ids` whose story it is; call it last in the
+    write's transaction (it holds log_head's row lock from here to commit)."""
     if not changes:
         return []
     # An UPDATE of the one row, written as an upsert so that a log_head emptied by hand
@@ -56,9 +64,8 @@ def append(db: peewee.Database, changes: list[Change], lead_ids: list[int],
         'RETURNING "revision"', (len(changes),)).fetchone()[0]
     first = int(head) - len(changes) + 1
     events = [Event(first + i, c.kind, c.lead, c.changed, at) for i, c in enumerate(changes)]
-    rows = [_row(event, lead_id) for event, lead_id in zip(events, lead_ids, strict=True)]
-    for part in peewee.chunked(rows, _ROWS_PER_INSERT):
-        LeadEventRow.insert_many(part).execute()
+    insert_event.run_many(db, [_row(event, lead_id)
+                               for event, lead_id in zip(events, lead_ids, strict=True)])
     if not is_sqlite(db):
         db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(head)))
     return events

@@ -32,6 +32,16 @@ def _is_disk_full(exc: BaseException) -> bool:
             or "database or disk is full" in str(exc) or "No space left on device" in str(exc))
 
 
+def is_deadlock(exc: BaseException) -> bool:
+    """True if PostgreSQL chose `exc`'s transaction to break a deadlock (SQLSTATE 40P01)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "40P01":  # psycopg's DeadlockDetected
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @contextlib.contextmanager
 def database_errors() -> Iterator[None]:
     """Turn driver failures into Unavailable; an IntegrityError passes (a race to retry)."""
@@ -52,3 +62,14 @@ def database_errors() -> Iterator[None]:
     except peewee.DatabaseError as exc:
         _LOGGER.warning("database error: %s", exc)
         raise Unavailable(f"database error: {exc}; retry shortly") from exc
+
+
+def as_unavailable(exc: peewee.PeeweeException) -> Exception:
+    """The error database_errors() makes of `exc` (for a write that failed on its own, in
+    a transaction that goes on)."""
+    try:
+        with database_errors():
+            raise exc
+    except Exception as mapped:
+        return mapped
+    raise AssertionError("unreachable")

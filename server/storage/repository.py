@@ -3,28 +3,33 @@
 Reads run on their own; writes run inside `Repository.write`, whose transaction offers
 the operations of a write (WriteTx). Which operations a use case runs, in which order, and
 why, is the use case's business (core/service.py); here live only the storage mechanics:
-connections, SQLite's one writer, retrying a lost insert race, and the SQL. The hot path
-runs compiled statements (statements.py); the rest uses peewee's query builder.
+connections, SQLite's one writer, group commit (a group's transaction, a savepoint per
+write; the queue and its thread are group_commit.py's), retrying a lost insert race, and
+the SQL. The hot path runs compiled statements (statements.py); the rest uses peewee's
+query builder.
 """
 
 import contextlib
+import copy
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import peewee
 
-from server.core.activity import ActivityDeltas, ActivityRow
+from server.core.activity import ActivityChange, ActivityDeltas, ActivityRow
 from server.core.changes import DELETED, Change, Event
-from server.core.counts import CountDeltas, CountRow
+from server.core.counts import CountChange, CountDeltas, CountRow
 from server.core.domain import Lead, LeadFilter, LeadKey
 from server.core.errors import Unavailable
 from server.core.identity import Holders
 from server.storage import activity_reads, changelog, retention
 from server.storage.database import LOCK_WAIT_MS, is_sqlite, snapshot
-from server.storage.errors import database_errors
+from server.storage.errors import as_unavailable, database_errors, is_deadlock
+from server.storage.group_commit import ALONE, Alone, GroupWriter, Job
 from server.storage.lead_json import lead_from_json, lead_to_json, lead_values
 from server.storage.models import (
     ConversationRow,
@@ -34,13 +39,34 @@ from server.storage.models import (
 )
 from server.storage.statements import LEAD_COLUMNS, Statement, Statements
 
-_INSERT_RACE_RETRIES = 3
+_LOGGER = logging.getLogger(__name__)
+# Tries of a write that lost an insert race or was PostgreSQL's deadlock victim.
+_RETRIES = 3
 # Under SQLite's oldest limit of 999 variables per statement: 2 per key, 16 per row.
 _KEYS_PER_QUERY = 400
 _ROWS_PER_INSERT = 50
 _T = TypeVar("_T")
+_Change = TypeVar("_Change", CountChange, ActivityChange)
 _RowKey = tuple[str, str, str]  # (workspace_id, contact_phone, business_scoped_user_id)
 _PAIN_POINTS = LEAD_COLUMNS.index("pain_points")
+
+
+class _Outcome(NamedTuple):
+    """What one write of a group came to: its result or its error."""
+
+    result: object
+    error: Exception | None
+    tx: "WriteTx | None"  # what it wrote, if it succeeded
+
+
+def _copy(exc: Exception) -> Exception:
+    """`exc` for one of a group's callers: each raises its own, on its own thread."""
+    try:
+        mine = copy.copy(exc)
+    except Exception:  # an exception that cannot be rebuilt from its args: shared, then
+        return exc
+    mine.__cause__ = exc
+    return mine
 
 
 def _lead_from_tuple(row: tuple[Any, ...]) -> Lead:
@@ -96,6 +122,32 @@ def _where(lead_filter: LeadFilter) -> list[peewee.Expression]:
     return clauses
 
 
+def _summed(changes: Iterable[_Change], key_length: int) -> list[_Change]:
+    """`changes` (named tuples: a row's key, then amounts) summed per key, in key order,
+    without the rows whose amounts sum to nothing."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    made: Callable[..., _Change] | None = None
+    for change in changes:
+        made = made or type(change)
+        amounts = sums.setdefault(tuple(change[:key_length]), [0] * (len(change) - key_length))
+        for i, amount in enumerate(change[key_length:]):
+            amounts[i] += int(amount)
+    return [made(*key, *amounts) for key, amounts in sorted(sums.items())
+            if made is not None and any(amounts)]
+
+
+def write_totals(db: peewee.Database, sql: Statements, txs: Iterable["WriteTx"]) -> None:
+    """Write the count and activity changes of the writes `txs` of one transaction, summed
+    per row, at its end: each such row is locked once, for the shortest time, and in one
+    order by every transaction (PostgreSQL: no deadlock between two replicas' groups on the
+    few rows every write changes)."""
+    txs = list(txs)
+    for change in _summed((c for tx in txs for c in tx.count_changes), 3):
+        sql.add_to_count.run(db, change._asdict())
+    for activity in _summed((a for tx in txs for a in tx.activity_changes), 2):
+        sql.add_activity.run(db, activity._asdict())
+
+
 class WriteTx:
     """The operations of one write transaction. A lead is updated or deleted by the row
     that lock_lead or lock_leads found for its key in this transaction."""
@@ -108,6 +160,8 @@ class WriteTx:
         # own, or a merge's survivor's.
         self._gone: dict[_RowKey, int] = {}
         self.appended: list[Event] = []
+        self.count_changes: list[CountChange] = []
+        self.activity_changes: list[ActivityChange] = []
 
     def _found(self, row: tuple[Any, ...] | None) -> Lead | None:
         if row is None:
@@ -203,13 +257,12 @@ class WriteTx:
         self._gone[_row_key(half)] = survivor
 
     def add_counts(self, deltas: CountDeltas) -> None:
-        for change in deltas.changes():
-            self._sql.add_to_count.run(self._db, change._asdict())
+        """Change the lead counts at the transaction's end (write_totals)."""
+        self.count_changes.extend(deltas.changes())
 
     def add_activity(self, deltas: ActivityDeltas) -> None:
-        """Add the write's activity to its quarter-hours' rows."""
-        for change in deltas.changes():
-            self._sql.add_activity.run(self._db, change._asdict())
+        """Add the write's activity to its quarter-hours' rows at the transaction's end."""
+        self.activity_changes.extend(deltas.changes())
 
     def append_events(self, changes: list[Change], at: int) -> list[Event]:
         """Log the write's events with their revisions, each under the row of the lead it
@@ -217,7 +270,7 @@ class WriteTx:
         changelog.py says why)."""
         lead_ids = [(self._gone if c.kind == DELETED else self._row_ids)[_row_key(c.lead)]
                     for c in changes]
-        events = changelog.append(self._db, changes, lead_ids, at)
+        events = changelog.append(self._db, self._sql.insert_event, changes, lead_ids, at)
         self.appended.extend(events)
         return events
 
@@ -272,9 +325,11 @@ class WriteTx:
 class Repository:
     """Conversations and their counts in one peewee database."""
 
-    def __init__(self, db: peewee.Database):
+    def __init__(self, db: peewee.Database, group_commit: bool = True):
         self._db = db
         self._writers = threading.Lock()
+        self._group = GroupWriter(self._write_group, queue_wait_s=LOCK_WAIT_MS / 1000
+                                  ) if group_commit else None
         bind_models(db)
         self._sql = Statements(db)
         self._commit_listeners: list[Callable[[list[Event]], None]] = []
@@ -291,7 +346,10 @@ class Repository:
             yield
 
     def close(self) -> None:
-        """Close every connection of every thread (the server has stopped calling)."""
+        """Stop the writer and close every connection of every thread (the server has
+        stopped calling)."""
+        if self._group is not None:
+            self._group.close()
         close_all = getattr(self._db, "close_all", self._db.close)
         close_all()
 
@@ -315,24 +373,116 @@ class Repository:
             self._writers.release()
 
     def write(self, work: Callable[[WriteTx], _T]) -> _T:
-        """Run `work` in one write transaction and return its result; all of it is written
-        or none. Runs it again if a concurrent first insert of the same key won, so `work`
+        """Run `work` in a write transaction and return its result once that committed; all
+        of it is written or none. With group commit, the transaction also holds the writes
+        queued beside it (group_commit.py), `work`'s in a savepoint of its own, so a
+        failing write fails alone. `work` may run more than once (a concurrent first insert
+        of the same key won, or its group was rolled back for another write's sake), so it
         must read what it needs through the transaction it is given."""
-        for attempt in range(_INSERT_RACE_RETRIES):
+        if self._group is None or self._group.in_writer():
+            return self._write_alone(work)
+        result = self._group.call(work)
+        if isinstance(result, Alone):
+            return self._write_alone(work)
+        return cast(_T, result)
+
+    def queued_writes(self) -> int:
+        """How many writes wait for the group writer (0 without group commit)."""
+        return 0 if self._group is None else self._group.queued()
+
+    def _write_alone(self, work: Callable[[WriteTx], _T]) -> _T:
+        """`work` in a transaction of its own."""
+        for attempt in range(_RETRIES):
             try:
                 with self._session(), self._write_transaction():
                     tx = WriteTx(self._db, self._sql)
                     result = work(tx)
-                if tx.appended:
-                    for listener in self._commit_listeners:
-                        listener(tx.appended)
+                    write_totals(self._db, self._sql, [tx])
+                self._notify(tx.appended)
                 return result
             except peewee.IntegrityError as exc:
                 # Only without SQLite's up-front lock: two first writes of one lead (or one
                 # request_id) raced; the retry sees the winner's row.
-                if attempt == _INSERT_RACE_RETRIES - 1:
+                if attempt == _RETRIES - 1:
                     raise Unavailable(f"write conflict, retry: {exc}") from exc
+            except Unavailable as exc:
+                # PostgreSQL broke a lock cycle with another replica's group of writes by
+                # failing this one: it did nothing wrong, so it runs again.
+                if not is_deadlock(exc) or attempt == _RETRIES - 1:
+                    raise
         raise AssertionError("unreachable")
+
+    def _write_group(self, jobs: list[Job]) -> None:
+        """Run `jobs` in one transaction, each in a savepoint, and settle each job once the
+        transaction committed: its result, or its own exception. If the transaction may be
+        broken (or PostgreSQL chose it to break a deadlock), nothing of it is kept and every
+        job gets ALONE; if it failed to begin or to commit, every job gets that error, as
+        each write would have on its own."""
+        outcomes: list[_Outcome] = []
+        broken = False
+        try:
+            with self._session(), self._write_transaction():
+                try:
+                    for job in jobs:
+                        outcomes.append(self._member(job.work))
+                    write_totals(self._db, self._sql,
+                                 (outcome.tx for outcome in outcomes if outcome.tx))
+                except peewee.PeeweeException:
+                    broken = True
+                    raise
+        except peewee.IntegrityError:  # only a constraint checked at commit: retry alone
+            broken = True
+        except Exception as exc:
+            if not broken:
+                for job in jobs:
+                    job.fail(_copy(exc))
+                return
+        if broken:
+            for job in jobs:
+                job.settle(ALONE)
+            return
+        self._notify([event for outcome in outcomes if outcome.tx
+                      for event in outcome.tx.appended])
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if outcome.error is None:
+                job.settle(outcome.result)
+            else:
+                job.fail(outcome.error)
+
+    def _member(self, work: Callable[[WriteTx], object]) -> _Outcome:
+        """One write of a group, in a savepoint: on its failure the savepoint is rolled
+        back and the failure is its own. A database error escaping from here (the rollback
+        to the savepoint failed: SQLite rolls the whole transaction back on some errors;
+        or a deadlock) means the group's transaction cannot go on."""
+        for _attempt in range(_RETRIES):
+            tx = WriteTx(self._db, self._sql)
+            savepoint = self._db.savepoint()
+            savepoint.__enter__()
+            try:
+                result = work(tx)
+            except Exception as exc:
+                savepoint.rollback(begin=False)
+                if isinstance(exc, peewee.IntegrityError):  # an insert race: see _write_alone
+                    race = exc
+                    continue
+                if isinstance(exc, peewee.PeeweeException):
+                    if is_deadlock(exc):
+                        raise  # this group's locks must go: another replica's group waits
+                    return _Outcome(None, as_unavailable(exc), None)
+                return _Outcome(None, exc, None)  # the write's own (an etag mismatch ...)
+            savepoint.commit(begin=False)
+            return _Outcome(result, None, tx)
+        return _Outcome(None, Unavailable(f"write conflict, retry: {race}"), None)
+
+    def _notify(self, events: list[Event]) -> None:
+        """Tell the commit listeners about committed events, if there are any."""
+        if not events:
+            return
+        for listener in self._commit_listeners:
+            try:
+                listener(events)
+            except Exception:  # the writes committed: a listener's failure is not theirs
+                _LOGGER.exception("a commit listener failed")
 
     def holders(self, key: LeadKey) -> Holders:
         """The stored leads that hold `key`'s BSUID and phone (a read: nothing locked)."""

@@ -7,16 +7,26 @@ generates each one once, here, and the repository runs the text with execute_sql
 models stay the one source of the schema.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import Any
 
 import peewee
 
 from server.core.domain import Lead
-from server.storage.models import ActivityBucket, ConversationRow, LeadCount, UpsertRequestRow
+from server.storage.models import (
+    ActivityBucket,
+    ConversationRow,
+    LeadCount,
+    LeadEventRow,
+    UpsertRequestRow,
+)
 
 LEAD_COLUMNS = [f.name for f in fields(Lead)]
+EVENT_COLUMNS = [name for name in LeadEventRow._meta.sorted_field_names]
+# What execute_sql wraps the driver in, turning its errors into peewee's.
+_DRIVER_ERRORS: AbstractContextManager[None] = vars(peewee)["__exception_wrapper__"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,13 @@ class Statement:
     def run(self, db: peewee.Database, values: Mapping[str, Any]) -> Any:
         """Execute the statement; returns the driver's cursor."""
         return db.execute_sql(self.sql, [values[name] for name in self.names])
+
+    def run_many(self, db: peewee.Database, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Execute the statement once per row, in one driver call (executemany), with the
+        driver's errors made peewee's as execute_sql makes them."""
+        params = [[row[name] for name in self.names] for row in rows]
+        with _DRIVER_ERRORS:
+            db.cursor().executemany(self.sql, params)
 
 
 def _compile(build: Callable[[dict[str, Any]], peewee.Query], model: type[peewee.Model],
@@ -125,3 +142,8 @@ class Statements:
                 update={getattr(a, k): getattr(a, k) + getattr(peewee.EXCLUDED, k)
                         for k in counted}),
             a, ["workspace_id", "bucket", *counted])
+        e = LeadEventRow
+        # Without RETURNING (peewee adds one on PostgreSQL): run_many sends it per event.
+        self.insert_event = _compile(
+            lambda v: e.insert({getattr(e, k): v[k] for k in EVENT_COLUMNS}).returning(),
+            e, EVENT_COLUMNS)
