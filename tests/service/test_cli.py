@@ -389,7 +389,8 @@ class _Watching:
             self.lines.append(line.rstrip("\n"))
 
     def wait_for(self, count: int) -> list[str]:
-        wait_until(lambda: len(self.lines) >= count or self.proc.poll() is not None, 20,
+        # Generous: two CLI processes start (Python, grpc) on a loaded 2-core CI machine.
+        wait_until(lambda: len(self.lines) >= count or self.proc.poll() is not None, 60,
                    f"{count} lines from sarah watch")
         assert len(self.lines) >= count, self.stop()
         return self.lines[:count]
@@ -397,7 +398,7 @@ class _Watching:
     def stop(self) -> str:
         """Ctrl-C, as a person ends it; returns what it printed on stderr."""
         self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=20)
+        _, err = self.proc.communicate(timeout=60)
         self._reader.join(timeout=5)
         return err
 
