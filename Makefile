@@ -20,8 +20,9 @@ run: $(STAMP)
 cluster: $(STAMP)
 	$(PY) -m tools.cluster
 
-## test: the type check, then the whole suite against real servers on free loopback ports
-test: typecheck
+## test: the type check and the lint, then the whole suite against real servers on free
+## loopback ports
+test: typecheck lint
 	$(PY) -m pytest
 
 ## typecheck: mypy --strict over the service and the client (the generated .pyi files type
