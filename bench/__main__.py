@@ -17,12 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import h2load, report
+from bench import h2load, report, side_tables
+from bench.cells import sections
+from bench.header import header
 from bench.overload import run_overload
 from bench.retention import run_retention
 from bench.run import Options, Results, run_main, run_scale
 from bench.seed import seed
 from bench.soak import run_soak
+from bench.targets import targets_table
 from bench.watch import WatchResults, run_cost, run_latency
 from bench.workers import CHOICES, run_workers
 from bench.workload import RPCS
@@ -138,20 +141,20 @@ def main(argv: list[str] | None = None) -> int:
             _LOGGER.info("work folder kept: %s", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    lines = [
-        *report.header(opts, version), "",
-        *report.main_table(opts, results), "",
-        *report.ceiling_table(opts, results), "",
-        *report.door_table(opts, results), "",
-        *report.targets_table(opts, results, overload), "",
-        *(report.overload_table(overload) + [""] if overload else []),
-        *(report.workers_table(results, workers) + [""] if workers else []),
-        *report.scale_table(opts, results), "",
-        *report.watch_tables(watch), "",
-        *report.retention_table(retention), "",
-        *report.soak_lines(soak), "",
-        f"bench finished in {(time.monotonic() - started) / 60:.1f} min",
-    ]
+    lines = sections(
+        header(opts, version),
+        report.main_table(opts, results),
+        report.ceiling_table(opts, results),
+        report.door_table(opts, results),
+        targets_table(opts, results, overload),
+        side_tables.overload_table(overload) if overload else [],
+        side_tables.workers_table(results, workers) if workers else [],
+        report.scale_table(opts, results),
+        side_tables.watch_tables(watch),
+        side_tables.retention_table(retention),
+        side_tables.soak_lines(soak),
+        [f"bench finished in {(time.monotonic() - started) / 60:.1f} min"],
+    )
     print("\n".join(lines), flush=True)
     return 0
 

@@ -30,15 +30,12 @@ class GrpcServer(LoggedProcess):
         super().__init__(name, argv, workdir, own_session=True)
         self.ports = ports
         self.port, self.target = ports[0], f"127.0.0.1:{ports[0]}"
-        try:
+        with self.stopped_on_failure():
             for port in ports:
                 with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                     stub = health_pb2_grpc.HealthStub(channel)
                     wait_until(functools.partial(self._serving, stub), _START_TIMEOUT_S,
                                f"{name} to be healthy on port {port}")
-        except BaseException:
-            self.stop()
-            raise
 
     def _serving(self, stub: health_pb2_grpc.HealthStub) -> bool:
         self.check_alive()
@@ -105,11 +102,8 @@ class PeerProcess(LoggedProcess):
         argv = [sys.executable, "-m", "bench.peer_app", "--listen", f"127.0.0.1:{self.port}",
                 "--database", str(db)]
         super().__init__(name, argv, workdir, own_session=True)
-        try:
+        with self.stopped_on_failure():
             wait_until(self._ready, _START_TIMEOUT_S, f"{name} to answer", ignoring=(OSError,))
-        except BaseException:
-            self.stop()
-            raise
 
     def _ready(self) -> bool:
         self.check_alive()
@@ -122,9 +116,6 @@ def envoy_in_front(upstream: GrpcServer, name: str, workdir: Path, concurrency: 
     that Envoy balances requests over them; ready once the health check found all."""
     envoy = EnvoyProcess(upstream.ports, workdir, name=name, concurrency=concurrency,
                          own_session=True)
-    try:
+    with envoy.stopped_on_failure():
         envoy.wait_healthy(len(upstream.ports), timeout=_START_TIMEOUT_S)
-    except BaseException:
-        envoy.stop()
-        raise
     return envoy

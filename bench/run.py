@@ -56,6 +56,11 @@ class Options:
         return server_processes(self.server_args)
 
     @property
+    def peer_rpcs(self) -> list[str]:
+        """The RPCs measured against the FastAPI peer, those of them this run measures."""
+        return [rpc for rpc in PEER_RPCS if rpc in self.rpcs]
+
+    @property
     def shape(self) -> dict[str, float | int]:
         return {"concurrency": self.concurrency, "h2_connections": self.h2_connections,
                 "duration": self.duration, "warmup": self.warmup}

@@ -4,6 +4,7 @@ import argparse
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from sarah import VERSION
 from server.core.phones import check_region
@@ -98,17 +99,25 @@ def _days_or_off(value: str) -> float | None:
     return None if value.strip().lower() in ("", "off") else _days(value)
 
 
+def _option(parser: argparse.ArgumentParser, env: dict[str, str], flag: str,
+            default: object, help: str, *, shown: str | None = None,
+            **kwargs: Any) -> None:
+    """`flag`, whose default its environment variable (SARAH_ and the flag's name) replaces;
+    its help ends by naming both, the default as `shown` (floats as %g)."""
+    var = "SARAH_" + flag.removeprefix("--").upper().replace("-", "_")
+    if shown is None:
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+    parser.add_argument(flag, default=env.get(var, str(default)),
+                        help=f"{help} (env {var}, default {shown})", **kwargs)
+
+
 def add_database_args(parser: argparse.ArgumentParser, env: dict[str, str]) -> None:
     """--database-url and --db-pool-size, shared by the server and its admin commands."""
     d = Config()
-    parser.add_argument("--database-url", default=env.get("SARAH_DATABASE_URL", d.database_url),
-                        help="playhouse database URL: sqlite:///PATH or "
-                             "postgresql://USER:PASSWORD@HOST:PORT/DB "
-                             f"(env SARAH_DATABASE_URL, default {d.database_url})")
-    parser.add_argument("--db-pool-size", type=int,
-                        default=env.get("SARAH_DB_POOL_SIZE", str(d.db_pool_size)),
-                        help="most database connections held at once "
-                             f"(env SARAH_DB_POOL_SIZE, default {d.db_pool_size})")
+    _option(parser, env, "--database-url", d.database_url,
+            "playhouse database URL: sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB")
+    _option(parser, env, "--db-pool-size", d.db_pool_size, "most database connections held at once",
+            type=int)
 
 
 def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
@@ -122,49 +131,33 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
                     "(see `sarah-server COMMAND --help`).",
     )
     parser.add_argument("--version", action="version", version=f"sarah-server {VERSION}")
-    parser.add_argument("--listen", default=env.get("SARAH_LISTEN", d.listen),
-                        help="host:port to listen on; port 0 picks a free one "
-                             f"(env SARAH_LISTEN, default {d.listen})")
+    _option(parser, env, "--listen", d.listen,
+            "host:port to listen on; port 0 picks a free one")
     add_database_args(parser, env)
-    parser.add_argument("--default-region",
-                        default=env.get("SARAH_DEFAULT_REGION", d.default_region),
-                        help="region for phone numbers without a country code "
-                             f"(env SARAH_DEFAULT_REGION, default {d.default_region})")
-    parser.add_argument("--threads", type=int,
-                        default=env.get("SARAH_THREADS", str(d.threads)),
-                        help=f"worker threads (env SARAH_THREADS, default {d.threads})")
-    parser.add_argument("--max-queued-calls", type=int,
-                        default=env.get("SARAH_MAX_QUEUED_CALLS", str(d.max_queued_calls)),
-                        help="calls that may wait for a free thread; beyond them a call is "
-                             "refused at once with UNAVAILABLE and retry advice (retry-after), "
-                             "rather than queued until its deadline "
-                             f"(env SARAH_MAX_QUEUED_CALLS, default {d.max_queued_calls})")
-    parser.add_argument("--workers", type=_workers,
-                        default=env.get("SARAH_WORKERS", DEFAULT_WORKERS),
-                        help="server processes, or `auto`: one per CPU this process may run "
-                             "on (one if --listen's port is 0); worker i listens on the --listen "
-                             "port + i (and metrics port + i), each a separate endpoint for Envoy "
-                             f"(env SARAH_WORKERS, default {DEFAULT_WORKERS})")
-    parser.add_argument("--group-commit", type=_flag,
-                        default=env.get("SARAH_GROUP_COMMIT", "on"),
-                        help="commit the writes that queue up meanwhile in one transaction, "
-                             "each caller answered after its commit; off gives every write a "
-                             "transaction of its own (env SARAH_GROUP_COMMIT, default on)")
-    parser.add_argument("--migrate", type=_flag, default=env.get("SARAH_MIGRATE", "true"),
-                        help="bring the schema up to date at start-up; with false, refuse to "
-                             "start on an older schema (env SARAH_MIGRATE, default true)")
-    parser.add_argument("--grace-seconds", type=float,
-                        default=env.get("SARAH_GRACE_SECONDS", str(d.grace_seconds)),
-                        help="how long calls in flight may finish at shutdown "
-                             f"(env SARAH_GRACE_SECONDS, default {d.grace_seconds:g})")
-    parser.add_argument("--drain-seconds", type=float,
-                        default=env.get("SARAH_DRAIN_SECONDS", str(d.drain_seconds)),
-                        help="at shutdown, keep serving this long after reporting NOT_SERVING, "
-                             "so a load balancer's health check moves traffic away first "
-                             f"(env SARAH_DRAIN_SECONDS, default {d.drain_seconds:g})")
-    parser.add_argument("--log-format", choices=("text", "json"),
-                        default=env.get("SARAH_LOG_FORMAT", d.log_format),
-                        help=f"log line format (env SARAH_LOG_FORMAT, default {d.log_format})")
+    _option(parser, env, "--default-region", d.default_region,
+            "region for phone numbers without a country code")
+    _option(parser, env, "--threads", d.threads, "worker threads", type=int)
+    _option(parser, env, "--max-queued-calls", d.max_queued_calls,
+            "calls that may wait for a free thread; beyond them a call is refused at once with "
+            "UNAVAILABLE and retry advice (retry-after), rather than queued until its deadline",
+            type=int)
+    _option(parser, env, "--workers", DEFAULT_WORKERS,
+            "server processes, or `auto`: one per CPU this process may run on (one if "
+            "--listen's port is 0); worker i listens on the --listen port + i (and metrics port "
+            "+ i), each a separate endpoint for Envoy", type=_workers)
+    _option(parser, env, "--group-commit", "on",
+            "commit the writes that queue up meanwhile in one transaction, each caller answered "
+            "after its commit; off gives every write a transaction of its own", type=_flag)
+    _option(parser, env, "--migrate", "true",
+            "bring the schema up to date at start-up; with false, refuse to start on an older "
+            "schema", type=_flag)
+    _option(parser, env, "--grace-seconds", d.grace_seconds,
+            "how long calls in flight may finish at shutdown", type=float)
+    _option(parser, env, "--drain-seconds", d.drain_seconds,
+            "at shutdown, keep serving this long after reporting NOT_SERVING, so a load "
+            "balancer's health check moves traffic away first", type=float)
+    _option(parser, env, "--log-format", d.log_format, "log line format",
+            choices=("text", "json"))
     parser.add_argument("--api-keys-file", default=env.get("SARAH_API_KEYS_FILE", ""),
                         help="file of API keys (`KEY-or-sha256:HASH WORKSPACE-or-* [LABEL]` "
                              "per line), re-read on SIGHUP; without it every call is let in, "
@@ -176,54 +169,31 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     parser.add_argument("--open-reflection", action="store_true",
                         default=_flag(env.get("SARAH_OPEN_REFLECTION", "false")),
                         help="serve reflection without an API key (env SARAH_OPEN_REFLECTION)")
-    parser.add_argument("--metrics-listen",
-                        default=env.get("SARAH_METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
-                        help="loopback host:port of the Prometheus /metrics page; port 0 picks "
-                             "one, empty turns it off "
-                             f"(env SARAH_METRICS_LISTEN, default {DEFAULT_METRICS_LISTEN})")
-    parser.add_argument("--max-watchers", type=int,
-                        default=env.get("SARAH_MAX_WATCHERS", str(d.max_watchers)),
-                        help="most open WatchLeads streams; each holds a thread of its own, "
-                             "beside the --threads that serve other calls "
-                             f"(env SARAH_MAX_WATCHERS, default {d.max_watchers})")
-    parser.add_argument("--watch-buffer", type=int,
-                        default=env.get("SARAH_WATCH_BUFFER", str(d.watch_buffer)),
-                        help="events a watcher may fall behind before it is dropped with "
-                             "RESOURCE_EXHAUSTED "
-                             f"(env SARAH_WATCH_BUFFER, default {d.watch_buffer})")
-    parser.add_argument("--watch-heartbeat-seconds", type=float,
-                        default=env.get("SARAH_WATCH_HEARTBEAT_SECONDS",
-                                        str(d.watch_heartbeat_seconds)),
-                        help="a watch stream silent this long sends a heartbeat "
-                             "(env SARAH_WATCH_HEARTBEAT_SECONDS, default "
-                             f"{d.watch_heartbeat_seconds:g})")
-    parser.add_argument("--watch-poll-seconds", type=float,
-                        default=env.get("SARAH_WATCH_POLL_SECONDS", str(d.watch_poll_seconds)),
-                        help="the change log is read at least this often, for commits of other "
-                             "processes that no notification announced (env "
-                             f"SARAH_WATCH_POLL_SECONDS, default {d.watch_poll_seconds:g})")
-    parser.add_argument("--history-days", type=_days,
-                        default=env.get("SARAH_HISTORY_DAYS", str(d.history_days)),
-                        help="days of events the change log keeps; a watcher can resume from "
-                             f"within them (env SARAH_HISTORY_DAYS, default {d.history_days:g})")
-    parser.add_argument("--health-check-seconds", type=float,
-                        default=env.get("SARAH_HEALTH_CHECK_SECONDS",
-                                        str(d.health_check_seconds)),
-                        help="the database is asked this often whether it answers; while it "
-                             "does not, health reports NOT_SERVING "
-                             "(env SARAH_HEALTH_CHECK_SECONDS, default "
-                             f"{d.health_check_seconds:g})")
-    parser.add_argument("--purge-inactive-days", type=_days_or_off,
-                        default=env.get("SARAH_PURGE_INACTIVE_DAYS", "off"),
-                        help="erase, as DeleteState does, every lead with no message for this "
-                             "many days; `off` keeps them (env SARAH_PURGE_INACTIVE_DAYS, "
-                             "default off)")
-    parser.add_argument("--housekeeping-seconds", type=float,
-                        default=env.get("SARAH_HOUSEKEEPING_SECONDS",
-                                        str(d.housekeeping_seconds)),
-                        help="how often the purge and the history's retention run, in small "
-                             "batches (env SARAH_HOUSEKEEPING_SECONDS, default "
-                             f"{d.housekeeping_seconds:g})")
+    _option(parser, env, "--metrics-listen", DEFAULT_METRICS_LISTEN,
+            "loopback host:port of the Prometheus /metrics page; port 0 picks one, empty turns "
+            "it off")
+    _option(parser, env, "--max-watchers", d.max_watchers,
+            "most open WatchLeads streams; each holds a thread of its own, beside the --threads "
+            "that serve other calls", type=int)
+    _option(parser, env, "--watch-buffer", d.watch_buffer,
+            "events a watcher may fall behind before it is dropped with RESOURCE_EXHAUSTED",
+            type=int)
+    _option(parser, env, "--watch-heartbeat-seconds", d.watch_heartbeat_seconds,
+            "a watch stream silent this long sends a heartbeat", type=float)
+    _option(parser, env, "--watch-poll-seconds", d.watch_poll_seconds,
+            "the change log is read at least this often, for commits of other processes that "
+            "no notification announced", type=float)
+    _option(parser, env, "--history-days", d.history_days,
+            "days of events the change log keeps; a watcher can resume from within them",
+            type=_days)
+    _option(parser, env, "--health-check-seconds", d.health_check_seconds,
+            "the database is asked this often whether it answers; while it does not, health "
+            "reports NOT_SERVING", type=float)
+    _option(parser, env, "--purge-inactive-days", "off",
+            "erase, as DeleteState does, every lead with no message for this many days; `off` "
+            "keeps them", type=_days_or_off)
+    _option(parser, env, "--housekeeping-seconds", d.housekeeping_seconds,
+            "how often the purge and the history's retention run, in small batches", type=float)
     args = parser.parse_args(argv)
     try:
         region = check_region(args.default_region)

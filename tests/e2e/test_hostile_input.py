@@ -27,7 +27,6 @@ from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support import contract_shapes as shapes
-from tests.support.databases import new_database_url
 from tests.support.helpers import KAPSO_BODY, PHONE
 from tests.support.hostile import (
     METHOD_OF,
@@ -109,14 +108,10 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory, backend: str,
-           request: pytest.FixtureRequest) -> Iterator[Target]:
-    workdir = tmp_path_factory.mktemp("hostile")
-    stack = Stack(workdir, new_database_url(backend, workdir, request))
+def target(stack: Stack) -> Iterator[Target]:
     running = Target(stack)
     yield running
     running.channel.close()
-    stack.stop()
 
 
 def _event(text: str) -> None:

@@ -2,7 +2,6 @@
 
 import itertools
 import json
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -10,20 +9,10 @@ import pytest
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support import contract_shapes as shapes
-from tests.support.databases import new_database_url
 from tests.support.helpers import KAPSO_BODY, PHONE
 from tests.support.stack import Stack
 
 _workspaces = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, backend: str,
-          request: pytest.FixtureRequest) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("http")
-    running = Stack(workdir, new_database_url(backend, workdir, request))
-    yield running
-    running.stop()
 
 
 @pytest.fixture

@@ -4,12 +4,8 @@ server and Envoy): no response may be a 5xx, and every response must match the d
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.support.databases import new_database_url
 from tests.support.stack import Stack
 from tools.openapi import OPENAPI_YAML
 
@@ -17,15 +13,6 @@ from tools.openapi import OPENAPI_YAML
 _EXAMPLES = "25"
 _CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
            "response_schema_conformance")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, backend: str,
-          request: pytest.FixtureRequest) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("openapi")
-    running = Stack(workdir, new_database_url(backend, workdir, request))
-    yield running
-    running.stop()
 
 
 def test_generated_requests_get_documented_answers_and_no_5xx(stack: Stack,

@@ -19,11 +19,9 @@ import pytest
 from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from server.storage import migrations
-from server.storage.database import open_database
 from server.storage.filelock import ServingLock, lock_exclusive
-from server.storage.migrations import LATEST, migrate
-from tests.support.databases import fresh_postgres_database, query
+from server.storage.migrations import LATEST
+from tests.support.databases import fresh_postgres_database, open_at_schema, query
 from tests.support.helpers import PHONE, get, upsert
 from tests.support.processes import ServerProcess
 from tests.support.servers import serving
@@ -244,13 +242,9 @@ def test_bad_paths_are_refused_clearly(tmp_path: Path, args, words) -> None:
     assert _served_score(url) == 88
 
 
-def test_an_older_backup_is_brought_up_to_date_when_the_server_starts(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_older_backup_is_brought_up_to_date_when_the_server_starts(tmp_path: Path) -> None:
     old = tmp_path / "schema-3.db"
-    db = open_database(f"sqlite:///{old}")
-    with monkeypatch.context() as patched:
-        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
-        migrate(db)
+    db = open_at_schema(f"sqlite:///{old}", 3)
     with db.connection_context():
         db.execute_sql(
             "INSERT INTO conversation (workspace_id, contact_phone, state, lead_score, "

@@ -17,12 +17,17 @@ from sarah.v1 import sarah_pb2_grpc
 from server.app import create_server
 from server.config import Config
 from server.core.domain import Lead
-from server.storage import migrations
 from server.storage.database import open_database
 from server.storage.lead_json import lead_to_json
 from server.storage.migrations import _CONVERSATIONS_AND_REQUEST_IDS, LATEST, _run, migrate
 from server.storage.models import MODELS, bind_models
-from tests.support.databases import fresh_postgres_database, is_postgres, new_database_url, query
+from tests.support.databases import (
+    fresh_postgres_database,
+    is_postgres,
+    new_database_url,
+    open_at_schema,
+    query,
+)
 from tests.support.helpers import PHONE
 from tests.support.servers import serving
 
@@ -94,11 +99,8 @@ def test_database_made_before_migrations_is_adopted_with_its_data(empty_database
 
 
 def test_a_database_of_schema_3_with_leads_migrates_and_serves_them_unchanged(
-        empty_database_url, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = open_database(empty_database_url)
-    with monkeypatch.context() as patched:
-        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
-        migrate(db)
+        empty_database_url) -> None:
+    db = open_at_schema(empty_database_url, 3)
     with db.connection_context():
         db.execute_sql(
             "INSERT INTO conversation (workspace_id, contact_phone, state, lead_score, "
@@ -220,13 +222,10 @@ def _insert_lead(db: peewee.Database, workspace: str, phone: str, **values: obje
 
 
 def test_argentine_leads_of_v1_move_to_whatsapps_mobile_form(
-        empty_database_url, monkeypatch: pytest.MonkeyPatch) -> None:
+        empty_database_url) -> None:
     """v1 stored "+54" + 10 digits; the phone rules now say "+549" + the same digits. A v1
     lead must still be found, and two v1 spellings of one number become one lead."""
-    db = open_database(empty_database_url)
-    with monkeypatch.context() as patched:
-        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:4])
-        migrate(db)
+    db = open_at_schema(empty_database_url, 4)
     with db.connection_context():
         # Only the old spelling: it moves.
         _insert_lead(db, "", "+541133334444", name="Ana", lead_score=70,
@@ -286,13 +285,10 @@ def _insert_event(db: peewee.Database, revision: int, kind: str, phone: str, bsu
 
 
 def test_a_schema_6_log_and_leads_get_their_history_by_lead_and_their_activity(
-        empty_database_url, monkeypatch: pytest.MonkeyPatch) -> None:
+        empty_database_url) -> None:
     """Events logged before migration 7 go to the lead that holds their keys now (as
     identity.meant would choose it), and the stored leads are counted as activity."""
-    db = open_database(empty_database_url)
-    with monkeypatch.context() as patched:
-        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:6])
-        migrate(db)
+    db = open_at_schema(empty_database_url, 6)
     day_us, now = 86_400_000_000, time.time_ns() // 1000
     created, updated = now - 2 * day_us, now - day_us
     bsuid, other_bsuid, erased = "ID.1648738043044942", "ID.2", "+6281299990000"
@@ -343,11 +339,8 @@ def test_a_schema_6_log_and_leads_get_their_history_by_lead_and_their_activity(
 
 
 def test_a_schema_7_database_keeps_its_activity_with_the_counts_in_the_bucket_index(
-        empty_database_url, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = open_database(empty_database_url)
-    with monkeypatch.context() as patched:
-        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:7])
-        migrate(db)
+        empty_database_url) -> None:
+    db = open_at_schema(empty_database_url, 7)
     now_bucket = time.time_ns() // 900_000_000_000
     with db.connection_context():
         for workspace, bucket, new_leads, messages in [("", now_bucket, 2, 5),

@@ -1,4 +1,5 @@
-"""Both test databases: an embedded PostgreSQL server, fresh databases on it, and raw access.
+"""Both test databases: an embedded PostgreSQL server, fresh databases on it, raw access, and
+databases left at an older schema.
 
 The suite runs on SQLite and on PostgreSQL. SARAH_TEST_POSTGRES_URL points it at an existing
 server (a URL of a database on it, whose user may create databases); otherwise the
@@ -17,7 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import peewee
 import psycopg
+import pytest
+
+from server.storage import migrations
+from server.storage.database import open_database
+from server.storage.migrations import migrate
 
 _names = itertools.count()
 
@@ -142,3 +149,13 @@ def new_database_url(backend: str, workdir: Path, request) -> str:
     if backend == "sqlite":
         return f"sqlite:///{workdir / 'sarah.db'}"
     return fresh_postgres_database(request.getfixturevalue("postgres_server_url"))
+
+
+def open_at_schema(url: str, version: int) -> peewee.Database:
+    """The database at `url` with only the first `version` migrations applied, as a server
+    of that schema left it: for the later migrations to be tried on its rows."""
+    db = open_database(url)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:version])
+        migrate(db)
+    return db

@@ -48,11 +48,8 @@ class EnvoyProcess(LoggedProcess):
         argv = envoy_command(path, "--base-id", str(random.randrange(1, 1 << 30)),
                              "--concurrency", str(concurrency))
         super().__init__(name, argv, workdir, own_session)
-        try:
+        with self.stopped_on_failure():
             wait_until(self._ready, 30, f"{name} to be ready", ignoring=(OSError,))
-        except BaseException:
-            self.stop()
-            raise
 
     def _ready(self) -> bool:
         self.check_alive()

@@ -1,12 +1,14 @@
 """Child processes of the tests and the bench: any command with its output in a log file,
 and `python -m server` as an operator runs it."""
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from deploy import ROOT
@@ -31,6 +33,16 @@ class LoggedProcess:
         if self.proc.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{tail}")
+
+    @contextlib.contextmanager
+    def stopped_on_failure(self) -> Iterator[None]:
+        """Stop it if the block fails (waiting for it to be ready, say), so that a start that
+        never got ready leaves no process behind."""
+        try:
+            yield
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds."""

@@ -1,0 +1,85 @@
+"""The bench's targets (issues 7 and 14) and the table holding every figure to its own."""
+
+from bench import cells
+from bench.cells import ROUTES
+from bench.overload import (
+    AT_LEAST_GOODPUT_OF_PEAK,
+    AT_MOST_REFUSAL_OF_TIMEOUT,
+    FACTOR,
+    Overloaded,
+    route_timeout_s,
+)
+from bench.run import BARE_NAMES, Key, Measured, Options, Results, ceiling
+
+# Targets of issues 7 and 14, as ratios measured in the same run at the same concurrency.
+# Over gRPC, of the ceiling (the faster bare servicer, as many processes as the server).
+AT_LEAST_OF_CEILING = {"GetState": 0.8, "UpsertState": 0.7, "ListLeads": 0.5, "GetStats": 0.8}
+# Through Envoy: GET and POST /sarah/state of Envoy in front of the bare servicers, and
+# of the FastAPI peer; the other routes keep issue 7's ratio to the same RPC over gRPC.
+AT_LEAST_HTTP_OF_CEILING = {"GetState": 0.85, "UpsertState": 0.85}
+AT_LEAST_OF_PEER = {"GetState": 1.5, "UpsertState": 0.75}
+AT_LEAST_ENVOY_OF_GRPC = 0.8
+AT_MOST_P99_OF_P50 = 4.0  # GetState and UpsertState over gRPC at the main concurrency
+AT_MOST_LARGE_OF_SMALL = 2.0
+# "Page 1,000 as fast as page 1": equal within what two runs of one page differ by here.
+AT_MOST_DEEP_OF_FIRST = 1.2
+
+
+def rotated_name(opts: Options) -> str:
+    return f"UpsertState, {opts.rotate_leads} leads"
+
+
+def targets_table(opts: Options, results: Results, overload: list[Overloaded]) -> list[str]:
+    """Every target of issue 14: the figure, what it is set against, the ratio, the verdict."""
+    header = ["target (issue 14)", "req/s", "against", "its req/s", "ratio", "target",
+              "result"]
+    rows = []
+    main = results.main
+
+    def against(name: str, real: Measured, other_name: str, other: Measured, target: float,
+                at_least: bool = True) -> None:
+        ratio = cells.ratio(real.result.rps, other.result.rps)
+        rows.append([name, cells.rps(real.result.rps), other_name, cells.rps(other.result.rps),
+                     *cells.held_to(ratio, target, at_least, cells.result(
+                         real if real.errors else other, ratio, target, at_least))])
+
+    for rpc in opts.peer_rpcs:
+        real = main[(rpc, "HTTP/JSON", "real")]
+        stack, bare = ceiling(main, rpc, "HTTP/JSON")
+        against(f"{ROUTES[rpc]} through Envoy / its ceiling", real,
+                f"Envoy + {BARE_NAMES[stack]}", bare, AT_LEAST_HTTP_OF_CEILING[rpc])
+        against(f"{ROUTES[rpc]} through Envoy / the peer", real, "FastAPI peer",
+                main[(rpc, "HTTP/JSON", "peer")], AT_LEAST_OF_PEER[rpc])
+    grpc_rows: list[tuple[str, dict[Key, Measured], str]] = [
+        (rpc, main, rpc) for rpc in opts.rpcs if rpc in AT_LEAST_OF_CEILING]
+    if results.rotated:
+        grpc_rows.insert(2, ("UpsertState", results.rotated, rotated_name(opts)))
+    for rpc, table, name in grpc_rows:
+        stack, bare = ceiling(table, rpc, "gRPC")
+        against(f"{name} over gRPC / its ceiling", table[(rpc, "gRPC", "real")],
+                BARE_NAMES[stack], bare, AT_LEAST_OF_CEILING[rpc])
+    for rpc in opts.peer_rpcs:
+        real = main[(rpc, "gRPC", "real")]
+        ratio = cells.ratio(real.result.p99_ms, real.result.p50_ms)
+        rows.append([f"{rpc} over gRPC: p99 / p50 at {opts.concurrency} in flight",
+                     cells.rps(real.result.rps), f"p99 {cells.ms(real.result.p99_ms)} ms",
+                     f"p50 {cells.ms(real.result.p50_ms)} ms",
+                     *cells.held_to(ratio, AT_MOST_P99_OF_P50, False, cells.result(
+                         real, ratio, AT_MOST_P99_OF_P50, False))])
+    timeout = route_timeout_s()
+    for over in overload:
+        r = over.measured.result
+        rows.append([f"{ROUTES[over.rpc]} at {FACTOR}x its peak: goodput / peak",
+                     cells.rps(r.ok_rps), "peak", cells.rps(over.peak.result.rps),
+                     *cells.held_to(over.goodput_of_peak, AT_LEAST_GOODPUT_OF_PEAK, True)])
+        refusal = cells.ratio(r.refused_p99_ms, timeout * 1000)
+        sent = cells.ratio(r.rps, over.offered_rps)
+        # Nothing refused: the stack queued the excess, and the rate it was sent shows how
+        # far that held the generator back.
+        queued = (None if r.non_2xx
+                  else f"none refused; queued, sent {cells.fmt_ratio(sent)} of offered")
+        rows.append([f"{ROUTES[over.rpc]} at {FACTOR}x: refusal p99 / route timeout",
+                     f"{r.non_2xx} refused", f"p99 {cells.ms(r.refused_p99_ms)} ms",
+                     f"{timeout:g} s",
+                     *cells.held_to(refusal, AT_MOST_REFUSAL_OF_TIMEOUT, False, queued)])
+    return cells.table(header, rows)
