@@ -91,7 +91,7 @@ def make_venv(folder: Path, wheel: Path, extras: Iterable[str] = ()) -> tuple[Pa
     python = env / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
                     "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True,
-                   timeout=300)
+                   timeout=300, env=isolated_env())  # a PYTHONPATH'd checkout reads as installed
     [site] = env.glob("lib/python*/site-packages")
     built = metadata.Distribution.at(next(site.glob("sarah_service-*.dist-info")))
     needed = closure(built, extras)
