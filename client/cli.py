@@ -22,6 +22,7 @@ from client.errors import describe
 from client.formats import event_line, to_json, write_csv, write_jsonl
 from client.identity import BSUID_KEY, CLEAR_PATHS, lead_key
 from client.importing import MAX_BATCH, ImportSummary, import_lines
+from client.interrupts import run_until_interrupted
 from client.options import DEFAULT_TARGET, DEFAULT_TIMEOUT
 from client.requests import DEFAULT_DAYS, DEFAULT_TIME_ZONE
 from client.sync import SarahClient
@@ -383,16 +384,19 @@ def watch(client: SarahClient, workspace: str | None, since: int | None, heartbe
           as_json: bool) -> None:
     """Print every change to the leads as it commits, one line each; a dropped connection
     or a server restart is resumed where it stopped."""
-    try:
+
+    def print_events() -> None:
         for event in client.watch(workspace, since, heartbeats=heartbeats):
             line = json.dumps(to_json(event), ensure_ascii=False) if as_json else event_line(
                 event)
             # click.echo flushes: a pipe reading this sees each change as it happens.
             click.echo(line)
+
+    try:
+        # Ctrl-C is how a watch ends: it closes the channel, which ends the stream.
+        run_until_interrupted(print_events, stop=client.close)
     except (RevisionTooOld, WatchGaveUp) as err:
         raise click.ClickException(str(err)) from None
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a watch ends
 
 
 def main() -> None:
