@@ -19,11 +19,13 @@ from server.api.auth import KeyRing
 from server.api.calllog import CallLog
 from server.api.health import DatabaseHealth
 from server.api.interceptors import (
-    AuthInterceptor,
-    DecodeInterceptor,
-    ObserveInterceptor,
-    UnaryLimitInterceptor,
-    VersionInterceptor,
+    AuthLayer,
+    CallInterceptor,
+    DecodeLayer,
+    Layer,
+    ObserveLayer,
+    UnaryLimitLayer,
+    VersionLayer,
 )
 from server.api.metrics import Metrics
 from server.api.reflection import enable_reflection
@@ -141,17 +143,18 @@ def _in_use(address: str) -> str | None:
     return None
 
 
-def grpc_server(executor: futures.ThreadPoolExecutor,
-                interceptors: Sequence[grpc.ServerInterceptor] = (),
+def grpc_server(executor: futures.ThreadPoolExecutor, layers: Sequence[Layer] = (),
+                auth: AuthLayer | None = None,
                 maximum_concurrent_rpcs: int | None = None) -> grpc.Server:
-    """A grpc.Server with `interceptors`, whose requests are decoded before any of them
-    runs: bytes that are not the method's message are INVALID_ARGUMENT whatever else is
-    installed (status.py maps them with every other error). Beyond
+    """A grpc.Server whose one interceptor (api/interceptors.py) checks each caller's key
+    with `auth` and wraps every handler in `layers`, and before any of them decodes the
+    request: bytes that are not the method's message are INVALID_ARGUMENT whatever else
+    is installed (status.py maps them with every other error). Beyond
     `maximum_concurrent_rpcs` calls at once, grpc refuses a call before any thread takes
     it (RESOURCE_EXHAUSTED)."""
     # grpcio sets SO_REUSEPORT by default: a second server on a served port would share
     # its connections instead of failing to start.
-    return grpc.server(executor, interceptors=[DecodeInterceptor(), *interceptors],
+    return grpc.server(executor, interceptors=[CallInterceptor([DecodeLayer(), *layers], auth)],
                        options=[("grpc.so_reuseport", 0)],
                        maximum_concurrent_rpcs=maximum_concurrent_rpcs)
 
@@ -195,21 +198,18 @@ def create_server(config: Config, credentials: grpc.ServerCredentials | None = N
     listener = None if is_sqlite(db) else Listener(config.database_url, hub.poke)
     metrics = Metrics(store.count) if config.metrics_listen else None
     call_log = CallLog()
-    interceptors: list[grpc.ServerInterceptor] = [VersionInterceptor(),
-                                                  ObserveInterceptor(metrics, call_log),
-                                                  UnaryLimitInterceptor(config.threads,
-                                                                        config.max_queued_calls)]
-    if keys is not None:
-        interceptors.append(AuthInterceptor(keys, open_reflection=config.open_reflection))
+    layers: list[Layer] = [VersionLayer(), ObserveLayer(metrics, call_log),
+                           UnaryLimitLayer(config.threads, config.max_queued_calls)]
+    auth = None if keys is None else AuthLayer(keys, open_reflection=config.open_reflection)
     # A streaming call holds a pool thread for its whole life: a thread per watcher on
-    # top of the unary calls' (UnaryLimitInterceptor keeps those at config.threads).
+    # top of the unary calls' (UnaryLimitLayer keeps those at config.threads).
     executor = futures.ThreadPoolExecutor(max_workers=config.threads + config.max_watchers,
                                           thread_name_prefix="sarah")
-    # The backstop behind UnaryLimitInterceptor's bound: every call grpc has taken waits in
+    # The backstop behind UnaryLimitLayer's bound: every call grpc has taken waits in
     # the executor's queue, unbounded, until a thread is free; past what the threads, the
     # queue, the watchers and a margin for health checks and reflection can hold, grpc
     # refuses a call itself.
-    server = grpc_server(executor, interceptors, maximum_concurrent_rpcs=(
+    server = grpc_server(executor, layers, auth, maximum_concurrent_rpcs=(
         config.threads + config.max_queued_calls + config.max_watchers + _CALLS_MARGIN))
     sarah_pb2_grpc.add_SarahServiceServicer_to_server(SarahServicer(service, hub), server)
     admin = SarahAdminServicer(store, default_region=config.default_region)

@@ -12,7 +12,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from server.storage.database import without_secrets
 
-# Envoy's x-request-id of the call being served, set by ObserveInterceptor for the call's
+# Envoy's x-request-id of the call being served, set by ObserveLayer for the call's
 # duration: every line logged meanwhile (an unexpected error's traceback, say) carries it.
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 

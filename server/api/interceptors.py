@@ -1,12 +1,14 @@
-"""Server interceptors: request decoding, the call log and metrics, API-key authentication,
-the version header."""
+"""What the server does around every call, in one grpc interceptor (CallInterceptor) made
+of layers: request decoding, the version trailer, the call log and metrics, the bound on
+unary calls, API-key authentication."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from contextvars import ContextVar
+from queue import SimpleQueue
 from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
@@ -21,10 +23,10 @@ from server.logs import REQUEST_ID
 # Envoy checks health every second; logging each check would bury the calls that matter.
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
-# Set by UnaryLimitInterceptor when it refuses the call (inside ObserveInterceptor, in the
-# call's thread and Context).
+# Set by UnaryLimitLayer when it refuses the call (inside ObserveLayer, in the call's
+# thread and Context).
 SHED: ContextVar[bool] = ContextVar("shed", default=False)
-_MOST_WRAPPED = 1000  # handlers an interceptor keeps; the server has a few dozen methods
+_MOST_WRAPPED = 1000  # wrapped handlers kept; the server has a few dozen methods
 
 # Handlers carry messages of many types; an interceptor passes them on without looking.
 # (Generic in types-grpcio only, hence the quotes.)
@@ -62,44 +64,59 @@ def _with_behavior(handler: _Handler, behavior: _Behavior) -> _Handler:
         response_serializer=handler.response_serializer)
 
 
-class _Wrapped:
-    """The handlers an interceptor made, by the handler each wraps: grpc asks every
-    interceptor for a handler on every call, and building closures and handler tuples for
-    each call was a measurable share of a call's server time (issue 14). A method's
-    handler is the same object on every call, so each wrapper is built once. (Two threads
-    may build one at the same time; either result serves.) A handler made for each call
-    by something else would not be cached past a bound, rather than grow the dict."""
+class Layer(Protocol):
+    """One thing done around calls: `wrap` gives the handler to serve `method` with in
+    place of `handler` (`handler` itself where the layer has nothing to add). It runs
+    once per method, not per call."""
 
-    def __init__(self, make: Callable[[_Handler], _Handler]):
-        self._make = make
-        self._built: dict[Hashable, _Handler] = {}
-
-    def __call__(self, handler: _Handler) -> _Handler:
-        built = self._built.get(handler)
-        if built is None:
-            built = self._make(handler)
-            if len(self._built) < _MOST_WRAPPED:
-                self._built[handler] = built
-        return built
+    def wrap(self, method: str, handler: _Handler) -> _Handler: ...
 
 
-class DecodeInterceptor(grpc.ServerInterceptor):
-    """Decodes every unary request itself, so that bytes that are not the method's message
-    (or strings that are not UTF-8) are INVALID_ARGUMENT, mapped in status.py: grpc's own
-    decoding answers them with INTERNAL. Install it first, so it wraps all the others."""
+class CallInterceptor(grpc.ServerInterceptor):
+    """The server's one interceptor: the key check of each call (`auth`, the only layer
+    with work per call before the handler runs), then the handler wrapped by `layers`,
+    the first outermost.
 
-    def __init__(self) -> None:
-        self._wrapped = _Wrapped(self._decoding)
+    One interceptor rather than one per layer: grpc runs interceptors in the thread that
+    serves every connection's events, one call after the other, and its chain of five
+    took 9% of GetState's GIL samples there (py-spy, issue 14); the bare servicer has
+    none. Each method's wrapped handler is built once, as a method's handler is the same
+    object on every call. (Two threads may build one at the same time; either serves.) A
+    handler made for each call by something else is not kept past a bound, rather than
+    grow the dict."""
+
+    def __init__(self, layers: Sequence[Layer], auth: AuthLayer | None = None):
+        self._layers = tuple(reversed(layers))  # innermost first, as they are applied
+        self._auth = auth
+        self._built: dict[tuple[str, Hashable], _Handler] = {}
 
     def intercept_service(self, continuation: _Continuation,
                           handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
-            return handler
-        return self._wrapped(handler)
+        if handler is None:
+            return None
+        if self._auth is not None:
+            handler = self._auth.admit(handler_call_details, handler)
+        key = (handler_call_details.method, handler)
+        built = self._built.get(key)
+        if built is None:
+            built = handler
+            for layer in self._layers:
+                built = layer.wrap(key[0], built)
+            if len(self._built) < _MOST_WRAPPED:
+                self._built[key] = built
+        return built
+
+
+class DecodeLayer:
+    """Decodes every unary request itself, so that bytes that are not the method's message
+    (or strings that are not UTF-8) are INVALID_ARGUMENT, mapped in status.py: grpc's own
+    decoding answers them with INTERNAL. Put it first, so it wraps all the others."""
 
     @staticmethod
-    def _decoding(handler: _Handler) -> _Handler:
+    def wrap(method: str, handler: _Handler) -> _Handler:
+        if handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
         deserialize, behavior = handler.request_deserializer, handler.unary_unary
         assert deserialize is not None and behavior is not None
 
@@ -115,28 +132,17 @@ class DecodeInterceptor(grpc.ServerInterceptor):
             response_serializer=handler.response_serializer)
 
 
-class ObserveInterceptor(grpc.ServerInterceptor):
+class ObserveLayer:
     """Counts every unary call in the metrics once it ends, and reports it to the call log
     (api/calllog.py: method, status, milliseconds, Envoy's request id)."""
 
     def __init__(self, metrics: Metrics | None = None, call_log: CallLog | None = None):
         self._metrics = metrics
         self._log = call_log if call_log is not None else CallLog()
-        self._by_method: dict[str, _Wrapped] = {}
 
-    def intercept_service(self, continuation: _Continuation,
-                          handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or method.startswith(HEALTH_PREFIX):
+    def wrap(self, method: str, handler: _Handler) -> _Handler:
+        if handler.unary_unary is None or method.startswith(HEALTH_PREFIX):
             return handler
-        wrapped = self._by_method.get(method)
-        if wrapped is None:
-            wrapped = self._by_method[method] = _Wrapped(
-                lambda inner: self._observing(method, inner))
-        return wrapped(handler)
-
-    def _observing(self, method: str, handler: _Handler) -> _Handler:
         inner = handler.unary_unary
         assert inner is not None
         metrics, log = self._metrics, self._log
@@ -186,7 +192,7 @@ def _shape(handler: _Handler) -> str:
     return "stream_unary" if handler.stream_unary else "stream_stream"
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthLayer:
     """Every call needs a known API key, except health checks (and reflection if open).
     It settles only who calls: which workspaces that caller reaches is the service's rule
     (core/scope.py), applied to the scope recorded here."""
@@ -198,10 +204,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
             grpc.StatusCode.UNAUTHENTICATED,
             "missing or unknown API key: send `authorization: Bearer KEY` or `x-api-key: KEY`")
 
-    def intercept_service(self, continuation: _Continuation,
-                          handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
-        handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(self._open):
+    def admit(self, handler_call_details: grpc.HandlerCallDetails, handler: _Handler
+              ) -> _Handler:
+        """`handler`, or for a caller without a known key one that refuses the call."""
+        if handler_call_details.method.startswith(self._open):
             return handler
         presented = presented_key(tuple(handler_call_details.invocation_metadata or ()))
         key = self._keys.find(presented) if presented else None
@@ -213,7 +219,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return handler
 
 
-class UnaryLimitInterceptor(grpc.ServerInterceptor):
+class UnaryLimitLayer:
     """At most `limit` unary calls run at once and at most `queue` more wait their turn; a
     call beyond those is refused at once, UNAVAILABLE with retry advice (status.AtCapacity).
 
@@ -231,32 +237,45 @@ class UnaryLimitInterceptor(grpc.ServerInterceptor):
     cluster (and they touch no database)."""
 
     def __init__(self, limit: int, queue: int):
-        self._slots = threading.BoundedSemaphore(limit)
-        self._admitted = threading.BoundedSemaphore(limit + queue)  # running or waiting
+        # A token per slot in a SimpleQueue, and a count under a plain lock, rather than
+        # threading's semaphores: those are Python code around a Condition, whose notify
+        # on every release showed in the profile (py-spy, issue 14); these are C.
+        self._slots: SimpleQueue[None] = SimpleQueue()
+        for _ in range(limit):
+            self._slots.put(None)
+        self._counting = threading.Lock()
+        self._admitted = 0  # calls running or waiting for a slot
         self._limit, self._queue = limit, queue
-        self._wrapped = _Wrapped(self._limiting)
 
-    def intercept_service(self, continuation: _Continuation,
-                          handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
-        handler = continuation(handler_call_details)
-        if (handler is None or handler.unary_unary is None
-                or handler_call_details.method.startswith(HEALTH_PREFIX)):
+    def _admit(self) -> bool:
+        with self._counting:
+            if self._admitted >= self._limit + self._queue:
+                return False
+            self._admitted += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._counting:
+            self._admitted -= 1
+
+    def wrap(self, method: str, handler: _Handler) -> _Handler:
+        if handler.unary_unary is None or method.startswith(HEALTH_PREFIX):
             return handler
-        return self._wrapped(handler)
-
-    def _limiting(self, handler: _Handler) -> _Handler:
         inner = handler.unary_unary
         assert inner is not None
 
         def limited(request: Any, context: grpc.ServicerContext) -> Any:
-            if not self._admitted.acquire(blocking=False):
+            if not self._admit():
                 SHED.set(True)  # for the call log: a refusal of many, not a failure
                 status.abort(context, status.AtCapacity(self._limit, self._queue))
             try:
-                with self._slots:
+                self._slots.get()
+                try:
                     return inner(request, context)
+                finally:
+                    self._slots.put(None)
             finally:
-                self._admitted.release()
+                self._leave()
 
         return _with_behavior(handler, limited)
 
@@ -265,11 +284,11 @@ VERSION_HEADER = "sarah-version"
 _VERSION_METADATA = ((VERSION_HEADER, VERSION),)
 
 
-class VersionInterceptor(grpc.ServerInterceptor):
+class VersionLayer:
     """Adds VERSION to the trailing metadata of every call, of every shape: grpcurl -v and
-    any client read it, rejected calls included (install it outside the key check). gRPC
-    reflection has no field for a version; this is where a caller of the reflected API
-    finds it.
+    any client read it, rejected calls included (it wraps the key check's refusals too).
+    gRPC reflection has no field for a version; this is where a caller of the reflected
+    API finds it.
 
     Trailing, not initial: initial metadata sent before the handler runs would commit the
     response's headers at once, and Envoy retries a call on another replica only while it
@@ -277,16 +296,8 @@ class VersionInterceptor(grpc.ServerInterceptor):
     end a refused stream's trailers-only answer, which the transcoder needs to give an
     HTTP error status."""
 
-    def __init__(self) -> None:
-        self._wrapped = _Wrapped(self._versioning)
-
-    def intercept_service(self, continuation: _Continuation,
-                          handler_call_details: grpc.HandlerCallDetails) -> _Handler | None:
-        handler = continuation(handler_call_details)
-        return None if handler is None else self._wrapped(handler)
-
     @staticmethod
-    def _versioning(handler: _Handler) -> _Handler:
+    def wrap(method: str, handler: _Handler) -> _Handler:
         _, behavior = _behavior_of(handler)
         wrap = _versioned_stream if handler.response_streaming else _versioned
         return _with_behavior(handler, wrap(behavior))

@@ -15,7 +15,9 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
 
 import peewee
@@ -38,6 +40,7 @@ from server.storage.models import (
     bind_models,
 )
 from server.storage.statements import LEAD_COLUMNS, Statement, Statements
+from server.storage.writer_lock import WriterLock
 
 _LOGGER = logging.getLogger(__name__)
 # Tries of a write that lost an insert race or was PostgreSQL's deadlock victim.
@@ -328,6 +331,9 @@ class Repository:
     def __init__(self, db: peewee.Database, group_commit: bool = True):
         self._db = db
         self._writers = threading.Lock()
+        # Writers of the other processes on the same file (--workers) queue here too.
+        self._processes = (WriterLock(Path(db.database)) if is_sqlite(db)
+                           and db.database not in ("", ":memory:") else None)
         self._group = GroupWriter(self._write_group, queue_wait_s=LOCK_WAIT_MS / 1000
                                   ) if group_commit else None
         bind_models(db)
@@ -352,6 +358,8 @@ class Repository:
             self._group.close()
         close_all = getattr(self._db, "close_all", self._db.close)
         close_all()
+        if self._processes is not None:
+            self._processes.close()
 
     @contextlib.contextmanager
     def _write_transaction(self) -> Iterator[None]:
@@ -364,11 +372,21 @@ class Repository:
         # (that was UpsertState's p99). The lock is taken up front (BEGIN IMMEDIATE): a
         # deferred transaction that upgrades to a write fails at once with "database is
         # locked" when another process writes.
+        # Other processes' writers queue on a file lock (writer_lock.py says why), taken
+        # within what is left of the same wait.
+        deadline = time.monotonic() + LOCK_WAIT_MS / 1000
         if not self._writers.acquire(timeout=LOCK_WAIT_MS / 1000):
             raise Unavailable("the database is busy with other writes; retry shortly")
         try:
-            with self._db.atomic("IMMEDIATE"):
-                yield
+            if self._processes is not None and not self._processes.acquire(
+                    max(0.0, deadline - time.monotonic())):
+                raise Unavailable("the database is busy with other writes; retry shortly")
+            try:
+                with self._db.atomic("IMMEDIATE"):
+                    yield
+            finally:
+                if self._processes is not None:
+                    self._processes.release()
         finally:
             self._writers.release()
 
