@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="skip the overload table")
     p.add_argument("--watchers", type=int, default=200,
                    help="open WatchLeads streams whose cost to UpsertState is measured "
-                        "(default 200)")
+                        "(default 200; 0 skips that table)")
     p.add_argument("--retention-backlog", type=int, default=300_000,
                    help="old change-log events housekeeping removes while UpsertState's "
                         "latency is measured; 0 skips it (default 300000)")
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         run_scale(opts, dbs, results)
         watch = WatchResults()
         run_latency(opts, dbs[small], watch)
-        run_cost(opts, dbs[small], args.watchers, watch)
+        if args.watchers > 0:
+            run_cost(opts, dbs[small], args.watchers, watch)
         retention = None
         if args.retention_backlog > 0:
             retention = run_retention(opts, small, args.retention_backlog)
