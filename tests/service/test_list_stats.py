@@ -3,7 +3,7 @@
 import pytest
 
 from sarah.v1 import sarah_pb2 as pb
-from tests.support.helpers import upsert
+from tests.support.helpers import get, upsert
 
 
 def _phone(i: int) -> str:
@@ -97,6 +97,25 @@ def test_pages_are_stable_while_leads_are_inserted(stub, leads) -> None:
             break
     assert len(seen) == len(set(seen))
     assert {c.contact_phone for c in leads} <= set(seen)
+
+
+def test_a_page_shows_each_lead_as_get_state_does_after_every_write(stub, leads) -> None:
+    # A dashboard lists the same page again and again: a lead written between two lists
+    # shows as written, every field and timestamp as GetState has them.
+    def listed() -> list[pb.Conversation]:
+        return list(stub.ListLeads(pb.ListLeadsRequest(page_size=500), timeout=10).leads)
+
+    first = listed()
+    changed = upsert(stub, contact_phone=_phone(3), workspace_id="toko",
+                     extracted_data=pb.ExtractedData(name="Budi", pain_points=["lambat"]),
+                     username="budi", add_messages=2)
+    again = listed()
+    assert len(again) == len(first) == 30
+    assert [c for c in again if c.contact_phone == _phone(3)] == [changed]
+    assert [c for c in again if c.contact_phone != _phone(3)] == [
+        c for c in first if c.contact_phone != _phone(3)]
+    for conversation in again[:5]:
+        assert conversation == get(stub, conversation.contact_phone, conversation.workspace_id)
 
 
 def test_stats_count_by_temperature_and_state(stub, leads) -> None:
