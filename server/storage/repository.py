@@ -575,13 +575,16 @@ class Repository:
     def counts(self, workspace_id: str | None) -> tuple[list[CountRow], int]:
         """The lead counts of one workspace, or of all (a row per workspace and bucket), and
         the revision they are as of."""
-        with self._snapshot():
-            revision = changelog.head(self._db)[0]
+        with self._session():
             if workspace_id is None:
                 rows = self._sql.counts_of_all.run(self._db, {})
             else:
                 rows = self._sql.counts_of_workspace.run(self._db, {"workspace_id": workspace_id})
-            return [CountRow._make(row) for row in rows.fetchall()], revision
+            found = rows.fetchall()
+        # Each row is (revision, *a count row); a workspace without counts has one row of
+        # the revision alone. No row at all: a log without its head row (never migrated so).
+        revision = int(found[0][0]) if found else 0
+        return [CountRow._make(row[1:]) for row in found if row[1] is not None], revision
 
     def count(self) -> int:
         """How many conversations are stored, in every workspace."""

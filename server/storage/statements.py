@@ -20,6 +20,7 @@ from server.storage.models import (
     ConversationRow,
     LeadCount,
     LeadEventRow,
+    LogHead,
     UpsertRequestRow,
 )
 
@@ -65,6 +66,7 @@ def _compile(build: Callable[[dict[str, Any]], peewee.Query], model: type[peewee
 
 
 _EMPTY = peewee.SQL("''")  # in the SQL text, not a parameter: a planner must see it
+_ONE = peewee.SQL("1")  # the log head's one row, in the text: no named value stands for it
 
 # ListLeads' filters by LeadFilter's field names: the condition each puts on a conversation.
 PAGE_FILTERS: dict[str, Callable[[Any], peewee.Expression]] = {
@@ -135,10 +137,19 @@ class Statements:
                 update={r.created_at: peewee.EXCLUDED.created_at,
                         r.result: peewee.EXCLUDED.result}),
             r, [*key, "business_scoped_user_id", "request_id", "created_at", "result"])
-        counts = n.select(n.lead_temperature, n.state, n.n, n.score_sum)
+        # GetStats' counts with the revision they are as of, in one statement (one
+        # statement sees one state of the database): no read transaction of its own,
+        # whose BEGIN and COMMIT cost as much as the reads. The log's head is one row,
+        # joined to every count row; a workspace with none still has the head's row.
+        h = LogHead
+
+        def with_head(on: peewee.Expression) -> "peewee.ModelSelect[LogHead]":
+            return (h.select(h.revision, n.lead_temperature, n.state, n.n, n.score_sum)
+                    .join(n, peewee.JOIN.LEFT_OUTER, on=on).where(h.id == _ONE))
+
         self.counts_of_workspace = _compile(
-            lambda v: counts.where(n.workspace_id == v["workspace_id"]), n, ["workspace_id"])
-        self.counts_of_all = _compile(lambda v: counts, n, [])
+            lambda v: with_head(n.workspace_id == v["workspace_id"]), n, ["workspace_id"])
+        self.counts_of_all = _compile(lambda v: with_head(n.n.is_null(False)), n, [])
         self.add_to_count = _compile(
             lambda v: n.insert(workspace_id=v["workspace_id"],
                                lead_temperature=v["lead_temperature"], state=v["state"],

@@ -135,6 +135,18 @@ def test_stats_of_nothing_are_zero(stub) -> None:
     assert (stats.total, stats.hot, stats.avg_score, stats.by_state.greeting) == (0, 0, 0.0, 0)
 
 
+def test_stats_of_a_workspace_without_leads_are_as_of_the_latest_write(stub) -> None:
+    # Watching from its revision misses nothing: it is the latest one, not 0.
+    written = [upsert(stub, contact_phone=_phone(i), lead_score=10 * i) for i in range(3)]
+    revision = stub.ListLeads(pb.ListLeadsRequest(), timeout=10).revision
+    empty = stub.GetStats(pb.GetStatsRequest(workspace_id="empty"), timeout=10)
+    assert (empty.total, empty.avg_score, empty.revision) == (0, 0.0, revision)
+    everything = stub.GetStats(pb.GetStatsRequest(), timeout=10)
+    assert (everything.total, everything.avg_score, everything.revision) == (
+        3, pytest.approx(sum(c.lead_score for c in written) / 3), revision)
+    assert revision > 0
+
+
 def test_page_of_big_leads_stops_under_the_grpc_message_limit(stub) -> None:
     big = pb.ExtractedData(name="n" * 200, business_type="b" * 200, goals="g" * 500,
                            pain_points=["p" * 500] * 20)
