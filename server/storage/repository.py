@@ -11,7 +11,6 @@ query builder.
 
 import contextlib
 import copy
-import functools
 import hashlib
 import json
 import logging
@@ -38,6 +37,7 @@ from server.storage.models import (
     UpsertRequestRow,
     bind_models,
 )
+from server.storage.page_leads import PageLeads
 from server.storage.statements import (
     LEAD_COLUMNS,
     PAGE_AFTER,
@@ -81,13 +81,6 @@ def _lead_from_tuple(row: tuple[Any, ...]) -> Lead:
     values = list(row[1:])
     values[_PAIN_POINTS] = tuple(json.loads(values[_PAIN_POINTS]))
     return Lead(*values)
-
-
-# A dashboard reads the same pages over and over: a Lead for each row seen lately (its
-# whole row is the key, so a lead written since is a row not seen yet), built once.
-# (Building it, pain_points' JSON and all, cost more than the page's query.) Bounded: two
-# pages of the most leads a page has.
-_page_lead = functools.lru_cache(maxsize=1024)(_lead_from_tuple)
 
 
 def _row_values(lead: Lead) -> dict[str, Any]:
@@ -332,6 +325,7 @@ class Repository:
                                   ) if group_commit else None
         bind_models(db)
         self._sql = Statements(db)
+        self._page_leads = PageLeads(_lead_from_tuple, 1 + LEAD_COLUMNS.index("etag"))
         self._commit_listeners: list[Callable[[list[Event]], None]] = []
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
@@ -563,14 +557,18 @@ class Repository:
         the page is as of."""
         values: dict[str, Any] = {name: getattr(lead_filter, name) for name in PAGE_FILTERS
                                   if getattr(lead_filter, name) is not None}
-        statement = self._sql.page(tuple(values), order_key, after is not None)
+        shape = (tuple(values), order_key, after is not None)
         if after is not None:
             values.update(zip(PAGE_AFTER, after, strict=True))
         values["limit"] = limit
         with self._snapshot():
             revision = changelog.head(self._db)[0]
-            rows = statement.run(self._db, values).fetchall()
-        return [_page_lead(row) for row in rows], revision
+            keys = self._sql.page(*shape, keys_only=True).run(self._db, values).fetchall()
+            leads = self._page_leads.known(keys)
+            if leads is None:  # a lead not read lately: the page whole, in the same snapshot
+                rows = self._sql.page(*shape).run(self._db, values).fetchall()
+                leads = self._page_leads.keep(rows)
+        return leads, revision
 
     def counts(self, workspace_id: str | None) -> tuple[list[CountRow], int]:
         """The lead counts of one workspace, or of all (a row per workspace and bucket), and

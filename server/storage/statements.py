@@ -167,34 +167,37 @@ class Statements:
                 update={getattr(a, k): getattr(a, k) + getattr(peewee.EXCLUDED, k)
                         for k in counted}),
             a, ["workspace_id", "bucket", *counted])
-        self._pages: dict[tuple[tuple[str, ...], str, bool], Statement] = {}
+        self._pages: dict[tuple[tuple[str, ...], str, bool, bool], Statement] = {}
         e = LeadEventRow
         # Without RETURNING (peewee adds one on PostgreSQL): run_many sends it per event.
         self.insert_event = _compile(
             lambda v: e.insert({getattr(e, k): v[k] for k in EVENT_COLUMNS}).returning(),
             e, EVENT_COLUMNS)
 
-    def page(self, filters: tuple[str, ...], order_key: str, after: bool) -> Statement:
+    def page(self, filters: tuple[str, ...], order_key: str, after: bool,
+             keys_only: bool = False) -> Statement:
         """ListLeads' query with the PAGE_FILTERS named in `filters`, ordered by `order_key`
         descending then by the keys, and (with `after`) starting past PAGE_AFTER. Its rows
-        are (id, *LEAD_COLUMNS); `limit` names how many. Compiled at its first use: a
-        handful of shapes are used, of 128 possible."""
-        shape = (filters, order_key, after)
+        are (id, *LEAD_COLUMNS), or with `keys_only` (id, etag); `limit` names how many.
+        Compiled at its first use: a handful of shapes are used, of 256 possible."""
+        shape = (filters, order_key, after, keys_only)
         found = self._pages.get(shape)
         if found is None:  # two threads may both compile it: the same text, either kept
             found = self._pages[shape] = self._compile_page(*shape)
         return found
 
-    def _compile_page(self, filters: tuple[str, ...], order_key: str, after: bool) -> Statement:
+    def _compile_page(self, filters: tuple[str, ...], order_key: str, after: bool,
+                      keys_only: bool) -> Statement:
         c = ConversationRow
         key = getattr(c, order_key)
         position = peewee.Tuple(key, c.contact_phone, c.business_scoped_user_id, c.workspace_id)
+        columns = [c.etag] if keys_only else [getattr(c, name) for name in LEAD_COLUMNS]
 
         def build(v: dict[str, Any]) -> "peewee.ModelSelect[ConversationRow]":
             where = [PAGE_FILTERS[name](v[name]) for name in filters]
             if after:
                 where.append(position < peewee.Tuple(*(v[name] for name in PAGE_AFTER)))
-            query = c.select(c.id, *(getattr(c, name) for name in LEAD_COLUMNS))
+            query = c.select(c.id, *columns)
             if where:  # peewee refuses where() of nothing
                 query = query.where(*where)
             return (query.order_by(key.desc(), c.contact_phone.desc(),
