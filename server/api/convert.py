@@ -99,13 +99,14 @@ def _listed(lead: Lead) -> bytes:
     """`lead` as one item of ListLeadsResponse.leads on the wire. Kept for the leads seen
     lately (a Lead is immutable, and equal Leads make equal bytes): a dashboard lists the
     same leads over and over, and building each Conversation cost most of a page.
-    Bounded as the repository's Leads of rows are: two pages of the most leads a page has."""
+    Bounded as the repository's PageLeads are: two pages of the most leads a page has."""
     body = lead_to_proto(lead).SerializeToString()
     return _LEADS_TAG + _varint(len(body)) + body
 
 
 def list_to_proto(leads: Iterable[Lead], next_page_token: str,
                   revision: int) -> pb.ListLeadsResponse:
+    """The ListLeads answer of a page: its leads' kept bytes joined, parsed once."""
     message = pb.ListLeadsResponse(next_page_token=next_page_token, revision=revision)
     message.MergeFromString(b"".join(map(_listed, leads)))
     return message
