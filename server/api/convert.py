@@ -1,6 +1,8 @@
 """Translation between protobuf messages and the service's own values."""
 
+import functools
 import weakref
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from google.protobuf import timestamp_pb2
@@ -74,6 +76,39 @@ def lead_to_proto(lead: Lead) -> pb.Conversation:
         message.updated_at.FromMicroseconds(lead.updated_at)
     if lead.last_message_at is not None:
         message.last_message_at.FromMicroseconds(lead.last_message_at)
+    return message
+
+
+def _varint(n: int) -> bytes:
+    """`n` (not negative) as a protobuf varint: seven bits a byte, low first."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# A repeated message field on the wire is each item's tag, length and bytes, one after
+# another: a page can be joined from its leads' bytes and parsed once.
+_LEADS_TAG = _varint(pb.ListLeadsResponse.DESCRIPTOR.fields_by_name["leads"].number << 3 | 2)
+
+
+@functools.lru_cache(maxsize=1024)
+def _listed(lead: Lead) -> bytes:
+    """`lead` as one item of ListLeadsResponse.leads on the wire. Kept for the leads seen
+    lately (a Lead is immutable, and equal Leads make equal bytes): a dashboard lists the
+    same leads over and over, and building each Conversation cost most of a page.
+    Bounded as the repository's PageLeads are: two pages of the most leads a page has."""
+    body = lead_to_proto(lead).SerializeToString()
+    return _LEADS_TAG + _varint(len(body)) + body
+
+
+def list_to_proto(leads: Iterable[Lead], next_page_token: str,
+                  revision: int) -> pb.ListLeadsResponse:
+    """The ListLeads answer of a page: its leads' kept bytes joined, parsed once."""
+    message = pb.ListLeadsResponse(next_page_token=next_page_token, revision=revision)
+    message.MergeFromString(b"".join(map(_listed, leads)))
     return message
 
 

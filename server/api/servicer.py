@@ -58,10 +58,7 @@ class SarahServicer(sarah_pb2_grpc.SarahServiceServicer):
             page_token=request.page_token,
         )
         leads, next_token, revision = self._service.list_leads(query, caller_scope())
-        return pb.ListLeadsResponse(
-            leads=[convert.lead_to_proto(lead) for lead in leads], next_page_token=next_token,
-            revision=revision,
-        )
+        return convert.list_to_proto(leads, next_token, revision)
 
     @status.mapped
     def GetStats(self, request: pb.GetStatsRequest,

@@ -39,7 +39,14 @@ from server.storage.models import (
     UpsertRequestRow,
     bind_models,
 )
-from server.storage.statements import LEAD_COLUMNS, Statement, Statements
+from server.storage.page_leads import PageLeads
+from server.storage.statements import (
+    LEAD_COLUMNS,
+    PAGE_AFTER,
+    PAGE_FILTERS,
+    Statement,
+    Statements,
+)
 from server.storage.writer_lock import WriterLock
 
 _LOGGER = logging.getLogger(__name__)
@@ -109,20 +116,6 @@ def _advisory_key(workspace_id: str, kind: str, value: str) -> int:
 def _key_parts(key: LeadKey) -> list[tuple[str, str]]:
     parts = [("phone", key.contact_phone), ("bsuid", key.business_scoped_user_id)]
     return [(kind, value) for kind, value in parts if value]
-
-
-def _where(lead_filter: LeadFilter) -> list[peewee.Expression]:
-    """The filter as conditions that peewee's where(*conditions) joins with AND."""
-    clauses: list[peewee.Expression] = []
-    if lead_filter.workspace_id is not None:
-        clauses.append(ConversationRow.workspace_id == lead_filter.workspace_id)
-    if lead_filter.temperature is not None:
-        clauses.append(ConversationRow.lead_temperature == lead_filter.temperature)
-    if lead_filter.state is not None:
-        clauses.append(ConversationRow.state == lead_filter.state)
-    if lead_filter.min_score is not None:
-        clauses.append(ConversationRow.lead_score >= lead_filter.min_score)
-    return clauses
 
 
 def _summed(changes: Iterable[_Change], key_length: int) -> list[_Change]:
@@ -338,6 +331,7 @@ class Repository:
                                   ) if group_commit else None
         bind_models(db)
         self._sql = Statements(db)
+        self._page_leads = PageLeads(_lead_from_tuple, 1 + LEAD_COLUMNS.index("etag"))
         self._commit_listeners: list[Callable[[list[Event]], None]] = []
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
@@ -579,32 +573,34 @@ class Repository:
         business_scoped_user_id and workspace_id descending (a lead has a phone or a BSUID,
         so the order is total), strictly after the position `after`; and the revision
         the page is as of."""
-        c = ConversationRow
-        key = getattr(c, order_key)
-        position = peewee.Tuple(key, c.contact_phone, c.business_scoped_user_id, c.workspace_id)
-        where = _where(lead_filter)
+        values: dict[str, Any] = {name: getattr(lead_filter, name) for name in PAGE_FILTERS
+                                  if getattr(lead_filter, name) is not None}
+        shape = (tuple(values), order_key, after is not None)
         if after is not None:
-            where.append(position < peewee.Tuple(*after))
-        query = c.select(*_lead_columns())
-        if where:  # peewee refuses where() of nothing
-            query = query.where(*where)
-        query = (query.order_by(key.desc(), c.contact_phone.desc(),
-                                c.business_scoped_user_id.desc(), c.workspace_id.desc())
-                 .limit(limit))
+            values.update(zip(PAGE_AFTER, after, strict=True))
+        values["limit"] = limit
         with self._snapshot():
             revision = changelog.head(self._db)[0]
-            return [_lead_from_tuple(row) for row in _tuples(query)], revision
+            keys = self._sql.page(*shape, keys_only=True).run(self._db, values).fetchall()
+            leads = self._page_leads.known(keys)
+            if leads is None:  # a lead not read lately: the page whole, in the same snapshot
+                rows = self._sql.page(*shape).run(self._db, values).fetchall()
+                leads = self._page_leads.keep(rows)
+        return leads, revision
 
     def counts(self, workspace_id: str | None) -> tuple[list[CountRow], int]:
         """The lead counts of one workspace, or of all (a row per workspace and bucket), and
         the revision they are as of."""
-        with self._snapshot():
-            revision = changelog.head(self._db)[0]
+        with self._session():
             if workspace_id is None:
                 rows = self._sql.counts_of_all.run(self._db, {})
             else:
                 rows = self._sql.counts_of_workspace.run(self._db, {"workspace_id": workspace_id})
-            return [CountRow._make(row) for row in rows.fetchall()], revision
+            found = rows.fetchall()
+        # Each row is (revision, *a count row); a workspace without counts has one row of
+        # the revision alone. No row at all: a log without its head row (never migrated so).
+        revision = int(found[0][0]) if found else 0
+        return [CountRow._make(row[1:]) for row in found if row[1] is not None], revision
 
     def count(self) -> int:
         """How many conversations are stored, in every workspace."""

@@ -20,6 +20,7 @@ from server.storage.models import (
     ConversationRow,
     LeadCount,
     LeadEventRow,
+    LogHead,
     UpsertRequestRow,
 )
 
@@ -49,13 +50,15 @@ class Statement:
 
 
 def _compile(build: Callable[[dict[str, Any]], peewee.Query], model: type[peewee.Model],
-             names: list[str]) -> Statement:
+             names: list[str], numbers: frozenset[str] = frozenset()) -> Statement:
     """Let peewee write the query with a distinct stand-in for each named value, then read
-    from its parameter list which name goes where."""
+    from its parameter list which name goes where. A value is a number if its name is a
+    numeric field of `model` or is in `numbers` (peewee converts a value compared with a
+    field to the field's type)."""
     stand_ins: dict[str, Any] = {}
     for i, name in enumerate(names):
         field = model._meta.fields.get(name)
-        numeric = isinstance(field, peewee.IntegerField)
+        numeric = isinstance(field, peewee.IntegerField) or name in numbers
         stand_ins[name] = 7_000_000_000_000 + i if numeric else f"\x00stand-in {i}\x00"
     sql, params = build(stand_ins).sql()
     by_value = {value: name for name, value in stand_ins.items()}
@@ -63,6 +66,19 @@ def _compile(build: Callable[[dict[str, Any]], peewee.Query], model: type[peewee
 
 
 _EMPTY = peewee.SQL("''")  # in the SQL text, not a parameter: a planner must see it
+_ONE = peewee.SQL("1")  # the log head's one row, in the text: no named value stands for it
+
+# ListLeads' filters by LeadFilter's field names: the condition each puts on a conversation.
+PAGE_FILTERS: dict[str, Callable[[Any], peewee.Expression]] = {
+    "workspace_id": lambda v: ConversationRow.workspace_id == v,
+    "temperature": lambda v: ConversationRow.lead_temperature == v,
+    "state": lambda v: ConversationRow.state == v,
+    "min_score": lambda v: ConversationRow.lead_score >= v,
+}
+# The position a page starts after: (order key value, contact_phone,
+# business_scoped_user_id, workspace_id) of the previous page's last lead.
+PAGE_AFTER = ("after_key", "after_phone", "after_bsuid", "after_workspace")
+_PAGE_NUMBERS = frozenset({"min_score", "after_key", "limit"})
 
 
 class Statements:
@@ -121,10 +137,19 @@ class Statements:
                 update={r.created_at: peewee.EXCLUDED.created_at,
                         r.result: peewee.EXCLUDED.result}),
             r, [*key, "business_scoped_user_id", "request_id", "created_at", "result"])
-        counts = n.select(n.lead_temperature, n.state, n.n, n.score_sum)
+        # GetStats' counts with the revision they are as of, in one statement (one
+        # statement sees one state of the database): no read transaction of its own,
+        # whose BEGIN and COMMIT cost as much as the reads. The log's head is one row,
+        # joined to every count row; a workspace with none still has the head's row.
+        h = LogHead
+
+        def with_head(on: peewee.Expression) -> "peewee.ModelSelect[LogHead]":
+            return (h.select(h.revision, n.lead_temperature, n.state, n.n, n.score_sum)
+                    .join(n, peewee.JOIN.LEFT_OUTER, on=on).where(h.id == _ONE))
+
         self.counts_of_workspace = _compile(
-            lambda v: counts.where(n.workspace_id == v["workspace_id"]), n, ["workspace_id"])
-        self.counts_of_all = _compile(lambda v: counts, n, [])
+            lambda v: with_head(n.workspace_id == v["workspace_id"]), n, ["workspace_id"])
+        self.counts_of_all = _compile(lambda v: with_head(n.n.is_null(False)), n, [])
         self.add_to_count = _compile(
             lambda v: n.insert(workspace_id=v["workspace_id"],
                                lead_temperature=v["lead_temperature"], state=v["state"],
@@ -142,8 +167,42 @@ class Statements:
                 update={getattr(a, k): getattr(a, k) + getattr(peewee.EXCLUDED, k)
                         for k in counted}),
             a, ["workspace_id", "bucket", *counted])
+        self._pages: dict[tuple[tuple[str, ...], str, bool, bool], Statement] = {}
         e = LeadEventRow
         # Without RETURNING (peewee adds one on PostgreSQL): run_many sends it per event.
         self.insert_event = _compile(
             lambda v: e.insert({getattr(e, k): v[k] for k in EVENT_COLUMNS}).returning(),
             e, EVENT_COLUMNS)
+
+    def page(self, filters: tuple[str, ...], order_key: str, after: bool,
+             keys_only: bool = False) -> Statement:
+        """ListLeads' query with the PAGE_FILTERS named in `filters`, ordered by `order_key`
+        descending then by the keys, and (with `after`) starting past PAGE_AFTER. Its rows
+        are (id, *LEAD_COLUMNS), or with `keys_only` (id, etag); `limit` names how many.
+        Compiled at its first use: a handful of shapes are used, of 256 possible."""
+        shape = (filters, order_key, after, keys_only)
+        found = self._pages.get(shape)
+        if found is None:  # two threads may both compile it: the same text, either kept
+            found = self._pages[shape] = self._compile_page(*shape)
+        return found
+
+    def _compile_page(self, filters: tuple[str, ...], order_key: str, after: bool,
+                      keys_only: bool) -> Statement:
+        c = ConversationRow
+        key = getattr(c, order_key)
+        position = peewee.Tuple(key, c.contact_phone, c.business_scoped_user_id, c.workspace_id)
+        columns = [c.etag] if keys_only else [getattr(c, name) for name in LEAD_COLUMNS]
+
+        def build(v: dict[str, Any]) -> "peewee.ModelSelect[ConversationRow]":
+            where = [PAGE_FILTERS[name](v[name]) for name in filters]
+            if after:
+                where.append(position < peewee.Tuple(*(v[name] for name in PAGE_AFTER)))
+            query = c.select(c.id, *columns)
+            if where:  # peewee refuses where() of nothing
+                query = query.where(*where)
+            return (query.order_by(key.desc(), c.contact_phone.desc(),
+                                   c.business_scoped_user_id.desc(), c.workspace_id.desc())
+                    .limit(v["limit"]))
+
+        names = [*filters, *(PAGE_AFTER if after else ()), "limit"]
+        return _compile(build, c, names, _PAGE_NUMBERS)

@@ -3,7 +3,7 @@
 import pytest
 
 from sarah.v1 import sarah_pb2 as pb
-from tests.support.helpers import upsert
+from tests.support.helpers import get, upsert
 
 
 def _phone(i: int) -> str:
@@ -99,6 +99,25 @@ def test_pages_are_stable_while_leads_are_inserted(stub, leads) -> None:
     assert {c.contact_phone for c in leads} <= set(seen)
 
 
+def test_a_page_shows_each_lead_as_get_state_does_after_every_write(stub, leads) -> None:
+    # A dashboard lists the same page again and again: a lead written between two lists
+    # shows as written, every field and timestamp as GetState has them.
+    def listed() -> list[pb.Conversation]:
+        return list(stub.ListLeads(pb.ListLeadsRequest(page_size=500), timeout=10).leads)
+
+    first = listed()
+    changed = upsert(stub, contact_phone=_phone(3), workspace_id="toko",
+                     extracted_data=pb.ExtractedData(name="Budi", pain_points=["lambat"]),
+                     username="budi", add_messages=2)
+    again = listed()
+    assert len(again) == len(first) == 30
+    assert [c for c in again if c.contact_phone == _phone(3)] == [changed]
+    assert [c for c in again if c.contact_phone != _phone(3)] == [
+        c for c in first if c.contact_phone != _phone(3)]
+    for conversation in again[:5]:
+        assert conversation == get(stub, conversation.contact_phone, conversation.workspace_id)
+
+
 def test_stats_count_by_temperature_and_state(stub, leads) -> None:
     stats = stub.GetStats(pb.GetStatsRequest(), timeout=10)
     assert stats.total == 30
@@ -114,6 +133,18 @@ def test_stats_count_by_temperature_and_state(stub, leads) -> None:
 def test_stats_of_nothing_are_zero(stub) -> None:
     stats = stub.GetStats(pb.GetStatsRequest(workspace_id="empty"), timeout=10)
     assert (stats.total, stats.hot, stats.avg_score, stats.by_state.greeting) == (0, 0, 0.0, 0)
+
+
+def test_stats_of_a_workspace_without_leads_are_as_of_the_latest_write(stub) -> None:
+    # Watching from its revision misses nothing: it is the latest one, not 0.
+    written = [upsert(stub, contact_phone=_phone(i), lead_score=10 * i) for i in range(3)]
+    revision = stub.ListLeads(pb.ListLeadsRequest(), timeout=10).revision
+    empty = stub.GetStats(pb.GetStatsRequest(workspace_id="empty"), timeout=10)
+    assert (empty.total, empty.avg_score, empty.revision) == (0, 0.0, revision)
+    everything = stub.GetStats(pb.GetStatsRequest(), timeout=10)
+    assert (everything.total, everything.avg_score, everything.revision) == (
+        3, pytest.approx(sum(c.lead_score for c in written) / 3), revision)
+    assert revision > 0
 
 
 def test_page_of_big_leads_stops_under_the_grpc_message_limit(stub) -> None:
