@@ -127,6 +127,9 @@ def test_only_the_watch_routes_lift_envoys_15_s_timeouts(edge: EnvoyProcess) -> 
         else:
             assert action["timeout"] == f"{ROUTE_TIMEOUT_S}s", name
             assert action.get("idle_timeout", f"{ROUTE_TIMEOUT_S}s") == f"{ROUTE_TIMEOUT_S}s"
+            if "max_stream_duration" in action:  # then Envoy ignores `timeout`
+                limits = action["max_stream_duration"]
+                assert limits["max_stream_duration"] == f"{ROUTE_TIMEOUT_S}s", name
     # A quiet stream still says something before any idle timer of 15 s would run out.
     assert Config().watch_heartbeat_seconds <= ROUTE_TIMEOUT_S
 
