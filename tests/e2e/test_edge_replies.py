@@ -18,6 +18,7 @@ from deploy.envoy_config import Config, with_rate_limit
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer
+from tests.support.databases import write_lock
 from tests.support.envoy import EnvoyProcess, envoy_config
 from tests.support.helpers import PHONE
 from tests.support.http_calls import raw_exchange
@@ -26,10 +27,12 @@ from tests.support.servers import serving
 from tests.support.stack import MakeRunStack
 from tests.support.waiting import wait_until
 
-# The Envoy under test is envoy.yaml with two settings made small enough to reach in a
-# test: the whole request must arrive within 2 s (60 s in envoy.yaml), and each API key
-# may make 3 calls an hour (40 at once and 20 a second in envoy.yaml).
+# The Envoy under test is envoy.yaml with three settings made small enough to reach in a
+# test: the whole request must arrive within 2 s (60 s in envoy.yaml), each API key may
+# make 3 calls an hour (40 at once and 20 a second in envoy.yaml), and a write must be
+# answered within 2 s (the 15 s route timeout in envoy.yaml).
 REQUEST_TIMEOUT = "2s"
+WRITE_ROUTE_TIMEOUT = "2s"
 CALLS_PER_KEY = 3
 _workspaces = itertools.count()
 
@@ -37,20 +40,31 @@ _workspaces = itertools.count()
 def _small_limits(config: Config) -> Config:
     limited = with_rate_limit(config, CALLS_PER_KEY, seconds=3600)
     listener = limited["static_resources"]["listeners"][0]
-    listener["filter_chains"][0]["filters"][0]["typed_config"]["request_timeout"] = (
-        REQUEST_TIMEOUT)
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    manager["request_timeout"] = REQUEST_TIMEOUT
+    [writes] = [route for route in manager["route_config"]["virtual_hosts"][0]["routes"]
+                if route["name"] == "grpc_writes"]
+    writes["route"]["timeout"] = WRITE_ROUTE_TIMEOUT
+    writes["route"]["max_stream_duration"]["max_stream_duration"] = WRITE_ROUTE_TIMEOUT
     return limited
 
 
 @dataclass
 class Edge:
     server: RunningServer
+    database_url: str
     envoy: EnvoyProcess  # in front of the server
     down: EnvoyProcess  # in front of a port nobody serves
 
     def send(self, data: bytes, *, to_down: bool = False) -> tuple[int, dict[str, str], object]:
         envoy = self.down if to_down else self.envoy
         return raw_exchange("127.0.0.1", envoy.port, data)
+
+    def send_while_writes_wait(self, data: bytes) -> tuple[int, dict[str, str], object]:
+        """`data` sent while another connection holds the database's write lock: a write
+        waits for it (up to the server's 5 s), longer than the write route's timeout."""
+        with write_lock(self.database_url):
+            return self.send(data)
 
     def get_lead(self, workspace: str) -> dict[str, object]:
         status, _, lead = self.send(_http("GET", f"/sarah/state?contact_phone=%2B6281234567890"
@@ -62,13 +76,14 @@ class Edge:
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     workdir = tmp_path_factory.mktemp("edge-replies")
-    with serving(f"sqlite:///{workdir / 'sarah.db'}") as server:
+    url = f"sqlite:///{workdir / 'sarah.db'}"
+    with serving(url) as server:
         envoy = EnvoyProcess(server.port, workdir, derive=_small_limits)
         try:
             down = EnvoyProcess(free_port(), workdir, name="envoy-down")
             try:
                 envoy.wait_healthy(1)
-                yield Edge(server, envoy, down)
+                yield Edge(server, url, envoy, down)
             finally:
                 down.stop()
         finally:
@@ -102,6 +117,7 @@ class Reply:
     code: int | None  # None: not an error
     says: str = ""  # a part of `message`
     to_down: bool = False  # sent to the Envoy whose server is down
+    slow: bool = False  # sent while the server's writes wait for the database
     calls_before: int = 0  # the same request sent this many times first
 
 
@@ -144,6 +160,9 @@ REPLIES = [
           calls_before=CALLS_PER_KEY),
     Reply("no healthy server behind Envoy", "any call while the server is down",
           _http("GET", "/sarah/stats"), 503, 14, "no healthy upstream", to_down=True),
+    Reply("a call the server answers after the 15 s route timeout",
+          "a write that waits that long for the database",
+          _json_post(), 504, 4, "no answer within the 15 s route timeout", slow=True),
     Reply("HTTP/1.0, with or without `host`", "`GET /sarah/stats HTTP/1.0`",
           _http("GET", "/sarah/stats", version="1.0"), 200, None),
 ]
@@ -158,7 +177,8 @@ def _render(row: Reply) -> str:
 def test_envoy_answers_json_with_a_message_and_the_fitting_code(edge: Edge, row: Reply) -> None:
     for _ in range(row.calls_before):
         assert edge.send(row.sent)[0] == 200
-    status, headers, reply = edge.send(row.sent, to_down=row.to_down)
+    status, headers, reply = (edge.send_while_writes_wait(row.sent) if row.slow
+                              else edge.send(row.sent, to_down=row.to_down))
     assert status == row.status, reply
     assert headers["content-type"].startswith("application/json"), headers
     if row.code is None:

@@ -1,6 +1,7 @@
 """The README's security section, sentence by sentence: API keys, tenant isolation,
 secure defaults, metrics and readiness."""
 
+import http.client
 import json
 import signal
 import subprocess
@@ -113,6 +114,11 @@ def test_bound_key_never_reaches_another_workspace(stub) -> None:
                                 timeout=10),  # the default workspace, as for GetState
         lambda: stub.GetActivity(pb.GetActivityRequest(workspace_id="other"), metadata=toko,
                                  timeout=10),
+        # A stream's refusal arrives with its first read.
+        lambda: next(stub.WatchLeads(pb.WatchLeadsRequest(workspace_id="other"), metadata=toko,
+                                     timeout=10)),
+        lambda: next(stub.WatchLeads(pb.WatchLeadsRequest(workspace_id=""), metadata=toko,
+                                     timeout=10)),  # the default workspace
     ]
     assert [_code(call) for call in calls] == [grpc.StatusCode.PERMISSION_DENIED] * len(calls)
     other = stub.GetState(pb.GetStateRequest(contact_phone=PHONE, workspace_id="other"),
@@ -173,6 +179,30 @@ def test_list_and_stats_without_workspace_mean_my_workspace(stub) -> None:
     assert [e.conversation.lead_score for e in history] == [40]
 
 
+def test_a_bound_keys_watch_without_workspace_sees_only_its_own(stub) -> None:
+    admin, toko = _bearer(ADMIN_KEY), _bearer(TOKO_KEY)
+    head = stub.GetStats(pb.GetStatsRequest(), metadata=admin, timeout=10).revision
+    stream = stub.WatchLeads(pb.WatchLeadsRequest(since_revision=head), metadata=toko,
+                             timeout=30)
+    try:
+        _seed(stub)  # "toko" first, then "other"
+        stub.UpsertState(pb.UpsertStateRequest(contact_phone=OTHER_PHONE, workspace_id="other"),
+                         metadata=admin, timeout=10)
+        stub.UpsertState(pb.UpsertStateRequest(contact_phone=OTHER_PHONE, workspace_id="toko"),
+                         metadata=admin, timeout=10)
+        seen = []
+        for event in stream:
+            if event.kind != pb.heartbeat:
+                seen.append((event.revision, event.conversation.workspace_id,
+                             event.conversation.contact_phone))
+            if len(seen) == 2:
+                break
+    finally:
+        stream.cancel()
+    # The writes to "other" (head+2, head+3) were never sent to toko's watcher.
+    assert seen == [(head + 1, "toko", PHONE), (head + 4, "toko", OTHER_PHONE)]
+
+
 def test_import_needs_a_key_for_every_workspace(secured: RunningServer) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{secured.port}") as channel:
         admin = sarah_pb2_grpc.SarahAdminServiceStub(channel)
@@ -211,6 +241,19 @@ def test_reflection_is_open_when_configured(database_url: str, keys_file: Path) 
         server.shutdown(grace=None)
 
 
+def _refused_watch(port: int, query: str, headers: dict[str, str]) -> tuple[int, dict]:
+    """GET /sarah/watch expected to be refused: its status and JSON error. A stream that
+    opens instead fails here at once, rather than being read until it ends (never)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/sarah/watch" + query, headers=headers)
+        response = conn.getresponse()
+        assert response.status != 200, "the key was let watch the workspace"
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
 def test_keys_through_envoy_give_401_and_403_as_json(secured: RunningServer, tmp_path) -> None:
     envoy = EnvoyProcess(secured.port, tmp_path)
     try:
@@ -222,6 +265,10 @@ def test_keys_through_envoy_give_401_and_403_as_json(secured: RunningServer, tmp
         status, _, error = envoy.call("GET", path.replace("toko", "other"),
                                       headers={"authorization": f"Bearer {TOKO_KEY}"})
         assert (status, error["code"]) == (403, 7)
+        # The live stream is held to the key's workspace like every other route.
+        status, error = _refused_watch(envoy.port, "?workspace_id=other", {"x-api-key": TOKO_KEY})
+        assert (status, error["code"]) == (403, 7) and "'other'" in error["message"]
+        assert _refused_watch(envoy.port, "?workspace_id=toko", {})[1]["code"] == 16
     finally:
         envoy.stop()
 

@@ -5,19 +5,24 @@ stream, and errors as JSON."""
 import http.client
 import json
 import signal
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
+from server.config import Config
 from tests.support import contract_shapes as shapes
 from tests.support.databases import new_database_url
 from tests.support.envoy import EnvoyProcess
 from tests.support.processes import ServerProcess
 
 PHONE = "+6281234567890"
+ROUTE_TIMEOUT_S = 15  # envoy.yaml's, on every route but the watch routes
+WATCH_ROUTES = {"grpc_watch", "json_watch"}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +105,61 @@ def test_heartbeats_keep_a_quiet_stream_open_past_envoys_timeouts(edge: EnvoyPro
             shapes.check_lead_event(beat)
     finally:
         stream.close()
+
+
+def _served_routes(envoy: EnvoyProcess) -> dict[str, dict]:
+    """The route table the running Envoy holds (its admin config dump): name -> action."""
+    status, _, dump = envoy.call_admin("/config_dump?resource=static_route_configs")
+    assert status == 200 and isinstance(dump, dict), dump
+    [config] = dump["configs"]
+    [host] = config["route_config"]["virtual_hosts"]
+    return {route["name"]: route.get("route") for route in host["routes"]}
+
+
+def test_only_the_watch_routes_lift_envoys_15_s_timeouts(edge: EnvoyProcess) -> None:
+    forwarded = {name: action for name, action in _served_routes(edge).items() if action}
+    assert set(forwarded) > WATCH_ROUTES, forwarded
+    for name, action in forwarded.items():
+        if name in WATCH_ROUTES:
+            # 0s: none. No stream duration cap either: a watch lasts as long as its caller.
+            assert (action["timeout"], action["idle_timeout"]) == ("0s", "0s"), name
+            assert "max_stream_duration" not in action, name
+        else:
+            assert action["timeout"] == f"{ROUTE_TIMEOUT_S}s", name
+            assert action.get("idle_timeout", f"{ROUTE_TIMEOUT_S}s") == f"{ROUTE_TIMEOUT_S}s"
+            if "max_stream_duration" in action:  # then Envoy ignores `timeout`
+                limits = action["max_stream_duration"]
+                assert limits["max_stream_duration"] == f"{ROUTE_TIMEOUT_S}s", name
+    # A quiet stream still says something before any idle timer of 15 s would run out.
+    assert Config().watch_heartbeat_seconds <= ROUTE_TIMEOUT_S
+
+
+def test_a_server_sent_event_stream_outlives_envoys_15_s_route_timeout(
+        tmp_path: Path) -> None:
+    """One stream with the server's default heartbeats (15 s), through envoy.yaml as it is:
+    a change made after 16 s still arrives. The timeout is Envoy's, not the database's, so
+    SQLite alone."""
+    server = ServerProcess("--listen", "127.0.0.1:0", "--database-url",
+                           f"sqlite:///{tmp_path / 'sarah.db'}")
+    envoy = EnvoyProcess(server.port, tmp_path)
+    try:
+        envoy.wait_healthy(1)
+        opened = time.monotonic()
+        # Its response headers come with the first message: the server's first heartbeat,
+        # after 15 s of silence. Then, past the route timeout, a change is made.
+        stream = _Sse(envoy.port, "?workspace_id=long&since_revision=0", timeout=30)
+        try:
+            assert stream.response.status == 200
+            assert stream.event()["kind"] == "heartbeat"
+            time.sleep(max(0.0, ROUTE_TIMEOUT_S + 1 - (time.monotonic() - opened)))
+            _upsert(envoy, contact_phone=PHONE, workspace_id="long", lead_score=17)
+            [event] = stream.events(1)
+            assert event["conversation"]["lead_score"] == 17
+        finally:
+            stream.close()
+    finally:
+        envoy.stop()
+        server.stop(signal.SIGKILL)
 
 
 def test_bad_since_revision_is_a_json_400(edge: EnvoyProcess) -> None:

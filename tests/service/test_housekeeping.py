@@ -100,6 +100,27 @@ def test_a_watcher_resuming_below_the_retained_history_gets_out_of_range(
         assert stub.GetStats(pb.GetStatsRequest(), timeout=10).total == 5
 
 
+def test_activity_still_counts_the_days_whose_events_retention_removed(
+        database_url: str, clock: Clock) -> None:
+    with serving(database_url, clock=clock, history_days=1, housekeeping_seconds=_EVERY
+                 ) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = sarah_pb2_grpc.SarahServiceStub(ch)
+        upsert(stub, contact_phone=_phone(0), message_count=3)
+        upsert(stub, contact_phone=_phone(0), add_messages=2, state=pb.handoff)
+        upsert(stub, contact_phone=_phone(1), lead_temperature=pb.hot, state=pb.completed)
+
+        def by_day(days: int) -> dict[str, tuple[int, ...]]:
+            reply = stub.GetActivity(pb.GetActivityRequest(days=days), timeout=10)
+            return {d.date: (d.new_leads, d.messages, d.reached_handoff, d.reached_completed,
+                             d.became_hot) for d in reply.days}
+
+        before = by_day(3)
+        assert sorted(before.values())[-1] == (2, 5, 1, 1, 1)  # today's
+        clock.now += 3 * DAY_US  # three days later, past the one-day history
+        wait_until(lambda: _revisions(database_url) == [], 20, "the history to be pruned")
+        after = by_day(6)
+        assert {date: after[date] for date in before} == before
+        assert sum(count for day in after.values() for count in day) == 10  # and no more
 def test_the_purge_erases_only_leads_silent_that_long_each_as_delete_state_does(
         database_url: str, clock: Clock) -> None:
     with serving(database_url, clock=clock, purge_inactive_days=30,
