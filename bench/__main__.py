@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import h2load, report, side_tables
+from bench import h2load, profile, report, side_tables
 from bench.cells import sections
 from bench.header import header
 from bench.overload import run_overload
@@ -93,6 +93,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retention-backlog", type=int, default=300_000,
                    help="old change-log events housekeeping removes while UpsertState's "
                         "latency is measured; 0 skips it (default 300000)")
+    p.add_argument("--profile-rpcs", default="GetState,UpsertState,ListLeads,GetStats",
+                   help="RPCs profiled after the tables (python -m bench.profile), so each "
+                        "gap stands beside what limits it; empty skips them (default: the "
+                        "gRPC targets' RPCs)")
+    p.add_argument("--profile-seconds", type=int, default=10,
+                   help="py-spy's sampling time per profiled RPC (default 10)")
     p.add_argument("--keep", action="store_true",
                    help="keep the work folder (databases, logs, h2load logs)")
     return p.parse_args(argv)
@@ -137,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.soak_minutes > 0:
             soak = run_soak(dbs[small], small, args.soak_minutes * 60, opts.concurrency,
                             workdir, opts.server_args)
+        profiled: list[str] = []
+        if args.profile_rpcs.strip():
+            profiled = profile.profiles(profile.parse_args([
+                "--rpcs", args.profile_rpcs, "--seconds", str(args.profile_seconds),
+                "--leads", str(small), "--concurrency", str(opts.concurrency),
+                "--server-args", args.server_args]), workdir)
     finally:
         if args.keep:
             _LOGGER.info("work folder kept: %s", workdir)
@@ -154,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         side_tables.watch_tables(watch),
         side_tables.retention_table(retention),
         side_tables.soak_lines(soak),
+        (["where the time goes (python -m bench.profile: py-spy --gil, one worker process)",
+          *profiled] if profiled else []),
         [f"bench finished in {(time.monotonic() - started) / 60:.1f} min"],
     )
     print("\n".join(lines), flush=True)

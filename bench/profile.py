@@ -148,7 +148,7 @@ def profile(rpc: str, args: argparse.Namespace, workdir: Path, py_spy: str) -> l
             f"(user {user:.2f}, system {system:.2f})", *summarise(raw), ""]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.profile",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--rpcs", default="GetState,UpsertState")
@@ -164,12 +164,24 @@ def main(argv: list[str] | None = None) -> int:
                              "every write)")
     parser.add_argument("--keep-raw", action="store_true",
                         help="copy py-spy's raw stacks to ./profile-<RPC>.txt")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def profiles(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """Each of args.rpcs profiled in turn, as lines: `make bench` prints them under its
+    tables, so that each gap stands beside what limits it."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    lines: list[str] = []
+    for rpc in args.rpcs.split(","):
+        lines += profile(rpc.strip(), args, workdir, py_spy)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="sarah-profile-"))
     try:
-        for rpc in args.rpcs.split(","):
-            print("\n".join(profile(rpc.strip(), args, workdir, py_spy)), flush=True)
+        print("\n".join(profiles(args, workdir)), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

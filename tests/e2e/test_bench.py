@@ -17,7 +17,8 @@ SCALE_ROWS = ("GetStats", "ListLeads page 1", "GetActivity, every workspace",
               "GetActivity, one workspace", "ListEvents page 1")
 TINY = ["--duration", "0.3", "--warmup", "0", "--leads", "60,400", "--deep-page", "5",
         "--soak-minutes", "0.05", "--watchers", "20", "--retention-backlog", "3000",
-        "--rounds", "2", "--rotate-leads", "100"]
+        "--rounds", "2", "--rotate-leads", "100", "--profile-rpcs", "GetState",
+        "--profile-seconds", "1"]
 ROTATED = "UpsertState, 100 leads"
 VERDICT = r"pass|short by |over by "
 
@@ -42,6 +43,12 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     out = done.stdout
+
+    # Under the tables, the profile of each gRPC target's RPC says what limits it.
+    profiled = out.split("where the time goes", 1)[1]
+    assert re.search(r"GetState: \d+ req/s at 16 in flight", profiled), profiled
+    assert re.search(r"[1-9]\d* samples holding the GIL", profiled), profiled
+    assert "the servicer method" in profiled, profiled
 
     main = {(row[0], row[1]): row for row in _rows(out, "RPC ")}
     assert set(main) == {(rpc, path) for rpc in RPCS for path in ("gRPC", "HTTP/JSON")} | {
