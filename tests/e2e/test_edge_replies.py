@@ -45,7 +45,6 @@ def _small_limits(config: Config) -> Config:
     [writes] = [route for route in manager["route_config"]["virtual_hosts"][0]["routes"]
                 if route["name"] == "grpc_writes"]
     writes["route"]["timeout"] = WRITE_ROUTE_TIMEOUT
-    writes["route"]["max_stream_duration"]["max_stream_duration"] = WRITE_ROUTE_TIMEOUT
     return limited
 
 
