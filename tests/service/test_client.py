@@ -362,37 +362,40 @@ class _ScriptedWatch(sarah_pb2_grpc.SarahServiceServicer):
         context.abort(grpc.StatusCode.OUT_OF_RANGE, "revision 10 is compacted")
 
 
-def test_watch_skips_repeats_and_filters_heartbeats_across_a_resume() -> None:
+@pytest.fixture
+def scripted_watch() -> Iterator[tuple[_ScriptedWatch, int]]:
+    """A grpc server whose WatchLeads follows _ScriptedWatch, and its port."""
     scripted = _ScriptedWatch()
     fake = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     sarah_pb2_grpc.add_SarahServiceServicer_to_server(scripted, fake)
     port = fake.add_insecure_port("127.0.0.1:0")
     fake.start()
+    yield scripted, port
+    fake.stop(None)
+
+
+def test_watch_skips_repeats_and_filters_heartbeats_across_a_resume(
+        scripted_watch: tuple[_ScriptedWatch, int]) -> None:
+    scripted, port = scripted_watch
     seen: list[tuple[int, int]] = []
-    try:
-        with SarahClient(f"127.0.0.1:{port}", retry=_FAST_RETRY) as sarah:
-            with pytest.raises(RevisionTooOld, match="after revision 10"):
-                for event in sarah.watch():
-                    seen.append((event.revision, event.kind))
-            scripted.since.clear()
-            with pytest.raises(RevisionTooOld):
-                for event in sarah.watch(since_revision=3, heartbeats=True):
-                    seen.append((event.revision, event.kind))
-    finally:
-        fake.stop(None)
+    with SarahClient(f"127.0.0.1:{port}", retry=_FAST_RETRY) as sarah:
+        with pytest.raises(RevisionTooOld, match="after revision 10"):
+            for event in sarah.watch():
+                seen.append((event.revision, event.kind))
+        scripted.since.clear()
+        with pytest.raises(RevisionTooOld):
+            for event in sarah.watch(since_revision=3, heartbeats=True):
+                seen.append((event.revision, event.kind))
     # Pinned to GetStats' revision 7, resumed after the heartbeat's 9; 9 is not repeated.
     assert seen[:2] == [(8, pb.upserted), (10, pb.upserted)]
     assert seen[2:] == [(8, pb.upserted), (9, pb.heartbeat), (10, pb.upserted)]
     assert scripted.since == [3, 9]
 
 
-def test_async_watch_skips_repeats_and_filters_heartbeats_across_a_resume() -> None:
+def test_async_watch_skips_repeats_and_filters_heartbeats_across_a_resume(
+        scripted_watch: tuple[_ScriptedWatch, int]) -> None:
     """The same script as the sync client's: AsyncSarahClient.watch has its own loop."""
-    scripted = _ScriptedWatch()
-    fake = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    sarah_pb2_grpc.add_SarahServiceServicer_to_server(scripted, fake)
-    port = fake.add_insecure_port("127.0.0.1:0")
-    fake.start()
+    scripted, port = scripted_watch
     seen: list[tuple[int, int]] = []
 
     async def scenario() -> None:
@@ -405,10 +408,7 @@ def test_async_watch_skips_repeats_and_filters_heartbeats_across_a_resume() -> N
                 async for event in sarah.watch(since_revision=3, heartbeats=True):
                     seen.append((event.revision, event.kind))
 
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), 60))  # a hang guard only
-    finally:
-        fake.stop(None)
+    asyncio.run(asyncio.wait_for(scenario(), 60))  # a hang guard only
     assert seen[:2] == [(8, pb.upserted), (10, pb.upserted)]
     assert seen[2:] == [(8, pb.upserted), (9, pb.heartbeat), (10, pb.upserted)]
     assert scripted.since == [3, 9]
