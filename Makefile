@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run cluster test typecheck lint protos openapi bench soak fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml kapso/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[server,dev]'
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm ci --prefix kapso --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## run: the gRPC server (127.0.0.1:50051) and Envoy (127.0.0.1:8080) in the foreground; Ctrl-C stops both
