@@ -118,6 +118,14 @@ def _http_filter(config: Config, name: str) -> Config:
     return _named(connection_manager["http_filters"], name)["typed_config"]
 
 
+def rate_limit(config: Config) -> tuple[int, int, int]:
+    """The per-API-key limit `config` sets, as with_rate_limit takes it: (requests, seconds,
+    burst), from its first descriptor's bucket (with_rate_limit gives every key the same)."""
+    bucket = _http_filter(config, _RATE_LIMIT)["descriptors"][0]["token_bucket"]
+    return (bucket["tokens_per_fill"], int(str(bucket["fill_interval"]).removesuffix("s")),
+            bucket["max_tokens"])
+
+
 def with_rate_limit(config: Config, requests: int, seconds: int = 1,
                     burst: int | None = None) -> Config:
     """Each API key (x-api-key, or the authorization header) allowed `requests` calls every

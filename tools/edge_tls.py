@@ -32,7 +32,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from deploy.envoy_config import ENVOY_YAML, dump, load, sds_secret, with_rate_limit, with_tls
+from deploy.envoy_config import (
+    ENVOY_YAML,
+    dump,
+    load,
+    rate_limit,
+    sds_secret,
+    with_rate_limit,
+    with_tls,
+)
 from tools import certificates
 
 _DEFAULT_DIR = Path("data/tls")
@@ -104,14 +112,11 @@ def install(folder: Path, chain_pem: bytes, key_pem: bytes) -> Path:
     return version
 
 
-DEFAULT_RATE = (20, 1)  # envoy.yaml's: 20 calls a second per API key
-
-
 def parse_rate(text: str) -> tuple[int, int]:
-    """CALLS/SECONDSs, e.g. 20/1s, as (calls, seconds)."""
+    """CALLS/SECONDSs, e.g. 300/1s, as (calls, seconds)."""
     match = re.fullmatch(r"(\d+)/(\d+)s", text)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected CALLS/SECONDSs, e.g. 20/1s")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CALLS/SECONDSs, e.g. 300/1s")
     return int(match[1]), int(match[2])
 
 
@@ -133,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     derive.add_argument("--listen", help="HOST:PORT of the TLS listener "
                         "(default: envoy.yaml's, 127.0.0.1:8080)")
     derive.add_argument("--rate-limit", type=parse_rate, metavar="CALLS/SECONDSs",
-                        help="calls per API key (default: envoy.yaml's 20/1s, 40 at once)")
+                        help="calls per API key (default: the --base config's; "
+                        "envoy.yaml's is 300/1s, 2,000 at once)")
     derive.add_argument("--burst", type=int, help="calls per API key at once "
                         "(default: CALLS of --rate-limit)")
     derive.add_argument("--base", type=Path, default=ENVOY_YAML,
@@ -175,7 +181,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"--listen {args.listen}: expected HOST:PORT")
     config = with_tls(load(args.base), str(_write_sds(folder)), args.listen)
     if args.rate_limit or args.burst:
-        calls, seconds = args.rate_limit or DEFAULT_RATE
+        calls, seconds = args.rate_limit or rate_limit(config)[:2]
         config = with_rate_limit(config, calls, seconds, args.burst)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dump(config))

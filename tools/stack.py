@@ -18,10 +18,17 @@ import tempfile
 from pathlib import Path
 
 from deploy import ROOT
-from deploy.envoy_config import dump, envoy_command, load, with_rate_limit, with_replicas
+from deploy.envoy_config import (
+    dump,
+    envoy_command,
+    load,
+    rate_limit,
+    with_rate_limit,
+    with_replicas,
+)
 from server.config import parse_args
 from server.supervise import supervise
-from tools.edge_tls import DEFAULT_RATE, parse_rate
+from tools.edge_tls import parse_rate
 
 
 def envoy_addresses(config: Path) -> str:
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rate_limit or args.burst or len(ports) > 1:
             derived_config = load(config)
             if args.rate_limit or args.burst:
-                calls, seconds = args.rate_limit or DEFAULT_RATE
+                calls, seconds = args.rate_limit or rate_limit(derived_config)[:2]
                 derived_config = with_rate_limit(derived_config, calls, seconds, args.burst)
             if len(ports) > 1:
                 derived_config = with_replicas(derived_config, ports)
