@@ -6,9 +6,9 @@ from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
 
-# The contract's BSUID: an ISO country (not checked against the list), a dot, 1-100
+# The contract's BSUID: an ISO country (not checked against the list), a dot, 1-128
 # letters and digits. A phone number in any spelling never matches it.
-BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,100}")
+BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,128}")
 
 PHONE_KEY = "contact_phone"
 BSUID_KEY = "business_scoped_user_id"

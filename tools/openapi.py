@@ -49,17 +49,18 @@ _WELL_KNOWN: dict[str, Schema] = {
 # requests and responses alike.
 _LIMITS: dict[str, Schema] = {
     "workspace_id": {"maxLength": 64, "pattern": "^[A-Za-z0-9_-]*$"},
-    "name": {"maxLength": 200},
-    "business_type": {"maxLength": 200},
-    "goals": {"maxLength": 500},
+    "name": {"maxLength": 4096},
+    "business_type": {"maxLength": 4096},
+    "goals": {"maxLength": 4096},
     "lead_score": {"minimum": 0, "maximum": 100},
     "team_size": {"minimum": 0, "maximum": 1_000_000},
     "message_count": {"minimum": 0, "maximum": 1_000_000},
     "add_messages": {"minimum": 0, "maximum": 1000},
     "request_id": {"maxLength": 128},
     "username": {"maxLength": 64},
-    "parent_business_scoped_user_id": {"maxLength": 128},
-    "pain_points": {"maxLength": 500},  # each of them
+    "parent_business_scoped_user_id": {
+        "maxLength": 135, "pattern": r"^([A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128})?$"},
+    "pain_points": {"maxLength": 4096},  # each of them
 }
 _MAX_ITEMS = {"pain_points": 20, "clear": 10}
 _EXAMPLES = {"contact_phone": "+6281234567890", "new_contact_phone": "+6281234567891"}

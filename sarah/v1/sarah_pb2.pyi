@@ -170,16 +170,16 @@ class ExtractedData(_message.Message):
     PAIN_POINTS_FIELD_NUMBER: _builtins.int
     GOALS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The lead's name, at most 200 characters."""
+    """The lead's name, at most 4,096 characters."""
     business_type: _builtins.str
-    """The kind of business, e.g. "restaurant", at most 200 characters."""
+    """The kind of business, e.g. "restaurant", at most 4,096 characters."""
     team_size: _builtins.int
     """The number of people in the team, 0 to 1,000,000."""
     goals: _builtins.str
-    """What the lead wants to achieve, at most 500 characters."""
+    """What the lead wants to achieve, at most 4,096 characters."""
     @_builtins.property
     def pain_points(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The lead's pain points: at most 20, each at most 500 characters. In an upsert a
+        """The lead's pain points: at most 20, each at most 4,096 characters. In an upsert a
         non-empty list replaces the stored one; an empty list keeps it.
         """
 
@@ -258,11 +258,12 @@ class Conversation(_message.Message):
     """
     business_scoped_user_id: _builtins.str
     """The lead's WhatsApp business-scoped user ID, e.g. "ID.1648738043044942": two
-    upper-case letters, a dot, then 1 to 100 letters and digits; "" when not known.
+    upper-case letters, a dot, then 1 to 128 letters and digits; "" when not known.
     """
     parent_business_scoped_user_id: _builtins.str
-    """The parent BSUID of linked business portfolios, at most 128 letters, digits and
-    dots; stored and returned, never a key. "" when not known.
+    """The parent BSUID of linked business portfolios: a BSUID, or two upper-case letters,
+    ".ENT.", then 1 to 128 letters and digits (e.g. "US.ENT.506847293015824"); stored and
+    returned, never a key. "" when not known.
     """
     username: _builtins.str
     """The user's WhatsApp username, at most 64 characters; for display only (it can
@@ -405,7 +406,7 @@ class UpsertStateRequest(_message.Message):
     is required). A write that finds the lead by phone gives it this BSUID if it had none.
     """
     parent_business_scoped_user_id: _builtins.str
-    """The new parent BSUID, if it changes: at most 128 letters, digits and dots."""
+    """The new parent BSUID, if it changes: a BSUID or its ".ENT." form (see Conversation)."""
     username: _builtins.str
     """The new username, if it changes: at most 64 characters, no control characters."""
     @_builtins.property

@@ -26,9 +26,12 @@ from server.core.errors import EtagMismatch, InvalidArgument
 from server.core.phones import InvalidPhone, normalize_phone
 
 _MAX_COUNT = 1_000_000
-_TEXT_LIMITS = {"name": 200, "business_type": 200, "goals": 500}
+# The slots a bot fills from what a lead wrote take WhatsApp's longest text message.
+_MAX_SLOT_TEXT = 4096
+_TEXT_LIMITS = {"name": _MAX_SLOT_TEXT, "business_type": _MAX_SLOT_TEXT,
+                "goals": _MAX_SLOT_TEXT}
 _MAX_PAIN_POINTS = 20
-_MAX_PAIN_POINT_LEN = 500
+_MAX_PAIN_POINT_LEN = _MAX_SLOT_TEXT
 _MAX_REQUEST_ID = 128
 MAX_PAGE_SIZE = 500
 DEFAULT_TIME_ZONE = "Asia/Jakarta"
@@ -36,8 +39,14 @@ DEFAULT_ACTIVITY_DAYS = 30
 MAX_ACTIVITY_DAYS = 366
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
 _SHOWN = 40
-BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,100}")
-_PARENT_BSUID = re.compile(r"[A-Za-z0-9.]{0,128}")
+# Meta's BSUID: a country code, a dot, then up to 128 letters and digits. A parent BSUID
+# (linked business portfolios) is a BSUID or the same with ".ENT." after the country.
+BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,128}")
+_PARENT_BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}")
+_BSUID_RULE = ("must be two upper-case letters, a dot, then 1 to 128 letters and digits "
+               "(e.g. 'ID.1648738043044942')")
+_PARENT_BSUID_RULE = ("must be a BSUID or two upper-case letters, '.ENT.', then 1 to 128 "
+                      "letters and digits (e.g. 'ID.ENT.88123'), or empty")
 _MAX_USERNAME = 64
 _MAX_CLEAR = 10
 # The key fields a clear may not name: a lead is never left without a key by a clear.
@@ -114,9 +123,8 @@ def _check_username(v: _Violations, username: str | None) -> None:
 
 
 def _check_parent_bsuid(v: _Violations, parent: str | None) -> None:
-    if parent is not None and not _PARENT_BSUID.fullmatch(parent):
-        v.add("parent_business_scoped_user_id",
-              "must be at most 128 characters of letters, digits and dots")
+    if parent and not _PARENT_BSUID.fullmatch(parent):
+        v.add("parent_business_scoped_user_id", f"{_PARENT_BSUID_RULE}, got {_shown(parent)}")
 
 
 def _check_clear(v: _Violations, patch: Patch) -> None:
@@ -147,8 +155,7 @@ def _sets(patch: Patch, field: str) -> bool:
 def _check_bsuid(v: _Violations, field: str, raw: str) -> str:
     bsuid = raw.strip()
     if bsuid and not BSUID.fullmatch(bsuid):
-        v.add(field, "must be two upper-case letters, a dot, then 1 to 100 letters and "
-                     f"digits (e.g. 'ID.1648738043044942'), got {_shown(raw)}")
+        v.add(field, f"{_BSUID_RULE}, got {_shown(raw)}")
     return bsuid
 
 

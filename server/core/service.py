@@ -322,7 +322,7 @@ def _scoped(lead_filter: LeadFilter, scope: Scope) -> LeadFilter:
         lead_filter, workspace_id=scoped_workspace(lead_filter.workspace_id, scope))
 
 
-# 500 leads (or events) with every text at its limit would be ~5 MB, over gRPC's default
+# 50 leads (or events) with every text at its limit would be ~4.7 MB, over gRPC's default
 # 4 MiB message limit on the caller's side; a page stops early instead, and its token
 # continues it.
 _PAGE_BYTES = 3 * 1024 * 1024

@@ -7,7 +7,8 @@ write lock (BEGIN IMMEDIATE), and each re-reads the version under the lock.
 Each migration states its own DDL, written out as peewee generated it from the models of
 its day, so it means the same forever whatever the models become; a test compares the
 schema they build with the models. The SQL is the same on both databases but for the
-integer types, which {serial}, {bigserial} and {bigint} stand for.
+integer types, which {serial}, {bigserial} and {bigint} stand for, and for statements
+marked _PostgresOnly, which SQLite skips (see there).
 """
 
 import logging
@@ -26,6 +27,14 @@ _TYPES = {
     "sqlite": {"serial": "INTEGER", "bigserial": "INTEGER", "bigint": "INTEGER"},
     "postgresql": {"serial": "SERIAL", "bigserial": "BIGSERIAL", "bigint": "BIGINT"},
 }
+
+
+class _PostgresOnly(str):
+    """A statement SQLite has no use for: widening a VARCHAR. SQLite never enforces a
+    VARCHAR's length (its type affinity is TEXT whatever the declared width) and cannot
+    alter a column's type without copying the whole table, so it keeps the declared width
+    of the day the column was made."""
+
 
 _SCHEMA_MIGRATIONS = (
     'CREATE TABLE IF NOT EXISTS "schema_migrations" ("version" INTEGER NOT NULL PRIMARY KEY, '
@@ -282,6 +291,19 @@ _ACTIVITY_COVERED = (
     '"reached_completed", "became_hot")',
 )
 
+# Meta's BSUIDs run to 128 letters and digits after the country and its dot, and a
+# parent BSUID may carry ".ENT." too: PostgreSQL would refuse a 131-character BSUID in
+# VARCHAR(103) and a 135-character parent in VARCHAR(128), wherever a BSUID is stored.
+# Widening a VARCHAR rewrites no table on PostgreSQL; of the indexes, only the partial
+# unique one on the conversation's BSUID is rebuilt (its WHERE names the column).
+_LONGER_BSUIDS = tuple(_PostgresOnly(sql) for sql in (
+    'ALTER TABLE "conversation" ALTER COLUMN "business_scoped_user_id" TYPE VARCHAR(131)',
+    'ALTER TABLE "conversation" ALTER COLUMN "parent_business_scoped_user_id" '
+    "TYPE VARCHAR(135)",
+    'ALTER TABLE "upsert_request" ALTER COLUMN "business_scoped_user_id" TYPE VARCHAR(131)',
+    'ALTER TABLE "lead_event" ALTER COLUMN "business_scoped_user_id" TYPE VARCHAR(131)',
+))
+
 MIGRATIONS: list[tuple[int, str, Sequence[str]]] = [
     (1, "conversations and request ids", _CONVERSATIONS_AND_REQUEST_IDS),
     (2, "lead counts for GetStats", _LEAD_COUNTS),
@@ -291,6 +313,7 @@ MIGRATIONS: list[tuple[int, str, Sequence[str]]] = [
     (6, "change log for WatchLeads", _CHANGE_LOG),
     (7, "history by lead and activity per quarter-hour", _HISTORY_AND_ACTIVITY),
     (8, "activity counts in the bucket index", _ACTIVITY_COVERED),
+    (9, "BSUIDs of up to 128 letters and digits, parents with .ENT.", _LONGER_BSUIDS),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -300,9 +323,11 @@ class SchemaBehind(RuntimeError):
 
 
 def _run(db: peewee.Database, statements: Sequence[str]) -> None:
-    types = _TYPES["sqlite" if is_sqlite(db) else "postgresql"]
+    sqlite = is_sqlite(db)
+    types = _TYPES["sqlite" if sqlite else "postgresql"]
     for sql in statements:
-        db.execute_sql(sql.format(**types))
+        if not (sqlite and isinstance(sql, _PostgresOnly)):
+            db.execute_sql(sql.format(**types))
 
 
 def _newest(db: peewee.Database) -> int:

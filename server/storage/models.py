@@ -8,6 +8,9 @@ import peewee
 database_proxy = peewee.DatabaseProxy()
 _EMPTY = peewee.SQL("DEFAULT ''")
 _ZERO = peewee.SQL("DEFAULT 0")
+# The longest BSUID ("ID." and 128 letters and digits) and parent BSUID ("ID.ENT." and 128).
+_BSUID_LEN = 131
+_PARENT_BSUID_LEN = 135
 
 
 class _Model(peewee.Model):
@@ -37,9 +40,12 @@ class ConversationRow(_Model):
     updated_at = peewee.BigIntegerField()
     last_message_at = peewee.BigIntegerField()
     etag = peewee.CharField(max_length=32)
-    # Migration 4; the database's own default fills the rows stored before it.
-    business_scoped_user_id = peewee.CharField(max_length=103, constraints=[_EMPTY])
-    parent_business_scoped_user_id = peewee.CharField(max_length=128, constraints=[_EMPTY])
+    # Migration 4; the database's own default fills the rows stored before it. Migration 9
+    # widened both to the longest BSUID and parent (on PostgreSQL; SQLite keeps the old
+    # declared widths, which it never enforces).
+    business_scoped_user_id = peewee.CharField(max_length=_BSUID_LEN, constraints=[_EMPTY])
+    parent_business_scoped_user_id = peewee.CharField(max_length=_PARENT_BSUID_LEN,
+                                                      constraints=[_EMPTY])
     username = peewee.CharField(max_length=64, constraints=[_EMPTY])
 
     class Meta:
@@ -81,7 +87,7 @@ class UpsertRequestRow(_Model):
     request_id = peewee.CharField(max_length=128)
     created_at = peewee.BigIntegerField(index=True)
     result = peewee.TextField()  # the Lead as JSON
-    business_scoped_user_id = peewee.CharField(max_length=103, constraints=[_EMPTY])
+    business_scoped_user_id = peewee.CharField(max_length=_BSUID_LEN, constraints=[_EMPTY])
 
     class Meta:
         table_name = "upsert_request"
@@ -118,7 +124,7 @@ class LeadEventRow(_Model):
     workspace_id = peewee.CharField(max_length=64)
     kind = peewee.CharField(max_length=16)  # upserted or deleted
     contact_phone = peewee.CharField(max_length=20)
-    business_scoped_user_id = peewee.CharField(max_length=103)
+    business_scoped_user_id = peewee.CharField(max_length=_BSUID_LEN)
     conversation = peewee.TextField()  # the Lead as JSON (keys only when deleted)
     changed = peewee.TextField()  # a JSON array of field paths
     at = peewee.BigIntegerField(index=True)  # commit time, microseconds

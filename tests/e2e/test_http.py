@@ -263,6 +263,42 @@ def test_a_bsuid_only_lead_is_written_and_read_over_http(stack: Stack, ws: str) 
     assert status == 200 and read == stored
 
 
+def test_a_long_message_and_the_longest_bsuids_are_stored_over_http(
+        stack: Stack, ws: str) -> None:
+    """What a bot takes from one long WhatsApp message fits (the 294-character
+    business_type of issue 20 once got 400), and so do Meta's longest BSUIDs."""
+    bsuid, parent = "US." + "13491208655302741918" * 6 + "abcdefgh", "US.ENT." + "5" * 128
+    business = ("warung makan padang dan katering untuk kantor di Bekasi, " * 6)[:300]
+    goals = ("omzet naik, ongkir turun, pelanggan kembali setiap minggu. " * 70)[:4096]
+    assert (len(bsuid), len(parent), len(business), len(goals)) == (131, 135, 300, 4096)
+    status, _, stored = _post(stack, {
+        "business_scoped_user_id": bsuid, "parent_business_scoped_user_id": parent,
+        "username": "@tokobudi", "workspace_id": ws, "contact_phone": None,
+        "extracted_data": {"business_type": business, "goals": goals,
+                           "pain_points": [business, goals]}})
+    assert status == 200, stored
+    shapes.check_conversation(stored)
+    assert (stored["business_scoped_user_id"], stored["parent_business_scoped_user_id"],
+            stored["username"]) == (bsuid, parent, "@tokobudi")
+    assert stored["extracted_data"] == {"business_type": business, "goals": goals,
+                                        "pain_points": [business, goals]}
+    status, _, read = stack.envoy.call(
+        "GET", f"/sarah/state?business_scoped_user_id={bsuid}&workspace_id={ws}")
+    assert status == 200 and read == stored
+    status, _, page = stack.envoy.call(
+        "GET", f"/sarah/history?business_scoped_user_id={bsuid}&workspace_id={ws}")
+    assert status == 200 and [e["conversation"] for e in page["events"]] == [stored]
+    status, _, refused = _post(stack, {
+        "business_scoped_user_id": bsuid, "workspace_id": ws,
+        "extracted_data": {"business_type": business + "x" * 3797}})
+    assert status == 400 and refused["message"] == (
+        "invalid request: extracted_data.business_type: must be at most 4096 characters, "
+        "got 4097"), refused
+    status, _, refused = _post(stack, {"business_scoped_user_id": bsuid + "9",
+                                       "workspace_id": ws})
+    assert status == 400 and "then 1 to 128 letters and digits" in refused["message"], refused
+
+
 def test_identity_change_over_http_is_200_then_404_for_an_unknown_lead(
         stack: Stack, ws: str) -> None:
     _post(stack, {"contact_phone": PHONE, "workspace_id": ws, "lead_score": 61})

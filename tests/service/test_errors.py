@@ -20,7 +20,7 @@ from server.storage.repository import Repository
 from tests.support.databases import write_lock
 from tests.support.helpers import PHONE, bad_fields, get, upsert
 
-LONG = "x" * 501
+LONG = "x" * 4097  # a slot holds up to 4,096 characters
 
 
 @pytest.mark.parametrize(
@@ -42,9 +42,9 @@ LONG = "x" * 501
         ({"contact_phone": PHONE, "state": 42}, {"state"}),
         ({"contact_phone": PHONE, "lead_temperature": 7}, {"lead_temperature"}),
         ({"contact_phone": PHONE, "language": 9}, {"language"}),
-        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(name="n" * 201)},
+        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(name="n" * 4097)},
          {"extracted_data.name"}),
-        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(business_type="b" * 201)},
+        ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(business_type=LONG)},
          {"extracted_data.business_type"}),
         ({"contact_phone": PHONE, "extracted_data": pb.ExtractedData(goals=LONG)},
          {"extracted_data.goals"}),

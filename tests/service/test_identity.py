@@ -42,9 +42,9 @@ def _total(stub) -> int:
 
 def test_a_lead_known_only_by_bsuid_is_created_read_updated_and_erased(stub) -> None:
     created = upsert(stub, business_scoped_user_id=BSUID, lead_score=20, username="budi",
-                     parent_business_scoped_user_id="ID.parent.1", add_messages=1)
+                     parent_business_scoped_user_id="ID.ENT.1", add_messages=1)
     assert (created.contact_phone, created.business_scoped_user_id) == ("", BSUID)
-    assert (created.username, created.parent_business_scoped_user_id) == ("budi", "ID.parent.1")
+    assert (created.username, created.parent_business_scoped_user_id) == ("budi", "ID.ENT.1")
     upsert(stub, business_scoped_user_id=f" {BSUID} ", lead_score=60)  # trimmed
     read = _get(stub, bsuid=BSUID)
     assert (read.lead_score, read.username, read.message_count) == (60, "budi", 1)
@@ -255,7 +255,7 @@ def test_a_bad_clear_names_clear_and_writes_nothing(stub, fields) -> None:
     ({"business_scoped_user_id": "id.123"}, {"business_scoped_user_id"}),
     ({"business_scoped_user_id": BSUID, "username": "u" * 65}, {"username"}),
     ({"business_scoped_user_id": BSUID, "username": "a\tb"}, {"username"}),
-    ({"business_scoped_user_id": BSUID, "parent_business_scoped_user_id": "p" * 129},
+    ({"business_scoped_user_id": BSUID, "parent_business_scoped_user_id": "US.ENT." + "1" * 129},
      {"parent_business_scoped_user_id"}),
     ({}, {"contact_phone", "business_scoped_user_id"}),
 ])

@@ -1,5 +1,6 @@
 """Schema migrations on both databases, and copying a SQLite file's data into PostgreSQL."""
 
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from sarah.v1 import sarah_pb2_grpc
 from server.app import create_server
 from server.config import Config
 from server.core.domain import Lead
-from server.storage.database import open_database
+from server.storage.database import is_sqlite, open_database
 from server.storage.lead_json import lead_to_json
 from server.storage.migrations import _CONVERSATIONS_AND_REQUEST_IDS, LATEST, _run, migrate
 from server.storage.models import MODELS, bind_models
@@ -155,12 +156,25 @@ def _schema(url: str, tables: list[str] | None = None) -> dict[str, object]:
         with db.connection_context():
             names = tables if tables is not None else db.get_tables()
             return {table: (
-                [(c.name, c.data_type, c.null, c.primary_key, c.default)
-                 for c in db.get_columns(table)],
+                [(c.name, _column_type(db, table, c.name, c.data_type), c.null, c.primary_key,
+                  c.default) for c in db.get_columns(table)],
                 sorted((i.name, tuple(i.columns), i.unique) for i in db.get_indexes(table)),
             ) for table in sorted(names)}
     finally:
         db.close_all()
+
+
+def _column_type(db: peewee.Database, table: str, column: str, data_type: str) -> str:
+    """The column's type with the width that counts: PostgreSQL's enforced width (peewee
+    reports its types without one); none on SQLite, which never enforces a VARCHAR's width
+    and keeps the declared one of the day a column was made (migrations._PostgresOnly)."""
+    if is_sqlite(db):
+        return re.sub(r"\(\d+\)$", "", data_type)
+    (width,), = db.execute_sql(
+        "SELECT character_maximum_length FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s AND column_name = %s",
+        (table, column)).fetchall()
+    return data_type if width is None else f"{data_type}({width})"
 
 
 def test_migrations_make_exactly_the_schema_the_models_describe(
@@ -375,3 +389,55 @@ def test_a_schema_7_database_keeps_its_activity_with_the_counts_in_the_bucket_in
         ("activity_bucket_workspace_id_new_leads_messages_reached__a0136d6"[:63],
          ("bucket", "workspace_id", "new_leads", "messages", "reached_handoff",
           "reached_completed", "became_hot"), False)]
+
+
+def test_a_schema_8_database_with_leads_takes_the_longest_bsuids_and_texts(
+        empty_database_url) -> None:
+    """Migration 9 widens every column holding a BSUID (on PostgreSQL; SQLite never enforced
+    the width): after it, a lead stored before keeps its keys, and 128-character BSUIDs, a
+    ".ENT." parent of 128 and 4,096-character texts are stored and read back intact."""
+    old_bsuid = "ID.1648738043044942"
+    bsuid, moved_to = "US." + "7" * 127 + "a", "BR." + "Z" * 128
+    parent, business = "US.ENT." + "5" * 128, "toko kelontong " * 273 + "b"
+    assert (len(bsuid), len(parent), len(business)) == (131, 135, 4096)
+    db = open_at_schema(empty_database_url, 8)
+    with db.connection_context():
+        _insert_lead(db, "toko", PHONE, business_scoped_user_id=old_bsuid, name="Budi",
+                     parent_business_scoped_user_id="ID.ENT.88123", message_count=3)
+        _insert_lead(db, "toko", "+6281234567891", name="Sari")
+    db.close_all()
+    with serving(empty_database_url) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = sarah_pb2_grpc.SarahServiceStub(channel)
+        kept = stub.GetState(pb.GetStateRequest(business_scoped_user_id=old_bsuid,
+                                                workspace_id="toko"), timeout=10)
+        write = pb.UpsertStateRequest(
+            business_scoped_user_id=bsuid, parent_business_scoped_user_id=parent,
+            workspace_id="toko", request_id="wamid.long", add_messages=1,
+            extracted_data=pb.ExtractedData(business_type=business, goals=business,
+                                            pain_points=[business]))
+        stored = stub.UpsertState(write, timeout=10)
+        retried = stub.UpsertState(write, timeout=10)
+        read = stub.GetState(pb.GetStateRequest(business_scoped_user_id=bsuid,
+                                                workspace_id="toko"), timeout=10)
+        events = stub.ListEvents(pb.ListEventsRequest(business_scoped_user_id=bsuid,
+                                                      workspace_id="toko"), timeout=10).events
+        moved = stub.ChangeIdentity(pb.ChangeIdentityRequest(
+            contact_phone="+6281234567891", new_business_scoped_user_id=moved_to,
+            workspace_id="toko"), timeout=10)
+    assert (kept.contact_phone, kept.extracted_data.name, kept.message_count,
+            kept.parent_business_scoped_user_id) == (PHONE, "Budi", 3, "ID.ENT.88123")
+    assert retried == stored and read == stored and read.message_count == 1
+    assert (read.business_scoped_user_id, read.parent_business_scoped_user_id) == (bsuid, parent)
+    assert (read.extracted_data.business_type, read.extracted_data.goals,
+            list(read.extracted_data.pain_points)) == (business, business, [business])
+    assert [e.conversation.business_scoped_user_id for e in events] == [bsuid]
+    assert (moved.extracted_data.name, moved.business_scoped_user_id) == ("Sari", moved_to)
+    assert query(empty_database_url, "SELECT business_scoped_user_id, "
+                 "parent_business_scoped_user_id, business_type FROM conversation "
+                 f"WHERE business_scoped_user_id = '{bsuid}'") == [(bsuid, parent, business)]
+    assert query(empty_database_url, "SELECT business_scoped_user_id FROM upsert_request "
+                 "WHERE request_id = 'wamid.long'") == [(bsuid,)]
+    assert query(empty_database_url, "SELECT DISTINCT business_scoped_user_id FROM lead_event "
+                 f"WHERE business_scoped_user_id IN ('{bsuid}', '{moved_to}') ORDER BY 1") == [
+        (moved_to,), (bsuid,)]

@@ -19,8 +19,8 @@ _MAX_COUNT = 1_000_000
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _WORKSPACE = re.compile(r"[A-Za-z0-9_-]{0,64}")
 _RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
-_BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,100}")
-_PARENT_BSUID = re.compile(r"[A-Za-z0-9.]{0,128}")
+_BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,128}")
+_PARENT_BSUID = re.compile(r"([A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128})?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONVERSATION_KEYS = {
     "contact_phone", "workspace_id", "state", "lead_score", "lead_temperature",
@@ -28,7 +28,8 @@ _CONVERSATION_KEYS = {
     "business_scoped_user_id", "parent_business_scoped_user_id", "username",
 }
 _TIMESTAMP_KEYS = {"created_at", "updated_at", "last_message_at"}
-_TEXT_SLOTS = {"name": 200, "business_type": 200, "goals": 500}
+_TEXT_SLOTS = {"name": 4096, "business_type": 4096, "goals": 4096}
+_MAX_PAIN_POINT = 4096
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]*\.py\", line \d+")
 
 
@@ -86,7 +87,8 @@ def _check_extracted(data: object, where: str) -> None:
         _count(data["team_size"], f"{where}.team_size")
     points = data["pain_points"]
     assert isinstance(points, list) and len(points) <= 20, (where, points)
-    assert all(isinstance(p, str) and len(p) <= 500 for p in points), (where, points)
+    assert all(isinstance(p, str) and len(p) <= _MAX_PAIN_POINT for p in points), (
+        where, points)
 
 
 _REVISION = re.compile(r"0|[1-9][0-9]{0,18}")  # an int64 >= 0, printed as a JSON string

@@ -33,13 +33,19 @@ PHONE_SPELLINGS = [PHONE, "6281234567890", "081234567890", "0812-3456-7890",
 _BAD_PHONES = ["", " ", "+", "+0", "08123", "+14155550123", "tel:+6281234567890",
                "+6281234567890 ext. 5", "+6281234567890\x00", "٠٨١٢٣٤٥٦٧٨٩٠",
                "０８１２３４５６７８９０", "1" * 65, "+62 812 3456 7890 " * 4]
-_LONG_SIZES = [63, 64, 65, 100, 101, 127, 128, 129, 199, 200, 201, 499, 500, 501, 5000]
+# Around the limits: username 64, request_id 128, a BSUID 131 in all, a slot 4,096.
+_LONG_SIZES = [63, 64, 65, 127, 128, 129, 130, 131, 132, 4095, 4096, 4097]
 # The seeded lead's BSUID, a few more well-formed ones, and malformed ones.
 SEED_BSUID = "ID.1648738043044942"
 _GOOD_BSUIDS = [SEED_BSUID, " ID.1648738043044942 ", "ID.2029384756102938", "US.a",
-                "BR." + "9" * 100]
+                "BR." + "9" * 128]
 _BAD_BSUIDS = ["ID", "ID.", "id.123", "IDN.123", "ID.12-3", "ID.1.2", ".123", "ID .123",
-               "ID.😀", "ID.123\x00", "BR." + "9" * 101, "+6281234567890", "ID.١٢٣"]
+               "ID.😀", "ID.123\x00", "BR." + "9" * 129, "+6281234567890", "ID.١٢٣"]
+# A parent BSUID is a BSUID or its ".ENT." form, exactly (never trimmed); "" for none.
+_GOOD_PARENTS = ["", "US.ENT.11815799212886844830", "ID.ENT.88123", "ID.ENT.1",
+                 "US.ENT." + "Z9" * 64, SEED_BSUID, "BR." + "9" * 128]
+_BAD_PARENTS = [".", "US.ENT.", "US.ENT..1", "ID.ENT.1.2", "us.ent.1", "US.ent.1", "ID.parent.1",
+                "US.ENT." + "1" * 129, "BR." + "9" * 129, " ID.ENT.1", "ID.ENT.1\x00", "1" * 129]
 CLEAR_PATHS = ["extracted_data.name", "extracted_data.business_type", "extracted_data.team_size",
                "extracted_data.pain_points", "extracted_data.goals", "username",
                "parent_business_scoped_user_id"]
@@ -60,7 +66,7 @@ int32s = st.one_of(st.integers(INT32_MIN, INT32_MAX),
 phones = st.one_of(st.sampled_from(PHONE_SPELLINGS), st.sampled_from(_BAD_PHONES), texts)
 workspaces = st.one_of(st.just(SEED_WORKSPACE), st.just(""), texts)
 bsuids = st.one_of(st.sampled_from(_GOOD_BSUIDS), st.sampled_from(_BAD_BSUIDS), texts)
-_parents = st.one_of(st.sampled_from(["US.ENT.11815799212886844830", "ID.ENT.1", "."]), texts)
+_parents = st.one_of(st.sampled_from(_GOOD_PARENTS), st.sampled_from(_BAD_PARENTS), texts)
 clear_lists = st.lists(st.one_of(st.sampled_from(CLEAR_PATHS), st.sampled_from(_BAD_CLEAR),
                                  texts), max_size=12)
 
@@ -116,6 +122,9 @@ def near_valid_bodies(draw: st.DrawFn) -> dict:
 # protobuf cannot encode: building the request would fail in the test itself.
 _clean_texts = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]),
                        max_size=20)
+# What a bot takes from a lead's message: short, or as long as WhatsApp's longest text.
+_slot_texts = st.one_of(_clean_texts, st.builds(lambda c: c * 4096,
+                                                st.sampled_from(["x", "é", "😀"])))
 _valid_body = st.fixed_dictionaries(
     {"contact_phone": st.sampled_from(PHONE_SPELLINGS), "workspace_id": st.just(SEED_WORKSPACE)},
     optional={
@@ -123,9 +132,10 @@ _valid_body = st.fixed_dictionaries(
         "lead_temperature": st.sampled_from(_WORDS[5:8]), "language": st.sampled_from(["id", "en"]),
         "add_messages": st.integers(1, 1000), "etag": st.just(SEED_ETAG),
         "request_id": _clean_texts, "extracted_data": st.fixed_dictionaries({}, optional={
-            "name": _clean_texts, "goals": _clean_texts, "team_size": st.integers(0, 10**6),
-            "pain_points": st.lists(_clean_texts, max_size=3)}),
+            "name": _slot_texts, "business_type": _slot_texts, "goals": _slot_texts,
+            "team_size": st.integers(0, 10**6), "pain_points": st.lists(_slot_texts, max_size=3)}),
         "business_scoped_user_id": st.just(SEED_BSUID), "username": _clean_texts,
+        "parent_business_scoped_user_id": st.sampled_from(_GOOD_PARENTS),
         "clear": st.lists(st.sampled_from(CLEAR_PATHS[4:]), max_size=1, unique=True),
     },
 )
@@ -262,8 +272,10 @@ _valid_upsert = st.fixed_dictionaries({
     "state": _optional(st.integers(0, 4)), "lead_score": _optional(st.integers(0, 100)),
     "lead_temperature": _optional(st.integers(0, 2)), "language": _optional(st.integers(0, 1)),
     "add_messages": _optional(st.integers(1, 1000)), "etag": _optional(st.just(SEED_ETAG)),
-    "extracted_data": _optional(st.builds(pb.ExtractedData, name=_clean_texts,
+    "extracted_data": _optional(st.builds(pb.ExtractedData, name=_slot_texts,
+                                          business_type=_slot_texts,
                                           team_size=st.integers(0, 10**6))),
+    "parent_business_scoped_user_id": _optional(st.sampled_from(_GOOD_PARENTS)),
 })
 
 

@@ -40,7 +40,7 @@ def test_a_key_with_neither_phone_nor_bsuid_names_both() -> None:
     assert _fields(caught) == {"contact_phone", "business_scoped_user_id"}
 
 
-@pytest.mark.parametrize("bad", ["id.123", "ID123", "IDN.1", "ID.", "ID.12-3", "ID." + "1" * 101,
+@pytest.mark.parametrize("bad", ["id.123", "ID123", "IDN.1", "ID.", "ID.12-3", "ID." + "1" * 129,
                                  "ID.1\x00"])
 def test_a_malformed_bsuid_names_business_scoped_user_id(bad: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
@@ -50,7 +50,7 @@ def test_a_malformed_bsuid_names_business_scoped_user_id(bad: str) -> None:
 
 def test_a_bsuid_is_compared_after_trimming_spaces() -> None:
     assert validate_key("", "", "ID", raw_bsuid=f"  {BSUID} ") == LeadKey("", "", BSUID)
-    assert validate_key("", "", "ID", raw_bsuid="ID." + "a" * 100).business_scoped_user_id
+    assert validate_key("", "", "ID", raw_bsuid="ID." + "a" * 128).business_scoped_user_id
 
 
 def test_a_bsuid_alone_is_a_key_and_the_phone_stays_empty() -> None:
@@ -73,7 +73,7 @@ def test_over_long_or_odd_display_fields_are_refused(fields: dict[str, Any], nam
 
 def test_display_fields_at_their_limits_are_accepted() -> None:
     patch = Patch(contact_phone=PHONE, username="ü" * 64,
-                  parent_business_scoped_user_id="ID.parent." + "a" * 118)
+                  parent_business_scoped_user_id="ID.ENT." + "a" * 128)
     assert validate_patch(patch, "ID") == patch
 
 
