@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import peewee
 
+from server.core import ports
 from server.core.activity import ActivityChange, ActivityDeltas, ActivityRow
 from server.core.changes import DELETED, Change, Event
 from server.core.counts import CountChange, CountDeltas, CountRow
@@ -619,3 +620,9 @@ class Repository:
             n.delete().execute()
             n.insert_from(grouped, [n.workspace_id, n.lead_temperature, n.state, n.n,
                                     n.score_sum]).execute()
+
+
+def _implements_ports(repo: Repository, tx: WriteTx) -> tuple[ports.Store, ports.WriteTx]:
+    """Never called: mypy checks here that the repository and its transaction are what
+    core's ports ask for."""
+    return repo, tx
