@@ -24,7 +24,7 @@ savepoint: the first write that logs takes the row's lock for the whole group, t
 ones continue from its revision, and a write rolled back to its savepoint returns its
 revisions with it (ROLLBACK TO SAVEPOINT undoes its UPDATE), so the next write takes them:
 still no gaps. The counts and activity rows every write changes are written after all of
-the group's writes (repository.write_totals), so two replicas' groups take those rows
+the group's writes (totals.write_totals), so two replicas' groups take those rows
 after this one, in one order.
 
 On PostgreSQL the write also runs `pg_notify('sarah_log', head)`; the notification is
