@@ -131,8 +131,8 @@ class Reads:
                 rows = self._sql.counts_of_workspace.run(self._db, {"workspace_id": workspace_id})
             found = rows.fetchall()
         # Each row is (revision, *a count row); a workspace without counts has one row of
-        # the revision alone. No row at all: a log without its head row (never migrated so).
-        revision = int(found[0][0]) if found else 0
+        # the revision alone.
+        revision = int(found[0][0])
         return [CountRow._make(row[1:]) for row in found if row[1] is not None], revision
 
     def count(self) -> int:
