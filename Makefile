@@ -27,9 +27,9 @@ test: typecheck lint
 	$(PY) -m pytest
 
 ## typecheck: mypy --strict over the service and the client (the generated .pyi files type
-## the protobuf messages and stubs)
+## the protobuf messages and stubs), and the in-memory store the unit tests use
 typecheck: $(STAMP)
-	$(PY) -m mypy --strict server client
+	$(PY) -m mypy --strict server client tests/support/memory_store.py
 
 ## lint: ruff on the Python code, buf lint on the proto, buf breaking against the last
 ## released descriptor (buf.yaml says which changes since are known and why)

@@ -14,7 +14,7 @@ from server.api import convert, status
 from server.api.auth import caller_scope
 from server.core import scope
 from server.core.importing import Imported, import_conversations
-from server.storage.repository import Repository
+from server.core.ports import Store
 
 _Stamp = Literal["created_at", "updated_at", "last_message_at"]
 
@@ -47,7 +47,7 @@ def _imported_from_proto(c: pb.Conversation) -> Imported:
 class SarahAdminServicer(sarah_pb2_grpc.SarahAdminServiceServicer):
     """Operators' RPCs; registered on the gRPC port only, never routed by Envoy."""
 
-    def __init__(self, repo: Repository, default_region: str = "ID"):
+    def __init__(self, repo: Store, default_region: str = "ID"):
         self._repo = repo
         self._region = default_region
 

@@ -6,7 +6,6 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from server.core import identity, rules
 from server.core.activity import ActivityDeltas
@@ -14,9 +13,7 @@ from server.core.changes import changes_of
 from server.core.counts import CountDeltas
 from server.core.domain import Lead, LeadKey, Patch
 from server.core.errors import InvalidArgument
-
-if TYPE_CHECKING:
-    from server.storage.repository import Repository, WriteTx
+from server.core.ports import Store, WriteTx
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ class ImportOutcome:
     business_scoped_user_id: str = ""
 
 
-def import_conversations(repo: Repository, region: str,
+def import_conversations(repo: Store, region: str,
                          items: list[Imported]) -> list[ImportOutcome]:
     """Validate each conversation, merge the valid ones into storage; outcomes in order.
 

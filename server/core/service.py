@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from server.core import identity, rules
 from server.core.activity import ActivityDay, ActivityDeltas, local_days, per_day
@@ -30,10 +29,8 @@ from server.core.pagination import (
     encode_history_token,
     encode_token,
 )
+from server.core.ports import Store, WriteTx
 from server.core.scope import EVERY_WORKSPACE, Scope, scoped_workspace
-
-if TYPE_CHECKING:
-    from server.storage.repository import Repository, WriteTx
 
 # A request_id is answered from its record for 24 hours (the contract's window); expired
 # records are removed by housekeeping (core/housekeeping.py), not by the writes.
@@ -51,7 +48,7 @@ def now_us() -> int:
 class SarahService:
     """Conversation state of leads, independent of any transport."""
 
-    def __init__(self, repo: Repository, default_region: str = "ID",
+    def __init__(self, repo: Store, default_region: str = "ID",
                  clock: Callable[[], int] = now_us,
                  history_days: float = DEFAULT_HISTORY_DAYS,
                  purge_inactive_days: float | None = None):

@@ -10,21 +10,20 @@ leaves a hole that looks the same as a late commit.
 
 Instead one row, `log_head`, holds the latest revision handed out. A write takes its
 revisions with `UPDATE log_head SET revision = revision + n ... RETURNING revision`
-(written as an upsert of row 1) as the LAST statements of its transaction, after
-everything it could fail on. The UPDATE locks that row until commit or rollback, so
-writers pass this point one at a time, and the one that took 41 commits (or rolls back,
-returning 41 to the counter) before the next can take 42. Hence revisions are committed
-in increasing order, with no gaps: whoever sees revision r sees every revision below it.
-The serialised part is only the UPDATE, the event INSERT and the COMMIT. SQLite has one
-writer at a time anyway (BEGIN IMMEDIATE), so the same statements give the same
-guarantee across its processes.
+as the LAST statements of its transaction, after everything it could fail on. The UPDATE
+locks that row until commit or rollback, so writers pass this point one at a time, and
+the one that took 41 commits (or rolls back, returning 41 to the counter) before the next
+can take 42. Hence revisions are committed in increasing order, with no gaps: whoever
+sees revision r sees every revision below it. The serialised part is only the UPDATE, the
+event INSERT and the COMMIT. SQLite has one writer at a time anyway (BEGIN IMMEDIATE), so
+the same statements give the same guarantee across its processes.
 
 With group commit (group_commit.py) one transaction holds several writes, each in a
 savepoint: the first write that logs takes the row's lock for the whole group, the next
 ones continue from its revision, and a write rolled back to its savepoint returns its
 revisions with it (ROLLBACK TO SAVEPOINT undoes its UPDATE), so the next write takes them:
 still no gaps. The counts and activity rows every write changes are written after all of
-the group's writes (repository.write_totals), so two replicas' groups take those rows
+the group's writes (totals.write_totals), so two replicas' groups take those rows
 after this one, in one order.
 
 On PostgreSQL the write also runs `pg_notify('sarah_log', head)`; the notification is
@@ -55,12 +54,9 @@ def append(db: peewee.Database, insert_event: Statement, changes: list[Change],
     write's transaction (it holds log_head's row lock from here to commit)."""
     if not changes:
         return []
-    # An UPDATE of the one row, written as an upsert so that a log_head emptied by hand
-    # (tests truncate tables) starts again rather than failing every write.
+    # Row 1 is there from the migration that made the table (migrations.py) on.
     head = db.execute_sql(
-        'INSERT INTO "log_head" ("id", "revision", "pruned_through") '
-        f"VALUES (1, {db.param}, 0) ON CONFLICT (\"id\") DO UPDATE "
-        'SET "revision" = "log_head"."revision" + "excluded"."revision" '
+        f'UPDATE "log_head" SET "revision" = "revision" + {db.param} WHERE "id" = 1 '
         'RETURNING "revision"', (len(changes),)).fetchone()[0]
     first = int(head) - len(changes) + 1
     events = [Event(first + i, c.kind, c.lead, c.changed, at) for i, c in enumerate(changes)]
@@ -90,9 +86,9 @@ def _events(query: peewee.ModelSelect[LeadEventRow]) -> list[Event]:
 
 def head(db: peewee.Database) -> tuple[int, int]:
     """(latest revision committed, latest revision retention removed)."""
-    found = db.execute_sql(
+    revision, pruned_through = db.execute_sql(
         'SELECT "revision", "pruned_through" FROM "log_head" WHERE "id" = 1').fetchone()
-    return (int(found[0]), int(found[1])) if found else (0, 0)
+    return int(revision), int(pruned_through)
 
 
 def after(db: peewee.Database, revision: int, limit: int) -> list[Event]:

@@ -9,6 +9,8 @@ import peewee
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded
 
+from server.storage.errors import database_errors
+
 DEFAULT_URL = "sqlite:///data/sarah.db"
 LOCK_WAIT_MS = 5000
 
@@ -77,6 +79,13 @@ def without_secrets(text: str, *urls: str) -> str:
 
 def is_sqlite(db: peewee.Database) -> bool:
     return isinstance(db, peewee.SqliteDatabase)
+
+
+@contextlib.contextmanager
+def session(db: peewee.Database) -> Iterator[None]:
+    """A pooled connection for the duration, with driver errors mapped to Unavailable."""
+    with database_errors(), db.connection_context():
+        yield
 
 
 @contextlib.contextmanager

@@ -5,8 +5,9 @@ Each caller waits until the transaction holding its write has committed (or fail
 acknowledged write is as durable as before. The writer adds no delay: it takes whatever
 queued while its previous commit ran (PostgreSQL's commit_delay, InnoDB's binlog group
 commit and rqlite's queued writes work the same way), at most `max_group` writes, in
-arrival order. What a group does in the database is the repository's (run_group); here live
-only the queue, the thread and the callers' waiting.
+arrival order. What a group does in the database is Transactions._write_group's
+(transactions.py; GroupWriter's `run_group`); here live only the queue, the thread and
+the callers' waiting.
 """
 
 import logging

@@ -206,7 +206,7 @@ _ARGENTINE_MOBILE_FORM = (
 )
 
 # The change log of WatchLeads: an event per lead a committed write touched, and the one
-# row that hands out revisions (repository.py says why a counter row, not a sequence).
+# row that hands out revisions (changelog.py says why a counter row, not a sequence).
 # The log starts empty at revision 0: leads stored before it have no events, and a
 # watcher lists them first, as it would anyway.
 _CHANGE_LOG = (

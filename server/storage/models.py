@@ -118,7 +118,7 @@ class LeadCount(_Model):
 class LeadEventRow(_Model):
     """The change log (migration 5): one row per event of a committed write, written in
     that write's transaction. `revision` is handed out by LogHead, not by a sequence, so
-    revisions are gapless and in commit order (see repository.py)."""
+    revisions are gapless and in commit order (see changelog.py)."""
 
     revision = peewee.BigIntegerField(primary_key=True)
     workspace_id = peewee.CharField(max_length=64)

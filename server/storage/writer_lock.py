@@ -26,7 +26,7 @@ _LONGEST_NAP_S = 0.001
 
 class WriterLock:
     """One process's hold on the writers' lock of a SQLite file; the caller serialises
-    its own threads (Repository holds its writer lock around this one)."""
+    its own threads (transactions.py holds its writer lock around this one)."""
 
     def __init__(self, database: Path):
         self._path = Path(f"{database}.writer-lock")

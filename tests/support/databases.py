@@ -94,13 +94,17 @@ def _sqlite_path(url: str) -> str:
 
 
 def empty_tables(url: str) -> None:
-    """Delete every row of every table but the schema's version, keeping the schema."""
+    """Delete every row of every table but the schema's version, keeping the schema; the
+    change log's head row goes back to what the migration seeds, as on a fresh database."""
     with psycopg.connect(url, autocommit=True) as conn:
         tables = [name for (name,) in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
             "AND tablename <> 'schema_migrations'")]
         if tables:
             conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
+        if "log_head" in tables:
+            conn.execute('INSERT INTO "log_head" ("id", "revision", "pruned_through") '
+                         "VALUES (1, 0, 0)")
 
 
 def query(url: str, sql: str) -> list[tuple]:

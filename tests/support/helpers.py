@@ -38,14 +38,20 @@ def get(stub: sarah_pb2_grpc.SarahServiceStub, phone: str, workspace: str = "") 
     return stub.GetState(request, timeout=10)
 
 
-def bad_fields(err: grpc.RpcError) -> set[str]:
-    """The field names of the google.rpc.BadRequest details of an INVALID_ARGUMENT error."""
+def violations(err: grpc.RpcError) -> list[tuple[str, str]]:
+    """(field, description) of each violation in the google.rpc.BadRequest details of an
+    INVALID_ARGUMENT error."""
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
     status = rpc_status.from_call(err)
     assert status is not None, "INVALID_ARGUMENT without rich details"
-    fields: set[str] = set()
+    found: list[tuple[str, str]] = []
     for detail in status.details:
         bad_request = error_details_pb2.BadRequest()
         assert detail.Unpack(bad_request)
-        fields |= {v.field for v in bad_request.field_violations}
-    return fields
+        found += [(v.field, v.description) for v in bad_request.field_violations]
+    return found
+
+
+def bad_fields(err: grpc.RpcError) -> set[str]:
+    """The field names of the google.rpc.BadRequest details of an INVALID_ARGUMENT error."""
+    return {field for field, _ in violations(err)}

@@ -1,0 +1,223 @@
+"""The transaction engine: runs a unit of work (a function of a WriteTx) in a write
+transaction, alone or with the writes queued beside it (group commit: one transaction, a
+savepoint per write; the queue and its thread are group_commit.py's), retrying a write
+that lost an insert race or was PostgreSQL's deadlock victim, and holding SQLite's one
+writer (this process's threads on a lock, other processes on a file lock). A unit of work
+can run up to six times: three tries in its group, then three alone.
+"""
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple, TypeVar, cast
+
+import peewee
+
+from server.core.changes import Event
+from server.core.errors import Unavailable
+from server.storage.database import LOCK_WAIT_MS, is_sqlite, session
+from server.storage.errors import as_unavailable, is_deadlock
+from server.storage.group_commit import ALONE, Alone, GroupWriter, Job
+from server.storage.statements import Statements
+from server.storage.totals import write_totals
+from server.storage.writer_lock import WriterLock
+from server.storage.writes import WriteTx
+
+_LOGGER = logging.getLogger(__name__)
+# Tries of a write that lost an insert race or was PostgreSQL's deadlock victim.
+_RETRIES = 3
+_T = TypeVar("_T")
+
+
+class _Outcome(NamedTuple):
+    """What one write of a group came to: its result or its error."""
+
+    result: object
+    error: Exception | None
+    tx: WriteTx | None  # what it wrote, if it succeeded
+
+
+def _copy(exc: Exception) -> Exception:
+    """`exc` for one of a group's callers: each raises its own, on its own thread."""
+    try:
+        mine = copy.copy(exc)
+    except Exception:  # an exception that cannot be rebuilt from its args: shared, then
+        return exc
+    mine.__cause__ = exc
+    return mine
+
+
+class Transactions:
+    """The write transactions of one peewee database."""
+
+    def __init__(self, db: peewee.Database, sql: Statements, group_commit: bool = True):
+        self._db = db
+        self._sql = sql
+        self._writers = threading.Lock()
+        # Writers of the other processes on the same file (--workers) queue here too.
+        self._processes = (WriterLock(Path(db.database)) if is_sqlite(db)
+                           and db.database not in ("", ":memory:") else None)
+        self._group = GroupWriter(self._write_group, queue_wait_s=LOCK_WAIT_MS / 1000
+                                  ) if group_commit else None
+        self._commit_listeners: list[Callable[[list[Event]], None]] = []
+
+    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
+        """Call `listener` with the events of each write that logged some, after it
+        committed (in the writer's thread: it must be quick)."""
+        self._commit_listeners.append(listener)
+
+    def close(self) -> None:
+        """Stop the writer and close every connection of every thread (the server has
+        stopped calling)."""
+        if self._group is not None:
+            self._group.close()
+        close_all = getattr(self._db, "close_all", self._db.close)
+        close_all()
+        if self._processes is not None:
+            self._processes.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction, in the caller's session (database.session)."""
+        if not is_sqlite(self._db):
+            with self._db.atomic():
+                yield
+            return
+        # SQLite has one writer at a time. Writers of this process queue on a lock, in
+        # order, rather than in SQLite's busy handler, which sleeps up to 100 ms a try
+        # (that was UpsertState's p99). The lock is taken up front (BEGIN IMMEDIATE): a
+        # deferred transaction that upgrades to a write fails at once with "database is
+        # locked" when another process writes.
+        # Other processes' writers queue on a file lock (writer_lock.py says why), taken
+        # within what is left of the same wait.
+        deadline = time.monotonic() + LOCK_WAIT_MS / 1000
+        if not self._writers.acquire(timeout=LOCK_WAIT_MS / 1000):
+            raise Unavailable("the database is busy with other writes; retry shortly")
+        try:
+            if self._processes is not None and not self._processes.acquire(
+                    max(0.0, deadline - time.monotonic())):
+                raise Unavailable("the database is busy with other writes; retry shortly")
+            try:
+                with self._db.atomic("IMMEDIATE"):
+                    yield
+            finally:
+                if self._processes is not None:
+                    self._processes.release()
+        finally:
+            self._writers.release()
+
+    def write(self, work: Callable[[WriteTx], _T]) -> _T:
+        """Run `work` in a write transaction and return its result once that committed; all
+        of it is written or none. With group commit, the transaction also holds the writes
+        queued beside it (group_commit.py), `work`'s in a savepoint of its own, so a
+        failing write fails alone. `work` may run more than once (a concurrent first insert
+        of the same key won, or its group was rolled back for another write's sake), so it
+        must read what it needs through the transaction it is given."""
+        if self._group is None or self._group.in_writer():
+            return self._write_alone(work)
+        result = self._group.call(work)
+        if isinstance(result, Alone):
+            return self._write_alone(work)
+        return cast(_T, result)
+
+    def queued_writes(self) -> int:
+        """How many writes wait for the group writer (0 without group commit)."""
+        return 0 if self._group is None else self._group.queued()
+
+    def _write_alone(self, work: Callable[[WriteTx], _T]) -> _T:
+        """`work` in a transaction of its own."""
+        for attempt in range(_RETRIES):
+            try:
+                with session(self._db), self.transaction():
+                    tx = WriteTx(self._db, self._sql)
+                    result = work(tx)
+                    write_totals(self._db, self._sql, [tx])
+                self._notify(tx.appended)
+                return result
+            except peewee.IntegrityError as exc:
+                # Only without SQLite's up-front lock: two first writes of one lead (or one
+                # request_id) raced; the retry sees the winner's row.
+                if attempt == _RETRIES - 1:
+                    raise Unavailable(f"write conflict, retry: {exc}") from exc
+            except Unavailable as exc:
+                # PostgreSQL broke a lock cycle with another replica's group of writes by
+                # failing this one: it did nothing wrong, so it runs again.
+                if not is_deadlock(exc) or attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write_group(self, jobs: list[Job]) -> None:
+        """Run `jobs` in one transaction, each in a savepoint, and settle each job once the
+        transaction committed: its result, or its own exception. If the transaction may be
+        broken (or PostgreSQL chose it to break a deadlock), nothing of it is kept and every
+        job gets ALONE; if it failed to begin or to commit, every job gets that error, as
+        each write would have on its own."""
+        outcomes: list[_Outcome] = []
+        broken = False
+        try:
+            with session(self._db), self.transaction():
+                try:
+                    for job in jobs:
+                        outcomes.append(self._member(job.work))
+                    write_totals(self._db, self._sql,
+                                 (outcome.tx for outcome in outcomes if outcome.tx))
+                except peewee.PeeweeException:
+                    broken = True
+                    raise
+        except peewee.IntegrityError:  # only a constraint checked at commit: retry alone
+            broken = True
+        except Exception as exc:
+            if not broken:
+                for job in jobs:
+                    job.fail(_copy(exc))
+                return
+        if broken:
+            for job in jobs:
+                job.settle(ALONE)
+            return
+        self._notify([event for outcome in outcomes if outcome.tx
+                      for event in outcome.tx.appended])
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if outcome.error is None:
+                job.settle(outcome.result)
+            else:
+                job.fail(outcome.error)
+
+    def _member(self, work: Callable[[WriteTx], object]) -> _Outcome:
+        """One write of a group, in a savepoint: on its failure the savepoint is rolled
+        back and the failure is its own. A database error escaping from here (the rollback
+        to the savepoint failed: SQLite rolls the whole transaction back on some errors;
+        or a deadlock) means the group's transaction cannot go on."""
+        for _attempt in range(_RETRIES):
+            tx = WriteTx(self._db, self._sql)
+            savepoint = self._db.savepoint()
+            savepoint.__enter__()
+            try:
+                result = work(tx)
+            except Exception as exc:
+                savepoint.rollback(begin=False)
+                if isinstance(exc, peewee.IntegrityError):  # an insert race: see _write_alone
+                    race = exc
+                    continue
+                if isinstance(exc, peewee.PeeweeException):
+                    if is_deadlock(exc):
+                        raise  # this group's locks must go: another replica's group waits
+                    return _Outcome(None, as_unavailable(exc), None)
+                return _Outcome(None, exc, None)  # the write's own (an etag mismatch ...)
+            savepoint.commit(begin=False)
+            return _Outcome(result, None, tx)
+        return _Outcome(None, Unavailable(f"write conflict, retry: {race}"), None)
+
+    def _notify(self, events: list[Event]) -> None:
+        """Tell the commit listeners about committed events, if there are any."""
+        if not events:
+            return
+        for listener in self._commit_listeners:
+            try:
+                listener(events)
+            except Exception:  # the writes committed: a listener's failure is not theirs
+                _LOGGER.exception("a commit listener failed")
