@@ -20,6 +20,9 @@ from sarah.v1 import sarah_pb2 as pb
 _LOGGER = logging.getLogger(__name__)
 
 MAX_BATCH = 500  # the server's limit per ImportConversations call
+# A batch also ends before its conversations pass 3 MiB: gRPC refuses a message over 4 MiB
+# by default, and 500 leads with their 4,096-character slots filled would be ~47 MiB.
+MAX_BATCH_BYTES = 3 * 1024 * 1024
 _TIMESTAMPS = ("created_at", "updated_at", "last_message_at")
 
 
@@ -104,17 +107,26 @@ def import_lines(
     import again is safe, as the server skips what it already holds.
     """
     batch: list[tuple[int, pb.Conversation]] = []
+    batch_bytes = 0
     read = 0
     for number, raw in enumerate(lines, start=1):
         read += len(raw)
         if raw.strip():
             try:
-                batch.append((number, parse_line(raw)))
+                conversation = parse_line(raw)
             except ValueError as exc:
                 summary.rejected.append((number, str(exc)))
+            else:
+                size = conversation.ByteSize()
+                if batch and batch_bytes + size > MAX_BATCH_BYTES:
+                    _send(client, batch, summary)
+                    batch, batch_bytes = [], 0
+                    progress(read - len(raw))
+                batch.append((number, conversation))
+                batch_bytes += size
         if len(batch) >= batch_size:
             _send(client, batch, summary)
-            batch = []
+            batch, batch_bytes = [], 0
             progress(read)
     if batch:
         _send(client, batch, summary)

@@ -302,3 +302,21 @@ def test_an_import_merge_keeps_the_history_and_counts_leads_on_their_own_days(
                      f"FROM activity WHERE bucket <= {(_T0 + 24 * _HOUR) // 900_000} "
                      "ORDER BY bucket")
     assert imported == [(_T0 // 900_000, 1, 7, 0), ((_T0 + 24 * _HOUR) // 900_000, 0, 0, 1)]
+
+
+def test_an_export_of_leads_with_every_slot_full_imports_whole(
+        sqlite_server: RunningServer, tmp_path: Path) -> None:
+    """60 leads with each free-text slot at its 4,096 characters make ~5.6 MB: more than
+    gRPC's 4 MiB message, so the import sends them in batches cut by size, not count."""
+    full = {"name": "n" * 4096, "business_type": "b" * 4096, "goals": "g" * 4096,
+            "pain_points": [f"{p:02d}" + "p" * 4094 for p in range(20)]}
+    export = tmp_path / "full.jsonl"
+    export.write_text("".join(
+        json.dumps(_document(i, extracted_data=full)) + "\n" for i in range(60)))
+
+    code, summary = _sarah_import(f"127.0.0.1:{sqlite_server.port}", export)
+
+    assert (code, summary["imported"], summary["rejected"]) == (0, 60, [])
+    with SarahClient(f"127.0.0.1:{sqlite_server.port}") as sarah:
+        stored = sarah.get_state(contact_phone=_phone(59)).extracted_data
+        assert (stored.goals, list(stored.pain_points)) == (full["goals"], full["pain_points"])
