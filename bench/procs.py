@@ -51,7 +51,7 @@ def server_processes(server_args: list[str]) -> int:
     parser (its default, SARAH_WORKERS, `auto` if it takes that), so the bench gives it as
     many ports and the ceilings as many processes."""
     config = parse_args(["--listen", "127.0.0.1:1", *server_args])
-    return max(1, int(config.workers))
+    return config.worker_count
 
 
 def accepts(server_args: list[str]) -> bool:

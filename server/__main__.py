@@ -26,19 +26,19 @@ def _moved(address: str, offset: int) -> str:
 
 
 def _run_workers(config: Config, argv: list[str]) -> int:
-    """Run config.workers single-process servers, worker i on the ports + i, as one.
+    """Run config.worker_count single-process servers, worker i on the ports + i, as one.
 
     gRPC's SO_REUSEPORT would spread connections, not requests, and Envoy keeps few
     connections open: on one shared port a process can sit idle. Own ports let Envoy
     balance requests (list each as an endpoint of its cluster).
     """
     commands = {}
-    for i in range(config.workers):
+    for i in range(config.worker_count):
         own = ["--workers", "1", "--listen", _moved(config.listen, i)]
         if config.metrics_listen:
             own += ["--metrics-listen", _moved(config.metrics_listen, i)]
         commands[f"worker-{i}"] = [sys.executable, "-m", "server", *argv, *own]
-    banner = f"SarahService: {config.workers} worker processes from {config.listen}"
+    banner = f"SarahService: {config.worker_count} worker processes from {config.listen}"
     # SIGHUP means what it means to one server: re-read the keys file (each worker does).
     return supervise(commands, banner, Path.cwd(), forward_hangup=True)
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ADMIN_COMMANDS:
         return commands.main(argv)
     config = parse_args(argv)
-    if config.workers > 1:
+    if config.worker_count > 1:
         return _run_workers(config, argv)
     setup_logging(config.log_format, [config.database_url])
     # Handlers first: a signal that lands while the server starts (or right after it says

@@ -1,52 +1,160 @@
-"""Server configuration from flags and environment variables, defaults written beside each."""
+"""Server configuration: every setting declared once, as a field of Config, from which come
+the command line (a flag beats its environment variable, which beats the default), the
+defaults of a Config built in code, its checks and the docs' table (tools/config_table.py)."""
 
 import argparse
-import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sarah import VERSION
 from server.core.phones import check_region
+from server.settings import (
+    ConfigError,
+    Setting,
+    above_zero,
+    add_arguments,
+    at_least,
+    checked,
+    days,
+    days_or_off,
+    finite_above_zero,
+    host_port,
+    host_port_or_off,
+    on_off,
+    positive_days,
+    positive_days_or_off,
+    setting,
+    settings_of,
+)
 from server.storage.database import DEFAULT_URL
 
-DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
-# Chosen by measurement (README, "Worker processes"): one process per core.
-DEFAULT_WORKERS = "auto"
+
+def _workers(text: str) -> int | Literal["auto"]:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
-@dataclass(frozen=True)
+def _workers_check(value: int | str) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and value >= 1:
+        return value
+    raise ValueError(f"must be a number of processes from 1, or auto, got {value!r}")
+
+
+def _region(value: str) -> str:
+    try:
+        return check_region(value)
+    except ValueError as exc:
+        raise ValueError(f"must name a phone region: {exc}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
-    listen: str = "127.0.0.1:50051"
-    database_url: str = DEFAULT_URL
-    default_region: str = "ID"
-    threads: int = 8
-    # Unary calls that may wait for one of the threads; more are refused at once.
-    max_queued_calls: int = 16
-    workers: int = 1
-    db_pool_size: int = 16
+    """The server's settings; checked (and the region upper-cased) however it is built."""
+
+    listen: str = setting(
+        "127.0.0.1:50051", "host:port to serve gRPC on; port 0 picks a free one",
+        check=host_port)
+    database_url: str = setting(
+        DEFAULT_URL, "playhouse database URL: sqlite:///PATH or "
+                     "postgresql://USER:PASSWORD@HOST:PORT/DB")
+    default_region: str = setting(
+        "ID", "region of phone numbers without a country code", check=_region)
+    threads: int = setting(
+        8, "worker threads per process (fewer threads pass the GIL around less; `make bench` "
+           "measured 4 vs 16)", parse=int, check=at_least(1))
+    max_queued_calls: int = setting(
+        16, "calls that may wait for a free thread; beyond them a call is refused at once with "
+            "`UNAVAILABLE` and retry advice (retry-after), rather than queued until its "
+            "deadline", parse=int, check=at_least(0), see="Overload")
+    # Chosen by measurement (bench/README.md, "Worker processes"): one process per core.
+    workers: int | Literal["auto"] = setting(
+        "auto", "server processes, or `auto`: one per CPU this process may run on (one when "
+                "the `--listen` port is 0); worker i listens on the `--listen` port + i (and "
+                "the metrics port + i), each an endpoint that `make run` lists for Envoy",
+        parse=_workers, check=_workers_check, see="Cores and workers")
+    db_pool_size: int = setting(
+        16, "most database connections held at once (each call borrows one)", parse=int,
+        check=at_least(1))
     # One writer thread commits the process's writes in groups (storage/group_commit.py).
-    group_commit: bool = True
-    migrate: bool = True
-    grace_seconds: float = 10.0
-    drain_seconds: float = 0.0
-    log_format: str = "text"
-    api_keys_file: str = ""
-    insecure: bool = False
-    open_reflection: bool = False
-    # Off for servers built in code (tests start many); the command line's default is on.
-    metrics_listen: str = ""
-    # WatchLeads (core/delivery.py) and the change log's retention.
-    max_watchers: int = 256
-    watch_buffer: int = 1000
-    watch_heartbeat_seconds: float = 15.0
-    watch_poll_seconds: float = 0.25
-    history_days: float = 90.0
+    group_commit: bool = setting(
+        True, "one writer thread commits the writes queued meanwhile in one transaction, each "
+              "caller answered after its commit; `off` gives every write a transaction of its "
+              "own", parse=on_off, shown="on")
+    migrate: bool = setting(
+        True, "bring the schema up to date at start-up; `false` refuses to start on an older "
+              "schema", parse=on_off)
+    drain_seconds: float = setting(
+        0.0, "at shutdown, keep serving this long after reporting `NOT_SERVING`, so a load "
+             "balancer's health check moves traffic away first (2 in `make cluster`)",
+        parse=float)
+    grace_seconds: float = setting(
+        10.0, "how long calls in flight may finish after SIGTERM/SIGINT", parse=float)
+    log_format: str = setting(
+        "text", "log line format: `text`, or `json` for a log collector",
+        choices=("text", "json"))
     # How often the health service asks the database whether it answers (api/health.py).
-    health_check_seconds: float = 5.0
-    # Housekeeping (core/housekeeping.py): None leaves inactive leads alone (the default).
-    purge_inactive_days: float | None = None
-    housekeeping_seconds: float = 60.0
+    health_check_seconds: float = setting(
+        5.0, "how often the health service asks the database `SELECT 1`; while it cannot "
+             "answer, health reports `NOT_SERVING`", parse=float, check=above_zero)
+    api_keys_file: str = setting(
+        "", "file of API keys (`KEY-or-sha256:HASH WORKSPACE-or-* [LABEL]` per line), re-read "
+            "on SIGHUP; without it every call is let in, so the server listens on loopback only",
+        see="Security")
+    insecure: bool = setting(
+        False, "allow listening beyond loopback without API keys", parse=on_off, switch=True)
+    open_reflection: bool = setting(
+        False, "serve reflection without an API key when keys are required", parse=on_off,
+        switch=True)
+    metrics_listen: str = setting(
+        "127.0.0.1:9464", "loopback host:port of the Prometheus `/metrics` page; port 0 picks "
+                          "one, empty turns it off", check=host_port_or_off)
+    # WatchLeads (core/delivery.py) and the change log's retention.
+    max_watchers: int = setting(
+        256, "most open WatchLeads streams; each holds a thread of its own, beside the "
+             "`--threads` that serve other calls", parse=int, check=at_least(0))
+    watch_buffer: int = setting(
+        1000, "events a watcher may fall behind before it is dropped with `RESOURCE_EXHAUSTED`",
+        parse=int, check=at_least(1))
+    watch_heartbeat_seconds: float = setting(
+        15.0, "a watch stream silent this long sends a heartbeat", parse=float,
+        check=above_zero)
+    watch_poll_seconds: float = setting(
+        0.25, "the change log is read at least this often, for commits of other processes "
+              "that no notification announced", parse=float, check=above_zero)
+    history_days: float = setting(
+        90.0, "days of change-log events kept (a watcher resumes from within them); older "
+              "ones are removed by housekeeping", parse=days, check=positive_days)
+    # Housekeeping (core/housekeeping.py): None leaves inactive leads alone.
+    purge_inactive_days: float | None = setting(
+        None, "erase, as `DeleteState` does, every lead with no message for this many days; "
+              "`off` keeps them", parse=days_or_off, check=positive_days_or_off, shown="off")
+    housekeeping_seconds: float = setting(
+        60.0, "how often the purge and the history's retention run, in small batches (also "
+              "once at start-up)", parse=float, check=finite_above_zero)
+
+    def __post_init__(self) -> None:
+        for s in SETTINGS:
+            # Frozen: a value is set once, here, as its check keeps it.
+            object.__setattr__(self, s.name, checked(s, getattr(self, s.name)))
+
+    @property
+    def worker_count(self) -> int:
+        """`workers` as a number: `auto` is one process per CPU, or one on port 0, as the
+        workers' ports could not be known to list them anywhere."""
+        if isinstance(self.workers, int):
+            return self.workers
+        return cpus() if int(self.listen.rpartition(":")[2]) else 1
+
+
+SETTINGS: tuple[Setting, ...] = settings_of(Config)
+_DATABASE = tuple(s for s in SETTINGS if s.name in ("database_url", "db_pool_size"))
 
 
 def cpus() -> int:
@@ -56,74 +164,14 @@ def cpus() -> int:
         os.cpu_count() or 1)
 
 
-def _workers(value: str) -> int | None:
-    """A number of worker processes, or None for `auto`."""
-    if value.strip().lower() == "auto":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or auto, got {value!r}") from None
-
-
-def _auto_workers(listen: str) -> int:
-    """`--workers auto`: one process per CPU, each on its own port for Envoy to balance
-    over; on port 0 one, as the workers' ports could not be known to list them anywhere."""
-    try:
-        port = int(listen.rpartition(":")[2])
-    except ValueError:
-        return 1  # not host:port: the server says so when it tries to listen
-    return cpus() if port else 1
-
-
-def _flag(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
-def _days(value: str) -> float:
-    """A number of days above 0 (fractions allowed: tests use seconds' worth)."""
-    try:
-        days = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of days, got {value!r}") from None
-    if not (math.isfinite(days) and days > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of days above 0, got {value!r}")
-    return days
-
-
-def _days_or_off(value: str) -> float | None:
-    return None if value.strip().lower() in ("", "off") else _days(value)
-
-
-def _option(parser: argparse.ArgumentParser, env: dict[str, str], flag: str,
-            default: object, help: str, *, shown: str | None = None,
-            **kwargs: Any) -> None:
-    """`flag`, whose default its environment variable (SARAH_ and the flag's name) replaces;
-    its help ends by naming both, the default as `shown` (floats as %g)."""
-    var = "SARAH_" + flag.removeprefix("--").upper().replace("-", "_")
-    if shown is None:
-        shown = f"{default:g}" if isinstance(default, float) else str(default)
-    parser.add_argument(flag, default=env.get(var, str(default)),
-                        help=f"{help} (env {var}, default {shown})", **kwargs)
-
-
 def add_database_args(parser: argparse.ArgumentParser, env: dict[str, str]) -> None:
     """--database-url and --db-pool-size, shared by the server and its admin commands."""
-    d = Config()
-    _option(parser, env, "--database-url", d.database_url,
-            "playhouse database URL: sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB")
-    _option(parser, env, "--db-pool-size", d.db_pool_size, "most database connections held at once",
-            type=int)
+    add_arguments(parser, _DATABASE, env)
 
 
 def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
     """Read the configuration; a flag beats its environment variable, which beats the default."""
     env = dict(os.environ) if env is None else env
-    d = Config()
     parser = argparse.ArgumentParser(
         prog="sarah-server",
         description="Serve sarah.v1.SarahService over gRPC. Admin commands: "
@@ -131,114 +179,9 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
                     "(see `sarah-server COMMAND --help`).",
     )
     parser.add_argument("--version", action="version", version=f"sarah-server {VERSION}")
-    _option(parser, env, "--listen", d.listen,
-            "host:port to listen on; port 0 picks a free one")
-    add_database_args(parser, env)
-    _option(parser, env, "--default-region", d.default_region,
-            "region for phone numbers without a country code")
-    _option(parser, env, "--threads", d.threads, "worker threads", type=int)
-    _option(parser, env, "--max-queued-calls", d.max_queued_calls,
-            "calls that may wait for a free thread; beyond them a call is refused at once with "
-            "UNAVAILABLE and retry advice (retry-after), rather than queued until its deadline",
-            type=int)
-    _option(parser, env, "--workers", DEFAULT_WORKERS,
-            "server processes, or `auto`: one per CPU this process may run on (one if "
-            "--listen's port is 0); worker i listens on the --listen port + i (and metrics port "
-            "+ i), each a separate endpoint for Envoy", type=_workers)
-    _option(parser, env, "--group-commit", "on",
-            "commit the writes that queue up meanwhile in one transaction, each caller answered "
-            "after its commit; off gives every write a transaction of its own", type=_flag)
-    _option(parser, env, "--migrate", "true",
-            "bring the schema up to date at start-up; with false, refuse to start on an older "
-            "schema", type=_flag)
-    _option(parser, env, "--grace-seconds", d.grace_seconds,
-            "how long calls in flight may finish at shutdown", type=float)
-    _option(parser, env, "--drain-seconds", d.drain_seconds,
-            "at shutdown, keep serving this long after reporting NOT_SERVING, so a load "
-            "balancer's health check moves traffic away first", type=float)
-    _option(parser, env, "--log-format", d.log_format, "log line format",
-            choices=("text", "json"))
-    parser.add_argument("--api-keys-file", default=env.get("SARAH_API_KEYS_FILE", ""),
-                        help="file of API keys (`KEY-or-sha256:HASH WORKSPACE-or-* [LABEL]` "
-                             "per line), re-read on SIGHUP; without it every call is let in, "
-                             "so the server listens on loopback only (env SARAH_API_KEYS_FILE)")
-    parser.add_argument("--insecure", action="store_true",
-                        default=_flag(env.get("SARAH_INSECURE", "false")),
-                        help="allow listening beyond loopback without API keys "
-                             "(env SARAH_INSECURE)")
-    parser.add_argument("--open-reflection", action="store_true",
-                        default=_flag(env.get("SARAH_OPEN_REFLECTION", "false")),
-                        help="serve reflection without an API key (env SARAH_OPEN_REFLECTION)")
-    _option(parser, env, "--metrics-listen", DEFAULT_METRICS_LISTEN,
-            "loopback host:port of the Prometheus /metrics page; port 0 picks one, empty turns "
-            "it off")
-    _option(parser, env, "--max-watchers", d.max_watchers,
-            "most open WatchLeads streams; each holds a thread of its own, beside the --threads "
-            "that serve other calls", type=int)
-    _option(parser, env, "--watch-buffer", d.watch_buffer,
-            "events a watcher may fall behind before it is dropped with RESOURCE_EXHAUSTED",
-            type=int)
-    _option(parser, env, "--watch-heartbeat-seconds", d.watch_heartbeat_seconds,
-            "a watch stream silent this long sends a heartbeat", type=float)
-    _option(parser, env, "--watch-poll-seconds", d.watch_poll_seconds,
-            "the change log is read at least this often, for commits of other processes that "
-            "no notification announced", type=float)
-    _option(parser, env, "--history-days", d.history_days,
-            "days of events the change log keeps; a watcher can resume from within them",
-            type=_days)
-    _option(parser, env, "--health-check-seconds", d.health_check_seconds,
-            "the database is asked this often whether it answers; while it does not, health "
-            "reports NOT_SERVING", type=float)
-    _option(parser, env, "--purge-inactive-days", "off",
-            "erase, as DeleteState does, every lead with no message for this many days; `off` "
-            "keeps them", type=_days_or_off)
-    _option(parser, env, "--housekeeping-seconds", d.housekeeping_seconds,
-            "how often the purge and the history's retention run, in small batches", type=float)
-    args = parser.parse_args(argv)
+    add_arguments(parser, SETTINGS, env)
+    values: dict[str, Any] = vars(parser.parse_args(argv))
     try:
-        region = check_region(args.default_region)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.threads < 1:
-        parser.error("--threads must be at least 1")
-    if args.max_queued_calls < 0:
-        parser.error("--max-queued-calls must be 0 or more")
-    workers = _auto_workers(args.listen) if args.workers is None else args.workers
-    if workers < 1:
-        parser.error("--workers must be at least 1")
-    if args.db_pool_size < 1:
-        parser.error("--db-pool-size must be at least 1")
-    if args.max_watchers < 0 or args.watch_buffer < 1:
-        parser.error("--max-watchers must be 0 or more and --watch-buffer at least 1")
-    if args.watch_heartbeat_seconds <= 0 or args.watch_poll_seconds <= 0:
-        parser.error("--watch-heartbeat-seconds and --watch-poll-seconds must be above 0")
-    if args.health_check_seconds <= 0:
-        parser.error("--health-check-seconds must be above 0")
-    if not (math.isfinite(args.housekeeping_seconds) and args.housekeeping_seconds > 0):
-        parser.error("--housekeeping-seconds must be above 0")
-    return Config(
-        listen=args.listen,
-        database_url=args.database_url,
-        default_region=region,
-        threads=args.threads,
-        max_queued_calls=args.max_queued_calls,
-        workers=workers,
-        db_pool_size=args.db_pool_size,
-        group_commit=args.group_commit,
-        migrate=args.migrate,
-        grace_seconds=args.grace_seconds,
-        drain_seconds=args.drain_seconds,
-        log_format=args.log_format,
-        api_keys_file=args.api_keys_file,
-        insecure=args.insecure,
-        open_reflection=args.open_reflection,
-        metrics_listen=args.metrics_listen,
-        max_watchers=args.max_watchers,
-        watch_buffer=args.watch_buffer,
-        watch_heartbeat_seconds=args.watch_heartbeat_seconds,
-        watch_poll_seconds=args.watch_poll_seconds,
-        history_days=args.history_days,
-        health_check_seconds=args.health_check_seconds,
-        purge_inactive_days=args.purge_inactive_days,
-        housekeeping_seconds=args.housekeeping_seconds,
-    )
+        return Config(**values)
+    except ConfigError as exc:
+        parser.error(f"{exc.setting.flag} {exc.problem}")

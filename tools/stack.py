@@ -66,7 +66,7 @@ def _server_ports(server_args: list[str]) -> list[int]:
     empty for port 0, whose ports nobody knows in advance."""
     config = parse_args(server_args)
     port = int(config.listen.rpartition(":")[2])
-    return [port + i for i in range(config.workers)] if port else []
+    return [port + i for i in range(config.worker_count)] if port else []
 
 
 def _run(config: Path, server_args: list[str]) -> int:

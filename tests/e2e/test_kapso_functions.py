@@ -74,7 +74,8 @@ def kapso(database_url: str, tmp_path: Path, workerd: WorkerdHost,
     keys = tmp_path / "keys.txt"
     keys.write_text(f"{KAPSO_KEY} * kapso\n{TOKO_KEY} toko kapso-toko\n")
     server = create_server(Config(listen="127.0.0.1:0", database_url=database_url,
-                                  api_keys_file=str(keys), metrics_listen="127.0.0.1:0"))
+                                  api_keys_file=str(keys), metrics_listen="127.0.0.1:0",
+                                  workers=1))
     envoy = EnvoyProcess(server.port, tmp_path)
     proxy.reset(envoy.port)
     try:

@@ -123,7 +123,7 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
     keys.write_text(f"{KEY} * kapso\n{SHOP_KEY} toko kapso-toko\n")
     running = create_server(Config(
         listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 'sarah.db'}",
-        api_keys_file=str(keys), metrics_listen="127.0.0.1:0"))
+        api_keys_file=str(keys), metrics_listen="127.0.0.1:0", workers=1))
     try:
         yield running
     finally:

@@ -231,7 +231,8 @@ def test_health_stays_open_and_reflection_needs_a_key(secured: RunningServer) ->
 
 def test_reflection_is_open_when_configured(database_url: str, keys_file: Path) -> None:
     server = create_server(Config(listen="127.0.0.1:0", database_url=database_url,
-                                  api_keys_file=str(keys_file), open_reflection=True))
+                                  api_keys_file=str(keys_file), open_reflection=True,
+                                  workers=1, metrics_listen=""))
     try:
         done = subprocess.run([str(Path(sys.executable).parent / "grpcurl"), "-plaintext",
                                f"127.0.0.1:{server.port}", "list"],

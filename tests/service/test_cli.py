@@ -202,7 +202,8 @@ def test_export_round_trips_through_jsonl_and_csv(target: str, tmp_path: Path) -
 
     # The JSON Lines export loads back into an empty server as the same conversations.
     other = create_server(
-        Config(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 'copy.db'}"))
+        Config(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 'copy.db'}",
+               workers=1, metrics_listen=""))
     try:
         copy_target = f"127.0.0.1:{other.port}"
         loaded = _sarah(copy_target, "import", "-", "--json", stdin=jsonl.stdout)
@@ -447,7 +448,8 @@ def test_watch_prints_changes_made_by_another_client(target: str) -> None:
 
 def test_watch_ends_on_ctrl_c_while_it_resumes_from_a_server_gone(tmp_path: Path) -> None:
     server = create_server(
-        Config(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 's.db'}"))
+        Config(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path / 's.db'}",
+               workers=1, metrics_listen=""))
     target = f"127.0.0.1:{server.port}"
     watching: _Watching | None = None
     try:

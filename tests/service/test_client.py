@@ -24,7 +24,8 @@ from tests.support.waiting import wait_until
 
 
 def _serve(db: Path, port: int = 0) -> RunningServer:
-    return create_server(Config(listen=f"127.0.0.1:{port}", database_url=f"sqlite:///{db}"))
+    return create_server(Config(listen=f"127.0.0.1:{port}", database_url=f"sqlite:///{db}",
+                                workers=1, metrics_listen=""))
 
 
 @pytest.fixture
@@ -289,7 +290,7 @@ def pruned_server(db: Path) -> RunningServer:
     day and more before its clock's now, with a day of history, and pruned by housekeeping."""
     clock = Clock(now_us())
     config = Config(listen="127.0.0.1:0", database_url=f"sqlite:///{db}", history_days=1,
-                    housekeeping_seconds=0.05)
+                    housekeeping_seconds=0.05, workers=1, metrics_listen="")
     running = create_server(config, clock=clock)
     with SarahClient(f"127.0.0.1:{running.port}") as sarah:
         sarah.upsert_state(contact_phone=PHONE, lead_score=1)

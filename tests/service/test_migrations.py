@@ -86,7 +86,8 @@ def test_database_made_before_migrations_is_adopted_with_its_data(empty_database
             f"last_message_at, etag) VALUES ('', '{PHONE}', 'handoff', 88, 'hot', '[]', "
             "'en', 9, 1, 2, 3, 'e')")
     db.close_all()
-    running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url))
+    running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url,
+                                   workers=1, metrics_listen=""))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = sarah_pb2_grpc.SarahServiceStub(channel)
@@ -117,7 +118,8 @@ def test_a_database_of_schema_3_with_leads_migrates_and_serves_them_unchanged(
             "VALUES ('toko', 'hot', 'handoff', 1, 88)")
     db.close_all()
     assert _versions(empty_database_url)[-1] == (3,)
-    running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url))
+    running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url,
+                                   workers=1, metrics_listen=""))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = sarah_pb2_grpc.SarahServiceStub(channel)
@@ -197,7 +199,8 @@ def test_migrations_make_exactly_the_schema_the_models_describe(
 
 def test_copy_data_moves_a_sqlite_file_into_postgresql(tmp_path, postgres_server_url) -> None:
     source = f"sqlite:///{tmp_path / 'old.db'}"
-    running = create_server(Config(listen="127.0.0.1:0", database_url=source))
+    running = create_server(Config(listen="127.0.0.1:0", database_url=source, workers=1,
+                                   metrics_listen=""))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = sarah_pb2_grpc.SarahServiceStub(channel)
@@ -258,7 +261,8 @@ def test_argentine_leads_of_v1_move_to_whatsapps_mobile_form(
             f"result) VALUES ('', {db.param}, 'wamid.ar', 9999999999999999, 'x')",
             ("+541133334444",))
     db.close_all()
-    running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url))
+    running = create_server(Config(listen="127.0.0.1:0", database_url=empty_database_url,
+                                   workers=1, metrics_listen=""))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = sarah_pb2_grpc.SarahServiceStub(channel)

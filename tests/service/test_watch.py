@@ -179,7 +179,8 @@ def test_a_watcher_that_reads_nothing_is_dropped_and_writers_go_on(
 
 
 def test_a_watcher_resumes_after_a_restart(database_url: str, tmp_path: Path) -> None:
-    config = Config(listen="127.0.0.1:0", database_url=database_url)
+    config = Config(listen="127.0.0.1:0", database_url=database_url, workers=1,
+                    metrics_listen="")
     server = create_server(config)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         stub = sarah_pb2_grpc.SarahServiceStub(ch)

@@ -30,7 +30,8 @@ class Stack:
         self.wait_until(lambda: self.envoy.call("GET", "/sarah/stats")[0] == 200)
 
     def start_server(self) -> None:
-        config = Config(listen=f"127.0.0.1:{self.grpc_port}", database_url=self.db_url)
+        config = Config(listen=f"127.0.0.1:{self.grpc_port}", database_url=self.db_url,
+                        workers=1, metrics_listen="")
         self.server = create_server(config)
 
     def stop_server(self) -> None:
