@@ -11,7 +11,8 @@ from server.core.phones import check_region
 from server.storage.database import DEFAULT_URL
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
-# Chosen by measurement (README, "Worker processes"): one process per core.
+# Chosen by measurement (bench/README.md, "`--workers 2`" and the workers table of "Issue 14:
+# the recorded run"; docs/operations.md, "Cores and workers"): one process per core.
 DEFAULT_WORKERS = "auto"
 
 
