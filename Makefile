@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml kapso/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[server,dev]'
+	$(PY) -m pip install --quiet -e '.[server,dev]' --config-settings editable_mode=compat
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm ci --prefix kapso --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     copy_parser.set_defaults(run=_copy_data)
     backup_parser = commands.add_parser(
         "backup", help="copy the live SQLite database to PATH while the server keeps "
-                       "writing (PostgreSQL: use pg_dump, see the README)")
+                       "writing (PostgreSQL: use pg_dump, see docs/operations.md)")
     backup_parser.add_argument("path", help="the backup file to write")
     backup_parser.add_argument("--force", action="store_true",
                                help="replace PATH if it exists (default: refuse)")
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     backup_parser.set_defaults(run=_backup)
     restore_parser = commands.add_parser(
         "restore", help="make the backup at PATH the SQLite database; refused while a "
-                        "server runs on it (PostgreSQL: use pg_restore, see the README)")
+                        "server runs on it (PostgreSQL: use pg_restore, see docs/operations.md)")
     restore_parser.add_argument("path", help="a file written by `sarah-server backup`")
     add_database_args(restore_parser, env)
     restore_parser.set_defaults(run=_restore)

@@ -73,7 +73,8 @@ class Config:
         16, "calls that may wait for a free thread; beyond them a call is refused at once with "
             "`UNAVAILABLE` and retry advice (retry-after), rather than queued until its "
             "deadline", parse=int, check=at_least(0), see="Overload")
-    # Chosen by measurement (bench/README.md, "Worker processes"): one process per core.
+    # Chosen by measurement (bench/README.md, "`--workers 2`" and the workers table of "Issue
+    # 14: the recorded run"; docs/operations.md, "Cores and workers"): one process per core.
     workers: int | Literal["auto"] = setting(
         "auto", "server processes, or `auto`: one per CPU this process may run on (one when "
                 "the `--listen` port is 0); worker i listens on the `--listen` port + i (and "

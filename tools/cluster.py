@@ -4,7 +4,8 @@
 
 PostgreSQL is the embedded one (data in data/postgres) unless SARAH_DATABASE_URL names
 another. Envoy listens where `make run`'s does (127.0.0.1:8080, admin 9901), so every
-README example works against the cluster unchanged. Ctrl-C stops everything.
+example of the README and docs/kapso.md works against the cluster unchanged. Ctrl-C stops
+everything.
 """
 
 import argparse

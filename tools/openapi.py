@@ -65,7 +65,7 @@ _LIMITS: dict[str, Schema] = {
 _MAX_ITEMS = {"pain_points": 20, "clear": 10}
 _EXAMPLES = {"contact_phone": "+6281234567890", "new_contact_phone": "+6281234567891"}
 
-# The errors a JSON call can get, and the case of each (the README's error table).
+# The errors a JSON call can get, and the case of each (docs/api.md's "Errors" table).
 _ERRORS = {
     "400": "A field is invalid (the message and google.rpc.BadRequest details name it), "
            "or the JSON is malformed.",

@@ -81,16 +81,16 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 
 
 def _code_of(exc: Exception) -> grpc.StatusCode | None:
-    """The status code `exc` stands for; None for a bug."""
-    if isinstance(exc, InvalidArgument):
-        return grpc.StatusCode.INVALID_ARGUMENT
+    """The status code `exc` stands for; None for a bug. (An InvalidArgument never gets
+    here: abort() ends its call first, with details.)"""
     return next((code for kind, code in _CODES if isinstance(exc, kind)), None)
 
 
 def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     """End the call with the status that `exc` stands for."""
     if isinstance(exc, InvalidArgument):
-        # With google.rpc.BadRequest details naming every bad field.
+        # With google.rpc.BadRequest details naming every bad field. Like abort(), it
+        # raises, so nothing below runs for an InvalidArgument.
         context.abort_with_status(rpc_status.to_status(_bad_request(exc)))
     if isinstance(exc, AtCapacity):
         context.set_trailing_metadata(_RETRY_ADVICE)

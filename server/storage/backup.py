@@ -3,7 +3,7 @@
 A backup is SQLite's online backup API, a page range per step, reading one pinned WAL
 snapshot: writers carry on throughout, and the copy is the database as of one instant.
 A restore replaces the file only while no server holds it (filelock.py). PostgreSQL has
-its own tools (pg_dump, pg_restore); the README shows them.
+its own tools (pg_dump, pg_restore); docs/operations.md shows them.
 """
 
 import contextlib
@@ -39,7 +39,7 @@ def database_file(url: str, action: str) -> Path:
         tool = ("pg_dump --format=custom --file=PATH DATABASE_URL" if action == "backup"
                 else "pg_restore --no-owner --exit-on-error --dbname=DATABASE_URL PATH")
         raise ValueError(f"{action} handles SQLite databases only; PostgreSQL has its own "
-                         f"tools: `{tool}` (see the README, \"Backup and restore\")")
+                         f"tools: `{tool}` (see docs/operations.md, \"Backup and restore\")")
     if db.database in ("", ":memory:"):
         raise ValueError(f"{url} is not a database file")
     return Path(db.database).absolute()

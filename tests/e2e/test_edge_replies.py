@@ -1,6 +1,6 @@
 """Envoy's own answers, through the real Envoy from envoy.yaml: every reply it makes itself
-is JSON with a message and the gRPC code that fits its status (the README's "Envoy's own
-answers" table, row by row); a JSON body must say it is JSON; gRPC framing on a JSON path
+is JSON with a message and the gRPC code that fits its status (docs/kapso.md's "Envoy's
+own answers" table, row by row); a JSON body must say it is JSON; gRPC framing on a JSON path
 is refused at once; each API key has its own rate limit; and the access log records the
 gRPC status the server really returned."""
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from deploy import ROOT
 from deploy.envoy_config import Config, load, rate_limit, with_rate_limit
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer
 from tests.support.databases import write_lock
+from tests.support.docs import docs_section
 from tests.support.envoy import EnvoyProcess, envoy_config
 from tests.support.helpers import PHONE
 from tests.support.http_calls import raw_exchange
@@ -116,8 +116,8 @@ def _ordinal(n: int) -> str:
 
 @dataclass(frozen=True)
 class Reply:
-    what: str  # the README's words
-    example: str  # the README's spelling of the request
+    what: str  # the docs' words
+    example: str  # the docs' spelling of the request
     sent: bytes
     status: int
     code: int | None  # None: not an error
@@ -161,7 +161,7 @@ REPLIES = [
           _http("POST", "/sarah/state", b'{"contact_', content_type="application/json")
           .replace(b"content-length: 10", b"content-length: 100"), 408, 4,
           "did not arrive in time"),
-    # The README names envoy.yaml's limit; the Envoy here has CALLS_PER_KEY calls a key.
+    # The docs name envoy.yaml's limit; the Envoy here has CALLS_PER_KEY calls a key.
     Reply("one API key over its rate limit",
           f"the {_ordinal(_SHIPPED_BURST + 1)} call at once with one `x-api-key`",
           _json_post(x_api_key="a-key-of-its-own"), 429, 8, "too many requests for this API key",
@@ -198,9 +198,8 @@ def test_envoy_answers_json_with_a_message_and_the_fitting_code(edge: Edge, row:
         assert headers["retry-after"] == "3600", headers
 
 
-def test_readme_lists_exactly_the_replies_checked_here() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n### Envoy's own answers\n", 1)[1].split("\n#", 1)[0]
+def test_the_docs_list_exactly_the_replies_checked_here() -> None:
+    section = docs_section("docs/kapso.md", "Envoy's own answers")
     rows = [line for line in section.splitlines()
             if line.startswith("| ") and not line.startswith(("| Envoy is sent ", "| --- "))]
     assert rows == [*map(_render, REPLIES)]

@@ -1,12 +1,11 @@
 """TLS at the edge: `python -m tools.edge_tls` installs a certificate and derives a TLS Envoy
 config from envoy.yaml; HTTPS and gRPC over TLS work through it, plaintext does not, a
 renewed certificate is served without a restart and without a failed call, and the
-README's commands run."""
+commands of docs/operations.md's "TLS at the edge" run."""
 
 import http.client
 import json
 import os
-import re
 import shlex
 import socket
 import ssl
@@ -27,6 +26,7 @@ from deploy import ROOT
 from deploy.envoy_config import TLS_SECRET, dump, load, sds_secret, with_tls
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
+from tests.support.docs import docs_blocks
 from tests.support.envoy import envoy_config
 from tests.support.helpers import KAPSO_BODY, PHONE
 from tests.support.http_calls import https_connection, https_get, request
@@ -274,20 +274,17 @@ def test_a_renewed_certificate_is_served_without_a_restart_or_a_failed_call(
     assert (folder / "live").resolve().name == versions[-1]
 
 
-def _readme_tls_commands() -> list[str]:
-    """The shell lines of the README's "### TLS at the edge" code blocks."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### TLS at the edge", 1)[1]
-    section = re.split(r"\n#{2,3} ", section, maxsplit=1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+def _documented_tls_commands() -> list[str]:
+    """The shell lines of docs/operations.md's "TLS at the edge" code blocks."""
+    blocks = docs_blocks("docs/operations.md", "TLS at the edge", "sh")
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-def test_readme_tls_commands_work(tmp_path: Path) -> None:
-    """Each README line, run as written in an empty folder (no data/ yet, as in a fresh
+def test_the_documented_tls_commands_work(tmp_path: Path) -> None:
+    """Each line of the docs, run as written in an empty folder (no data/ yet, as in a fresh
     clone), with its ports moved to free ones; the renewal is served by the same Envoy."""
-    commands = _readme_tls_commands()
+    commands = _documented_tls_commands()
     https_port, admin_port, grpc_port = _envoy_ports()
     base = tmp_path / "envoy.yaml"
     base.write_text(envoy_config(8443, admin_port, grpc_port))
@@ -307,7 +304,7 @@ def test_readme_tls_commands_work(tmp_path: Path) -> None:
                 continue
             if argv[0] == ".venv/bin/grpcurl":
                 argv[0] = GRPCURL
-            # The README's commands run from the checkout, where `-m tools...` is found;
+            # The documented commands run from the checkout, where `-m tools...` is found;
             # here they run in tmp_path, so the checkout goes on the path instead.
             done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True,
                                   timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -23,10 +23,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 
-from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support import contract_shapes as shapes
+from tests.support.docs import docs_section
 from tests.support.helpers import KAPSO_BODY, PHONE
 from tests.support.hostile import (
     METHOD_OF,
@@ -333,7 +333,7 @@ def test_forged_page_token_is_invalid_argument(target: Target) -> None:
     assert all(status == 400 for _, status, _ in answers), answers
 
 
-# The README's "Bad input" table, row by row: each row is run here, and the README must list
+# docs/api.md's "Bad input" table, row by row: each row is run here, and the page must list
 # exactly these rows, rendered by _render.
 
 
@@ -346,7 +346,7 @@ class Row:
     code: int | None = None
     says: str = ""  # a part of `message`
     field: str | None = None  # a field the BadRequest details name
-    shown: str | None = None  # the README's spelling of a body too long or raw to print
+    shown: str | None = None  # the docs' spelling of a body too long or raw to print
     keeps: str | None = None  # a field an accepted write leaves as it was
     path: str = "/sarah/state"  # where a POST goes
 
@@ -462,7 +462,7 @@ HTTP_ROWS = [
         path="/sarah/identity"),
     Row("an unknown path", "GET", "/sarah/nope", 404, 5, "Could not resolve"),
 ]
-# Straight to gRPC: (what, the README's spelling, method, request, the field named or else
+# Straight to gRPC: (what, the docs' spelling, method, request, the field named or else
 # a part of the message).
 GRPC_ROWS = [
     ("any int32 in an enum field", "UpsertStateRequest(state=99)", "UpsertState",
@@ -545,9 +545,8 @@ def test_bad_input_table_grpc_row(target: Target, row: tuple) -> None:
     assert target.snapshot() == before
 
 
-def test_readme_bad_input_table_lists_exactly_the_rows_checked_here() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_bad_input_table_lists_exactly_the_rows_checked_here() -> None:
+    section = docs_section("docs/api.md", "Bad input")
     rows = [line for line in section.splitlines()
             if line.startswith("| ") and not line.startswith(("| bad input ", "| --- "))]
     assert rows == [*map(_render, HTTP_ROWS), *map(_render_grpc, GRPC_ROWS)]

@@ -1,13 +1,12 @@
-"""The README's "Deploying for Kapso", line by line: a scratch folder stands for /srv/sarah,
-and four substitutions stand for what a test host lacks (the README names them): the
-checkout under test for the clone; certbot's deploy hook, run with a certificate for
+"""docs/kapso.md's "Deploying for Kapso", line by line: a scratch folder stands for
+/srv/sarah, and four substitutions stand for what a test host lacks (the page names them):
+the checkout under test for the clone; certbot's deploy hook, run with a certificate for
 sarah.example.com from a throwaway CA, for certbot; a free port for 443 (so no setcap);
 and --resolve with --cacert so curl reaches sarah.example.com here. Then a renewal by the
 same hook while a Kapso-like client keeps calling with its key: no call fails."""
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import threading
 from pathlib import Path
 
 from deploy import ROOT
+from tests.support.docs import docs_blocks
 from tests.support.envoy import envoy_config
 from tests.support.http_calls import https_connection, https_get
 from tests.support.ports import free_port
@@ -26,10 +26,8 @@ HOST = "sarah.example.com"
 
 
 def _deploy_commands() -> list[str]:
-    """The shell lines of the README's "## Deploying for Kapso" code blocks, in order."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Deploying for Kapso\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    """The shell lines of docs/kapso.md's "Deploying for Kapso" code blocks, in order."""
+    blocks = docs_blocks("docs/kapso.md", "Deploying for Kapso", "sh")
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
@@ -97,7 +95,7 @@ class Host:
             self.shell(command)
 
 
-def test_the_readme_deploys_sarah_for_kapso(tmp_path: Path) -> None:
+def test_the_docs_deploy_sarah_for_kapso(tmp_path: Path) -> None:
     commands = _deploy_commands()
     assert commands[0].startswith("git clone") and any("certbot" in c for c in commands)
     host = Host(tmp_path)

@@ -3,7 +3,7 @@ passes the library's validation; every function node names a shipped function fi
 that fails goes on to the bot's next step; and every webhook node's request, its placeholders
 rendered from a sample Kapso context, is accepted by the real HTTP door (a server and Envoy
 that require API keys) — or, for a lead with no phone number, refused with nothing stored,
-the limit the README gives for the webhook recipe.
+the limit docs/kapso.md gives for the webhook recipe.
 
 The placeholder renderer below stands in for Kapso's templating only, with the syntax of
 Kapso's docs: `{{context.phone_number}}`, `{{vars.…}}`, `${ENV:NAME}`."""
@@ -25,7 +25,7 @@ from deploy import ROOT
 from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer, create_server
 from server.config import Config
-from tests.support import readme
+from tests.support.docs import docs_blocks
 from tests.support.envoy import EnvoyProcess
 from tests.support.http_calls import request
 
@@ -195,12 +195,12 @@ def test_every_call_node_names_a_workflow_built_here(built: dict[str, Any]) -> N
     assert called and called <= set(built)
 
 
-def test_the_readmes_webhook_nodes_are_the_ones_workflow_js_builds(
+def test_the_documented_webhook_nodes_are_the_ones_workflow_js_builds(
         built: dict[str, Any]) -> None:
-    """The README shows the recipe's two node configs as `node kapso/workflow.js` prints them
-    with SARAH_URL=https://sarah.example.com; its other JSON examples are JSON."""
+    """docs/kapso.md shows the recipe's two node configs as `node kapso/workflow.js` prints
+    them with SARAH_URL=https://sarah.example.com; its other JSON examples are JSON."""
     shown = [json.loads(block) for block in
-             readme.blocks("Calling from Kapso (HTTP/JSON through Envoy)", "json")]
+             docs_blocks("docs/kapso.md", "Calling from Kapso (HTTP/JSON through Envoy)", "json")]
     webhooks = [node["data"]["config"] for _, node in of_type(built, "webhook")]
     assert [block for block in shown if "url" in block] == webhooks
 
@@ -246,7 +246,7 @@ def test_the_webhook_recipe_sends_the_workspace_a_bound_key_needs(envoy: EnvoyPr
 
 
 def test_every_placeholder_of_the_write_must_resolve(envoy: EnvoyProcess) -> None:
-    """The README's word on the recipe: an empty `state` is refused, an empty `name` is
+    """docs/kapso.md's word on the recipe: an empty `state` is refused, an empty `name` is
     stored as "" (over the name stored before), so the bot sets every field every turn."""
     built = build(SARAH_URL=f"http://127.0.0.1:{envoy.port}")
     secrets = {"SARAH_API_KEY": KEY}

@@ -19,6 +19,7 @@ from deploy import ROOT
 from deploy.envoy_config import Config as EnvoyConfig
 from deploy.envoy_config import load, rate_limit, with_rate_limit
 from server.config import Config
+from tests.support.docs import docs_section
 from tests.support.envoy import EnvoyProcess
 from tests.support.processes import ServerProcess
 
@@ -50,7 +51,7 @@ def _server(database_url: str, workdir: Path) -> ServerProcess:
 
 def _envoy(server: ServerProcess, workdir: Path,
            derive: Callable[[EnvoyConfig], EnvoyConfig] | None = None) -> EnvoyProcess:
-    # Two workers, as the README starts Envoy on a 2-CPU host.
+    # Two worker threads, as `make run`'s Envoy has on a 2-CPU host (one per CPU).
     envoy = EnvoyProcess(server.port, workdir, concurrency=2, derive=derive)
     with envoy.stopped_on_failure():
         envoy.wait_healthy(1)
@@ -164,12 +165,12 @@ def test_the_shipped_limit_fits_a_campaign_and_nothing_else_refuses_16_at_once()
     assert Config().threads + Config().max_queued_calls >= IN_FLIGHT
 
 
-def test_the_readme_states_the_shipped_limit() -> None:
+def test_the_docs_state_the_shipped_limit() -> None:
     requests, seconds, burst = rate_limit(_SHIPPED)
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    assert f"bucket of {burst:,} calls, refilled at {requests} a second" in readme
-    assert f"`retry-after: {seconds}`" in readme
+    docs = " ".join(docs_section("docs/kapso.md", "Envoy's own answers").split())
+    assert f"bucket of {burst:,} calls, refilled at {requests} a second" in docs
+    assert f"`retry-after: {seconds}`" in docs
     # It names the line to edit as envoy.yaml has it.
     [line] = [line.strip() for line in (ROOT / "envoy.yaml").read_text().splitlines()
               if "token_bucket: &per_key" in line]
-    assert f"`{line}`" in readme
+    assert f"`{line}`" in docs

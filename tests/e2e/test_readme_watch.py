@@ -1,7 +1,7 @@
-"""The README's "Live changes" examples, run as written against a real stack (the server
-and Envoy in front of it): the curl session through Envoy, the EventSource snippet in
-headless Chromium, the Python client's loop and `sarah watch`. What each prints is held
-against what the README shows, its revisions shifted to the stack's.
+"""The documented live-changes examples, run as written against a real stack (the server
+and Envoy in front of it): docs/kapso.md's curl session through Envoy and EventSource
+snippet (in headless Chromium), docs/cli.md's Python client loop and `sarah watch`. What
+each prints is held against what the docs show, their revisions shifted to the stack's.
 
 Each example is started first; the test writes only once the server holds its stream
 (Hub.watching), so the events it waits for are after the revision the example watches
@@ -18,13 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from deploy import ROOT
-from tests.support import readme
 from tests.support.browser import Browser, open_page
+from tests.support.docs import docs_blocks
 from tests.support.helpers import PHONE
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 
-_SECTION = "Live changes"
+# The stream through Envoy, for dashboards; the same from Python and a terminal.
+_HTTP = ("docs/kapso.md", "Live changes through Envoy (Server-Sent Events)")
+_CLIENT = ("docs/cli.md", "Live changes")
 _ELIDED = "…"
 
 
@@ -58,12 +60,12 @@ def _session(block: str) -> list[tuple[str, list[str]]]:
 
 
 def _shown_json(text: str) -> Any:
-    """JSON as the README shows it, "…" standing for what is left out."""
+    """JSON as the docs show it, "…" standing for what is left out."""
     return json.loads(re.sub(r",\s*…", "", text))
 
 
 def _agrees(shown: Any, actual: Any, path: str = "") -> None:
-    """Every field the README shows is in `actual`, with the value shown ("…": any)."""
+    """Every field the docs show is in `actual`, with the value shown ("…": any)."""
     if shown == _ELIDED:
         return
     if isinstance(shown, dict):
@@ -103,11 +105,11 @@ class _Lines:
 
 def test_the_curl_session_lists_then_watches_from_the_revision(sqlite_stack: Stack) -> None:
     stack = sqlite_stack
-    block = readme.blocks(_SECTION, "console")[0]
+    block = docs_blocks(*_HTTP, "console")[0]
     (stats_command, [stats_shown]), (watch_command, [frame_shown]) = _session(block)
     shown_stats, shown_event = _shown_json(stats_shown), _shown_json(
         frame_shown.removeprefix("data: "))
-    # The leads the README's stats count, the one its event changes among them (warm
+    # The leads the docs' stats count, the one its event changes among them (warm
     # already, so that a new state and score are all that change).
     _write(stack, "POST", "/sarah/state", {"contact_phone": PHONE, "lead_temperature": "warm"})
     for i in range(1, shown_stats["total"]):
@@ -121,7 +123,7 @@ def test_the_curl_session_lists_then_watches_from_the_revision(sqlite_stack: Sta
                             check=True).stdout
     stats = json.loads(listed)
     _agrees({**shown_stats, "revision": _ELIDED}, stats)
-    # The README watches from the revision its stats showed; this stack's is another.
+    # The docs watch from the revision their stats showed; this stack's is another.
     since = shown_stats["revision"]
     assert f"since_revision={since}" in watch_command
     curl = _Lines(run(watch_command.replace(f"since_revision={since}",
@@ -135,7 +137,7 @@ def test_the_curl_session_lists_then_watches_from_the_revision(sqlite_stack: Sta
     finally:
         curl.stop()
     event = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
-    # The event after the one listed, as the README's is the one after its 41.
+    # The event after the one listed, as the docs' is the one after their 41.
     shift = int(stats["revision"]) - int(since)
     _agrees({**shown_event, "revision": str(int(shown_event["revision"]) + shift)}, event)
 
@@ -160,7 +162,7 @@ _HARNESS = """<!doctype html>
 def test_the_event_source_snippet_renders_each_change(sqlite_stack: Stack,
                                                       browser: Browser) -> None:
     stack = sqlite_stack
-    [snippet] = readme.blocks(_SECTION, "js")
+    [snippet] = docs_blocks(*_HTTP, "js")
     _write(stack, "POST", "/sarah/state", {"contact_phone": PHONE, "lead_score": 5})
     since = _revision(stack)
     open_page(browser, f"http://127.0.0.1:{stack.envoy.port}/sarah/stats",
@@ -184,12 +186,12 @@ def test_the_event_source_snippet_renders_each_change(sqlite_stack: Stack,
 
 
 class _Enough(Exception):
-    """Ends the README's endless loop once it has printed what the test waits for."""
+    """Ends the docs' endless loop once it has printed what the test waits for."""
 
 
 def test_the_python_loop_prints_each_change(sqlite_stack: Stack) -> None:
     stack = sqlite_stack
-    [example] = readme.blocks(_SECTION, "python")
+    [example] = docs_blocks(*_CLIENT, "python")
     _write(stack, "POST", "/sarah/state", {"contact_phone": PHONE, "lead_score": 90,
                                            "lead_temperature": "hot"})
     printed: list[str] = []
@@ -204,7 +206,7 @@ def test_the_python_loop_prints_each_change(sqlite_stack: Stack) -> None:
     def run() -> None:
         code = example.replace("127.0.0.1:50051", f"127.0.0.1:{stack.grpc_port}")
         try:
-            exec(code, {"print": collect})  # our own README, run as written
+            exec(code, {"print": collect})  # our own docs, run as written
         except _Enough:
             pass
         except BaseException as failed:  # noqa: BLE001 - reported by the test
@@ -224,13 +226,13 @@ def test_the_python_loop_prints_each_change(sqlite_stack: Stack) -> None:
                        f"{since + 3} deleted 0"]
 
 
-def test_sarah_watch_prints_the_lines_the_readme_shows(sqlite_stack: Stack) -> None:
+def test_sarah_watch_prints_the_lines_the_docs_show(sqlite_stack: Stack) -> None:
     stack = sqlite_stack
-    [session] = [block for block in readme.blocks(_SECTION, "console")
+    [session] = [block for block in docs_blocks(*_CLIENT, "console")
                  if "$ sarah watch" in block]
     [(command, shown)] = _session(session)
     first = int(shown[0].split()[0])
-    # The lead of the README's lines: warm already, so state and score are what change.
+    # The lead of the docs' lines: warm already, so state and score are what change.
     _write(stack, "POST", "/sarah/state", {"contact_phone": PHONE, "lead_temperature": "warm"})
     argv = [sys.executable, "-m", "client", *shlex.split(command)[1:]]
     watch = _Lines(argv, env={**os.environ, "SARAH_TARGET": f"127.0.0.1:{stack.grpc_port}",
@@ -244,7 +246,7 @@ def test_sarah_watch_prints_the_lines_the_readme_shows(sqlite_stack: Stack) -> N
         lines = watch.wait_for(lambda got: len(got) >= len(shown), "sarah watch to print")
     finally:
         watch.stop()
-    # The README's revisions, moved to where this stack's log stands.
+    # The docs' revisions, moved to where this stack's log stands.
     expected = [f"{int(rev) - first + since + 1} {rest}"
                 for rev, rest in (line.split(" ", 1) for line in shown)]
     assert lines == expected

@@ -1,5 +1,5 @@
-"""The README's security section, sentence by sentence: API keys, tenant isolation,
-secure defaults, metrics and readiness."""
+"""docs/operations.md's "Security" section, sentence by sentence: API keys, tenant
+isolation, secure defaults, metrics and readiness."""
 
 import http.client
 import json
@@ -41,7 +41,7 @@ def _write_keys(path: Path, *lines: str) -> Path:
 
 @pytest.fixture
 def keys_file(tmp_path: Path) -> Path:
-    # One key stored as its hash, as the README recommends; one in the clear.
+    # One key stored as its hash, as docs/operations.md recommends; one in the clear.
     return _write_keys(tmp_path / "keys.txt", f"{hash_key(ADMIN_KEY)} * operations",
                        f"{TOKO_KEY} toko kapso toko")
 

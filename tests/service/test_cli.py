@@ -26,7 +26,7 @@ from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer, create_server
 from server.config import Config
 from tests.service.test_client import pruned_server
-from tests.support import readme
+from tests.support.docs import docs_blocks
 from tests.support.helpers import PHONE
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -277,18 +277,14 @@ def _read(fd: int) -> bytes:
         return b""
 
 
-def _readme_blocks(language: str) -> list[str]:
-    """The ```language code blocks of the README's command line and client section."""
-    return readme.blocks("Command line and Python client", language)
-
-
-def test_readme_newcomer_flow_works_as_written(target: str, tmp_path: Path) -> None:
+def test_the_documented_import_of_the_old_backend_works_as_written(target: str,
+                                                                    tmp_path: Path) -> None:
     lines = [json.dumps({"_id": str(i), "contact_phone": f"0812-0000-{i:04d}",
                          "lead_score": 90 - i, "lead_temperature": "hot" if i < 3 else "cold",
                          "created_at": 1_700_000_000_000, "updated_at": 1_700_000_000_000})
              for i in range(5)]
     (tmp_path / "export.jsonl").write_text("\n".join(lines) + "\n")
-    [commands] = _readme_blocks("sh")
+    [commands] = docs_blocks("docs/cli.md", "The command line", "sh")
     outputs = []
     for command in commands.splitlines():
         result = subprocess.run(
@@ -305,9 +301,10 @@ def test_readme_newcomer_flow_works_as_written(target: str, tmp_path: Path) -> N
     assert len(rows) == 5 and rows[0]["contact_phone"].startswith("+62812")
 
 
-def test_readme_library_example_runs(target: str, capsys: pytest.CaptureFixture[str]) -> None:
-    [example] = _readme_blocks("python")
-    exec(example.replace("127.0.0.1:50051", target), {})  # our own README, run as written
+def test_the_documented_library_example_runs(target: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    [example] = docs_blocks("docs/cli.md", "The Python library", "python")
+    exec(example.replace("127.0.0.1:50051", target), {})  # our own docs, run as written
     printed = capsys.readouterr().out.splitlines()
     assert printed == ["+6281244445555 hot", "ID.9081726354453628 rina_cakes 60",
                        "+6281244445555 82"]

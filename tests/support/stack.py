@@ -73,9 +73,9 @@ def start_stack(workdir: Path, envoy_yaml: Path, grpc_port: int, *,
 
 
 class MakeRunStack:
-    """`python -m tools.stack` with SARAH_ENVOY_CONFIG naming `config` (as the README starts
-    a TLS stack: `SARAH_ENVOY_CONFIG=data/envoy-tls.yaml make run`), the ports those the
-    config names; ready once Envoy finds the server healthy."""
+    """`python -m tools.stack` with SARAH_ENVOY_CONFIG naming `config` (as docs/operations.md
+    starts a TLS stack: `SARAH_ENVOY_CONFIG=data/envoy-tls.yaml make run`), the ports those
+    the config names; ready once Envoy finds the server healthy."""
 
     def __init__(self, workdir: Path, config: Path, *, grpc_port: int, http_port: int,
                  admin_port: int, own_session: bool = False,
