@@ -206,14 +206,19 @@ def with_tls(config: Config, sds_path: str, listen: str | None = None) -> Config
 
 
 def with_absolute_descriptor(config: Config, root: Path = ROOT) -> Config:
-    """Every transcoder descriptor path (the filter's, and the per-route ones of streaming
-    routes), relative to Envoy's working folder in envoy.yaml, made absolute under `root`,
-    so Envoy may start from any folder."""
+    """Every file envoy.yaml names relative to Envoy's working folder (the repository root
+    for `make run`) made absolute under `root`, so Envoy may start from any folder: the
+    transcoder's descriptor (the filter's, and the per-route ones of streaming routes) and
+    the dashboard page its `/` route answers with (a direct_response body)."""
     changed = copy.deepcopy(config)
     for node in _walk(changed):
         path = node.get("proto_descriptor")
         if isinstance(path, str) and not Path(path).is_absolute():
             node["proto_descriptor"] = str(root / path)
+        body = node.get("direct_response", {}).get("body", {})
+        page = body.get("filename")
+        if isinstance(page, str) and not Path(page).is_absolute():
+            body["filename"] = str(root / page)
     return changed
 
 

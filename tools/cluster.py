@@ -15,7 +15,14 @@ import warnings
 from pathlib import Path
 
 from deploy import ROOT
-from deploy.envoy_config import dump, envoy_command, load, with_outlier_detection, with_replicas
+from deploy.envoy_config import (
+    dump,
+    envoy_command,
+    load,
+    with_absolute_descriptor,
+    with_outlier_detection,
+    with_replicas,
+)
 from server.supervise import supervise
 from tools.stack import envoy_addresses
 
@@ -55,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ports = [args.first_port + i for i in range(args.replicas)]
     config = ROOT / "data" / "envoy-cluster.yaml"
     config.parent.mkdir(exist_ok=True)
-    config.write_text(dump(with_outlier_detection(with_replicas(load(), ports))))
+    # Its files (the descriptor, the dashboard page) named absolutely, as the config lives
+    # in data/ and not where envoy.yaml names them from.
+    config.write_text(dump(with_absolute_descriptor(
+        with_outlier_detection(with_replicas(load(), ports)))))
     commands = {f"replica-{port}": replica_command(port, database_url) for port in ports}
     commands["envoy"] = envoy_command(config)
     banner = (f"SarahService cluster: {len(ports)} replicas on 127.0.0.1:"

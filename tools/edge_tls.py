@@ -38,6 +38,7 @@ from deploy.envoy_config import (
     load,
     rate_limit,
     sds_secret,
+    with_absolute_descriptor,
     with_rate_limit,
     with_tls,
 )
@@ -179,7 +180,10 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                      f"`python -m tools.edge_tls install --dir {args.dir} ...` first")
     if args.listen and not args.listen.rpartition(":")[2].isdigit():
         parser.error(f"--listen {args.listen}: expected HOST:PORT")
-    config = with_tls(load(args.base), str(_write_sds(folder)), args.listen)
+    # Its files (the descriptor, the dashboard page) named absolutely: the config is used
+    # from data/, and may be started from any folder.
+    config = with_absolute_descriptor(with_tls(load(args.base), str(_write_sds(folder)),
+                                               args.listen))
     if args.rate_limit or args.burst:
         calls, seconds = args.rate_limit or rate_limit(config)[:2]
         config = with_rate_limit(config, calls, seconds, args.burst)

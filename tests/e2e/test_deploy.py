@@ -60,6 +60,7 @@ def test_circuit_breakers_grow_with_the_replicas_and_the_call_limit_sets_calls_o
 def test_with_absolute_descriptor_names_the_checkouts_file() -> None:
     text = derive.dump(derive.with_absolute_descriptor(derive.load()))
     assert f"proto_descriptor: {ROOT / 'sarah' / 'v1' / 'sarah.pb'}" in text
+    assert f"filename: {ROOT / 'dashboard' / 'index.html'}" in text  # the page at `/`
 
 
 @pytest.mark.parametrize("variant", ["ports", "replicas", "tls", "rate limit"])

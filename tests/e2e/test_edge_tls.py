@@ -166,6 +166,19 @@ def test_https_post_and_get_state(tls_stack: MakeRunStack, certs: tuple[Path, Pa
     assert read["lead_score"] == 45 and read["extracted_data"]["name"] == "Budi"
 
 
+def test_the_dashboard_page_is_served_over_https(tls_stack: MakeRunStack,
+                                                 certs: tuple[Path, Path, Path]) -> None:
+    conn = https_connection(tls_stack.port, certs[0])
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("content-type") == "text/html; charset=utf-8"
+        assert response.read() == (ROOT / "dashboard" / "index.html").read_bytes()
+    finally:
+        conn.close()
+
+
 def test_grpc_over_tls_with_a_secure_channel_and_the_client_library(
         tls_stack: MakeRunStack, certs: tuple[Path, Path, Path]) -> None:
     credentials = grpc.ssl_channel_credentials(root_certificates=certs[0].read_bytes())

@@ -347,6 +347,13 @@ def test_the_documented_unit_runs_the_stack_and_its_sigterm_stops_it(tmp_path: P
     assert still_holding(children, _alive, within=10) == []
 
 
+def test_make_run_serves_the_dashboard_page_at_the_root(stack: RunningStack) -> None:
+    status, headers, page = request("127.0.0.1", stack.port, "GET", "/",
+                                    headers={"content-type": None})
+    assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
+    assert page == (ROOT / "dashboard" / "index.html").read_text()
+
+
 def test_grpcurl_works_through_envoy(stack: RunningStack) -> None:
     target = f"127.0.0.1:{stack.port}"
     listed = subprocess.run([GRPCURL, "-plaintext", target, "list"], capture_output=True,
