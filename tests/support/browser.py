@@ -1,6 +1,7 @@
 """Headless Chromium for the tests that need a real browser: driven over its DevTools
 protocol on a pipe (--remote-debugging-pipe: no port, no extra package)."""
 
+import base64
 import contextlib
 import fcntl
 import itertools
@@ -57,6 +58,7 @@ class Browser:
         os.close(from_browser_w)
         self._ids = itertools.count(1)
         self._replies: dict[int, dict[str, Any]] = {}
+        self._events: list[dict[str, Any]] = []  # what the browser told unasked, in order
         self._arrived = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
         self._session = ""
@@ -71,10 +73,12 @@ class Browser:
             *messages, buffered = buffered.split(b"\0")
             for raw in messages:
                 message = json.loads(raw)
-                if "id" in message:  # a reply; events are not needed here
-                    with self._arrived:
+                with self._arrived:
+                    if "id" in message:  # a reply
                         self._replies[message["id"]] = message
                         self._arrived.notify_all()
+                    else:  # an event, of the domains enabled (Runtime, Log, Network...)
+                        self._events.append(message)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         """One command (to the page once attached); its result, or AssertionError."""
@@ -90,11 +94,66 @@ class Browser:
         assert "error" not in reply, (method, reply["error"])
         return dict(reply["result"])
 
-    def evaluate(self, expression: str) -> Any:
-        """`expression`'s value in the page, as JSON would carry it."""
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+    def evaluate(self, expression: str, *, wait: bool = False) -> Any:
+        """`expression`'s value in the page, as JSON would carry it; with `wait`, the value
+        of the promise it returns, once settled."""
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                           awaitPromise=wait)
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
+
+    def events(self, method: str) -> list[dict[str, Any]]:
+        """The params of every `method` event the browser sent so far (its domain enabled)."""
+        with self._arrived:
+            return [event.get("params", {}) for event in self._events
+                    if event.get("method") == method]
+
+    def watch_console(self) -> None:
+        """Record, from now on (and what the page logged before), its console, uncaught
+        exceptions and the browser's own log, for console_errors."""
+        self.call("Runtime.enable")
+        self.call("Log.enable")
+
+    def console_errors(self, since: int = 0, *, network: bool = True) -> list[str]:
+        """The errors recorded after the first `since` events (see event_count): uncaught
+        exceptions, console.error, and the browser's log errors -- of the network too (a
+        request answered 4xx/5xx, a stream cut off) unless `network` is False."""
+        with self._arrived:
+            events = self._events[since:]
+        found = []
+        for event in events:
+            params = event.get("params", {})
+            if event.get("method") == "Runtime.exceptionThrown":
+                details = params["exceptionDetails"]
+                found.append(details.get("exception", {}).get("description", details["text"]))
+            elif (event.get("method") == "Runtime.consoleAPICalled"
+                  and params["type"] in ("error", "assert")):
+                found.append(" ".join(str(arg.get("value", arg.get("description")))
+                                      for arg in params["args"]))
+            elif event.get("method") == "Log.entryAdded" and params["entry"]["level"] == "error":
+                entry = params["entry"]
+                if network or entry["source"] != "network":
+                    found.append(f"{entry['source']}: {entry['text']} {entry.get('url', '')}")
+        return found
+
+    def event_count(self) -> int:
+        with self._arrived:
+            return len(self._events)
+
+    def screenshot(self, path: Path, width: int, height: int, *, mobile: bool = False) -> bytes:
+        """The page as a `width`x`height` screen (a phone's with `mobile`) shows it, as PNG,
+        written to `path` too; the screen stays that size (reset_screen)."""
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=mobile)
+        # Laid out and painted at the new size before the picture is taken.
+        self.evaluate("new Promise(done => requestAnimationFrame(() => "
+                      "requestAnimationFrame(() => done(true))))", wait=True)
+        png = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        path.write_bytes(png)
+        return png
+
+    def reset_screen(self) -> None:
+        self.call("Emulation.clearDeviceMetricsOverride")
 
     def _tail(self) -> str:
         self._log.flush()

@@ -7,6 +7,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from deploy import ROOT
 from server.app import RunningServer, create_server
@@ -29,9 +30,11 @@ class Stack:
         self.envoy = EnvoyProcess(self.grpc_port, workdir)
         self.wait_until(lambda: self.envoy.call("GET", "/sarah/stats")[0] == 200)
 
-    def start_server(self) -> None:
+    def start_server(self, **settings: Any) -> None:
+        """The server on the stack's port and database; `settings` are more Config fields
+        (api_keys_file, say), for this start only."""
         config = Config(listen=f"127.0.0.1:{self.grpc_port}", database_url=self.db_url,
-                        workers=1, metrics_listen="")
+                        workers=1, metrics_listen="", **settings)
         self.server = create_server(config)
 
     def stop_server(self) -> None:
