@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from server.core.changes import HEARTBEAT, Event
+from server.core.changes import DELETED, HEARTBEAT, Event
 from server.core.errors import InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 
 _LOGGER = logging.getLogger(__name__)
@@ -193,6 +193,30 @@ class Hub:
     def delivered(self) -> int:
         return self._delivered
 
+    def _drop_erased(self) -> None:
+        """Erasure wins over delivery (contract v1.2): an erasure removed the lead's earlier
+        events from the log in the transaction of its `deleted` event, so the events still
+        waiting in a watcher's queue that the log no longer holds are an erased lead's
+        personal data; they are dropped, never sent. Queues are almost always empty (a
+        watcher takes its events as they come), so this costs a read only when one lags."""
+        with self._lock:
+            watchers = [w for group in self._watchers.values() for w in group]
+        queued: set[int] = set()
+        for watcher in watchers:
+            with watcher.cond:
+                queued.update(event.revision for event in watcher.queue)
+        if not queued:
+            return
+        low, high = min(queued), max(queued)
+        kept = {event.revision for event in self._log.events_after(low - 1, high - low + 1)}
+        erased = queued - kept
+        if not erased:
+            return
+        for watcher in watchers:
+            with watcher.cond:
+                watcher.queue = collections.deque(
+                    event for event in watcher.queue if event.revision not in erased)
+
     def _tail(self) -> None:
         read_at = 0.0
         while True:
@@ -219,6 +243,8 @@ class Hub:
             batch = self._log.events_after(self._delivered, _BATCH)
             if not batch:
                 return
+            if any(event.kind == DELETED for event in batch):
+                self._drop_erased()
             # The events each group of watchers sees, in order (None: every workspace's).
             by_workspace: dict[str | None, list[Event]] = {None: []}
             for event in batch:
