@@ -138,14 +138,14 @@ class ObserveLayer:
 
     def __init__(self, metrics: Metrics | None = None, call_log: CallLog | None = None):
         self._metrics = metrics
-        self._log = call_log if call_log is not None else CallLog()
+        self._call_log = call_log if call_log is not None else CallLog()
 
     def wrap(self, method: str, handler: _Handler) -> _Handler:
         if handler.unary_unary is None or method.startswith(HEALTH_PREFIX):
             return handler
         inner = handler.unary_unary
         assert inner is not None
-        metrics, log = self._metrics, self._log
+        metrics, call_log = self._metrics, self._call_log
 
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
@@ -164,8 +164,8 @@ class ObserveLayer:
                 code = (cast(_EndedContext, context).code() or grpc.StatusCode.OK).name
                 if metrics is not None:
                     metrics.observe(method, code, seconds)
-                log.record(method, code, seconds, str(request_id),
-                           routine=True if refused else None)
+                call_log.record(method, code, seconds, str(request_id),
+                                routine=True if refused else None)
 
         return _with_behavior(handler, observed)
 
