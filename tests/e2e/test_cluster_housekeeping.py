@@ -34,9 +34,9 @@ def _seed(url: str) -> None:
     message then and none since; ACTIVE leads with a message then and one yesterday."""
     db = open_database(url, pool_size=2)
     migrate(db)
-    repo = Repository(db)
+    store = Repository(db)
     clock = Clock(now_us() - 100 * DAY_US)
-    service = SarahService(repo, clock=clock)
+    service = SarahService(store, clock=clock)
     try:
         for i in range(SILENT + ACTIVE):  # revisions 1 to 800
             service.upsert_state(Patch(contact_phone=_phone(i), add_messages=1,
@@ -46,7 +46,7 @@ def _seed(url: str) -> None:
             service.upsert_state(Patch(contact_phone=_phone(i), add_messages=1,
                                        request_id=f"new-{i}"))
     finally:
-        repo.close()
+        store.close()
 
 
 @pytest.fixture(params=["cluster", "workers"])

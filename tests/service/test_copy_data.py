@@ -66,14 +66,14 @@ def source(urls: tuple[str, str]) -> str:
     clock = Clock(now_us() - 3 * DAY_US)
     db = open_database(url, pool_size=2)
     migrate(db)
-    repo = Repository(db)
-    service = SarahService(repo, clock=clock, history_days=1)
+    store = Repository(db)
+    service = SarahService(store, clock=clock, history_days=1)
     service.upsert_state(Patch(contact_phone=OLD, message_count=2))
     service.upsert_state(Patch(contact_phone=OLD, add_messages=1))
     clock.now = now_us()
     through = service.history_end()
     assert through == 2 and service.prune_history(through, limit=100) == 2
-    repo.close()
+    store.close()
     with _stub(url) as stub:
         upsert(stub, contact_phone=OLD, add_messages=1, lead_temperature=pb.hot)
         # Erased: its conversation row is gone (the target's ids shift), its deleted event

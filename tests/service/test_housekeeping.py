@@ -37,9 +37,9 @@ def clock() -> Clock:
 def service(database_url: str, clock: Clock) -> Iterator[SarahService]:
     db = open_database(database_url, pool_size=2)
     migrate(db)
-    repo = Repository(db)
-    yield SarahService(repo, clock=clock, history_days=1)
-    repo.close()
+    store = Repository(db)
+    yield SarahService(store, clock=clock, history_days=1)
+    store.close()
 
 
 def _log_head(url: str) -> tuple[int, int]:
@@ -182,7 +182,7 @@ def test_without_the_purge_setting_no_lead_is_erased(database_url: str, clock: C
 
 def test_two_replicas_purging_and_pruning_one_database_at_once_agree(
         database_url: str, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
-    # Two services with their own repositories, connections and transactions over one
+    # Two services with their own stores, connections and transactions over one
     # database, as replicas are (peewee's models are bound once per process, so one
     # database object serves both; tests/e2e/test_cluster_housekeeping.py runs processes).
     leads = 120
