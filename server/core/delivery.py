@@ -208,7 +208,7 @@ class Hub:
         if not queued:
             return
         low, high = min(queued), max(queued)
-        kept = {event.revision for event in self._log.events_after(low - 1, high - low + 1)}
+        kept = {event.revision for event in self._store.events_after(low - 1, high - low + 1)}
         erased = queued - kept
         if not erased:
             return
