@@ -1,5 +1,6 @@
 """Every error row of the contract over gRPC: the code, each bad field named, nothing written."""
 
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -14,6 +15,7 @@ from server.api.servicer import SarahServicer
 from server.app import grpc_server
 from server.core.delivery import Hub
 from server.core.service import SarahService
+from server.storage import database
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.repository import Repository
@@ -115,7 +117,22 @@ def test_stats_validates_workspace(stub) -> None:
     assert bad_fields(caught.value) == {"workspace_id"}
 
 
-def test_locked_database_is_unavailable_not_unknown(stub, database_url) -> None:
+_SHORT_LOCK_WAIT_MS = 300
+
+
+@pytest.fixture
+def short_lock_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's wait for a held write lock (LOCK_WAIT_MS, 5 s: SQLite's busy timeout,
+    PostgreSQL's lock_timeout, the writer queue) cut short, for a server started after
+    this fixture. Every server module that took a copy of the constant gets the short one."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("server.") and hasattr(module, "LOCK_WAIT_MS"):
+            monkeypatch.setattr(module, "LOCK_WAIT_MS", _SHORT_LOCK_WAIT_MS)
+    monkeypatch.setitem(database._SQLITE_PRAGMAS, "busy_timeout", _SHORT_LOCK_WAIT_MS)
+
+
+def test_locked_database_is_unavailable_not_unknown(short_lock_wait, stub, database_url
+                                                    ) -> None:
     upsert(stub, contact_phone=PHONE, lead_score=1)
     with write_lock(database_url):
         with pytest.raises(grpc.RpcError) as caught:
