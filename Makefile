@@ -22,9 +22,11 @@ cluster: $(STAMP)
 	$(PY) -m tools.cluster
 
 ## test: the type check and the lint, then the whole suite against real servers on free
-## loopback ports
+## loopback ports, on TEST_WORKERS pytest-xdist workers (each with its own PostgreSQL and
+## ports), printing the 30 slowest tests; TEST_WORKERS=0 runs them in one process
+TEST_WORKERS ?= 2
 test: typecheck lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=30
 
 ## typecheck: mypy --strict over the service and the client (the generated .pyi files type
 ## the protobuf messages and stubs), and the in-memory store the unit tests use
