@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 ## released descriptor (buf.yaml says which changes since are known and why)
 RELEASED_DESCRIPTOR := protos/released/sarah-v1.0.binpb
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server client tests protos bench tools deploy
+	$(VENV)/bin/ruff check server client tests protos bench tools deploy harness
 	$(VENV)/bin/buf lint sarah/v1/sarah.pb#format=binpb --config buf.yaml
 	$(VENV)/bin/buf breaking sarah/v1/sarah.pb#format=binpb \
 		--against $(RELEASED_DESCRIPTOR)#format=binpb --config buf.yaml

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tests.support.apt import apt_install
+from harness.apt import apt_install
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from harness.postgres import fresh_postgres_database, postgres_server
+from harness.processes import ServerProcess
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer
-from tests.support.databases import empty_tables, fresh_postgres_database, postgres_server
-from tests.support.processes import ServerProcess
+from tests.support.databases import empty_tables
 from tests.support.servers import serving
 
 

@@ -6,54 +6,22 @@ import itertools
 import signal
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import pytest
 
-from client import SarahClient
+from harness.cluster import Cluster
+from harness.postgres import fresh_postgres_database
+from harness.processes import ServerProcess
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from tests.support.databases import fresh_postgres_database, query
-from tests.support.envoy import EnvoyProcess
-from tests.support.ports import free_port
-from tests.support.processes import ServerProcess
+from tests.support.databases import query
 from tests.support.threads import BackgroundThreads
-from tests.support.waiting import wait_until
 
 WRITERS = 8
 LEADS = ("+6281234567001", "+6281234567002")
 _request_ids = itertools.count()
-
-
-class Cluster:
-    def __init__(self, workdir: Path, database_url: str, env: dict[str, str] | None = None):
-        self.database_url = database_url
-        self.env = env
-        self.ports = [free_port() for _ in range(3)]
-        self.replicas = {port: self._start(port) for port in self.ports}
-        self.envoy = EnvoyProcess(self.ports, workdir, eject_failing=True)
-        self.wait_healthy(3)
-
-    def _start(self, port: int) -> ServerProcess:
-        return ServerProcess("--listen", f"127.0.0.1:{port}", "--database-url",
-                             self.database_url, "--drain-seconds", "2", env=self.env)
-
-    def restart(self, port: int) -> None:
-        self.replicas[port] = self._start(port)
-
-    def wait_healthy(self, count: int) -> None:
-        self.envoy.wait_healthy(count)
-
-    def client(self) -> SarahClient:
-        return SarahClient(f"127.0.0.1:{self.envoy.port}", timeout=20)
-
-    def stop(self) -> None:
-        self.envoy.stop()
-        # Each drains for 2 s on SIGTERM: all at once, not one after another.
-        with ThreadPoolExecutor(len(self.replicas)) as pool:
-            list(pool.map(ServerProcess.stop, self.replicas.values()))
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 
 from client import SarahClient
+from harness.cluster import Cluster
+from harness.postgres import fresh_postgres_database
+from harness.processes import start_workers
+from harness.waiting import wait_until
 from server.core.domain import Patch
 from server.core.service import SarahService, now_us
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.repository import Repository
-from tests.e2e.test_cluster import Cluster
-from tests.support.databases import fresh_postgres_database, query
+from tests.support.databases import query
 from tests.support.helpers import DAY_US, Clock
-from tests.support.processes import start_workers
-from tests.support.waiting import wait_until
 
 SILENT = 600  # more than a batch (500): replicas go through several lists of them
 ACTIVE = 200

@@ -13,13 +13,13 @@ import grpc
 import pytest
 
 from deploy.envoy_config import Config as EnvoyConfig
+from harness.envoy import EnvoyProcess
+from harness.processes import ServerProcess
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.config import Config
 from tests.support import contract_shapes as shapes
 from tests.support.databases import new_database_url
-from tests.support.envoy import EnvoyProcess
-from tests.support.processes import ServerProcess
 
 PHONE = "+6281234567890"
 ROUTE_TIMEOUT_S = 15  # envoy.yaml's, on every route but the watch routes

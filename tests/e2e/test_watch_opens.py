@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from harness.envoy import EnvoyProcess
+from harness.processes import ServerProcess, start_workers
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.databases import new_database_url
-from tests.support.envoy import EnvoyProcess
-from tests.support.processes import ServerProcess, start_workers
 
 KEY = "dashboard-key-4c1f"
 # The contract's bound for the headers; the heartbeat (15 s) is far beyond it, so only a

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from deploy import ROOT
+from harness.postgres import fresh_postgres_database
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.core.domain import Patch
@@ -21,7 +22,7 @@ from server.core.service import SarahService, now_us
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.repository import Repository
-from tests.support.databases import fresh_postgres_database, query
+from tests.support.databases import query
 from tests.support.helpers import DAY_US, Clock, upsert
 from tests.support.servers import serving
 

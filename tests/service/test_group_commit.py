@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+from harness.waiting import wait_until
 from server.core import rules
 from server.core.activity import ActivityDeltas
 from server.core.changes import Event, changes_of
@@ -29,7 +30,6 @@ from server.storage.repository import Repository, WriteTx
 from tests.support.databases import empty_tables, query
 from tests.support.helpers import get, upsert
 from tests.support.servers import serving
-from tests.support.waiting import wait_until
 
 PHONES = ["+6281234567801", "+6281234567802", "+6281234567803", "+6281234567804"]
 

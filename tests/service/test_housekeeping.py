@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.core.domain import LeadFilter, Patch
@@ -19,7 +20,6 @@ from server.storage.repository import Repository
 from tests.support.databases import query
 from tests.support.helpers import DAY_US, Clock, get, upsert
 from tests.support.servers import serving
-from tests.support.waiting import wait_until
 
 _EVERY = 0.05  # seconds between housekeeping passes
 

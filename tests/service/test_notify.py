@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from harness.waiting import wait_until
 from server.storage import notify
 from server.storage.changelog import CHANNEL
 from server.storage.notify import Listener
 from tests.support.threads import BackgroundThreads
-from tests.support.waiting import wait_until
 
 
 class Heard:

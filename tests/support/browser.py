@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.support.apt import apt_install
-from tests.support.waiting import wait_until
+from harness.apt import apt_install
+from harness.waiting import wait_until
 
 _CHROMIUM = "/usr/bin/chromium"
 _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

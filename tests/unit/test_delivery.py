@@ -5,12 +5,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.waiting import wait_until
 from server.core.changes import DELETED, HEARTBEAT, UPSERTED
 from server.core.delivery import Hub, WatchLimits
 from server.core.domain import Patch
 from server.core.service import SarahService
 from tests.support.memory_store import MemoryStore
-from tests.support.waiting import wait_until
 
 BUDI = "+6281234567890"
 SARI = "+6281298765432"
