@@ -23,9 +23,11 @@ cluster: $(STAMP)
 	$(PY) -m tools.cluster
 
 ## test: the type check and the lint, then the whole suite against real servers on free
-## loopback ports
+## loopback ports, on TEST_WORKERS pytest-xdist workers (each with its own PostgreSQL and
+## ports), printing the 30 slowest tests; TEST_WORKERS=0 runs them in one process
+TEST_WORKERS ?= 2
 test: typecheck lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=30
 
 ## typecheck: mypy --strict over the service and the client (the generated .pyi files type
 ## the protobuf messages and stubs), and the in-memory store the unit tests use; tsc over
@@ -38,7 +40,7 @@ typecheck: $(STAMP)
 ## released descriptor (buf.yaml says which changes since are known and why)
 RELEASED_DESCRIPTOR := protos/released/sarah-v1.0.binpb
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server client tests protos bench tools deploy
+	$(VENV)/bin/ruff check server client tests protos bench tools deploy harness
 	$(VENV)/bin/buf lint sarah/v1/sarah.pb#format=binpb --config buf.yaml
 	$(VENV)/bin/buf breaking sarah/v1/sarah.pb#format=binpb \
 		--against $(RELEASED_DESCRIPTOR)#format=binpb --config buf.yaml
