@@ -16,13 +16,13 @@ from google.api import annotations_pb2
 
 from deploy import ROOT
 from deploy.envoy_config import Config, dump, load, with_cors_origins, with_rate_limit
+from harness.envoy import EnvoyProcess, envoy_config
+from harness.http_calls import raw_exchange
+from harness.ports import free_port
 from sarah.v1 import sarah_pb2 as pb
 from tests.support.certificates import make_certificates
 from tests.support.docs import docs_blocks
-from tests.support.envoy import EnvoyProcess, envoy_config
 from tests.support.helpers import PHONE
-from tests.support.http_calls import raw_exchange
-from tests.support.ports import free_port
 from tests.support.servers import serving
 from tests.support.stack import MakeRunStack
 from tools import cluster, edge_tls

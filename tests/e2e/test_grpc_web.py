@@ -19,9 +19,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from deploy import ROOT
+from harness.envoy import EnvoyProcess
 from sarah.v1 import sarah_pb2 as pb
 from tests.support.docs import docs_blocks
-from tests.support.envoy import EnvoyProcess
 from tests.support.servers import serving
 from tests.support.workerd import NODE
 
