@@ -17,6 +17,7 @@ from harness.processes import ServerProcess
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer
 from tests.support.databases import empty_tables
+from tests.support.helpers import Clock
 from tests.support.servers import serving
 
 
@@ -93,3 +94,9 @@ def server_process(database_url: str) -> Iterator[ServerProcess]:
     proc = ServerProcess("--listen", "127.0.0.1:0", "--database-url", database_url)
     yield proc
     proc.stop(signal.SIGKILL)  # at once, if the test has not stopped it; the pipe is closed
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test sets, for a service or store built in the test."""
+    return Clock()

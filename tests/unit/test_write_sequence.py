@@ -21,11 +21,6 @@ _SECOND = 1_000_000
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "sarah.db"
 
