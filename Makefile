@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run cluster test typecheck lint protos openapi bench soak fuzz clean
 
-$(STAMP): pyproject.toml kapso/package-lock.json
+$(STAMP): pyproject.toml kapso/package-lock.json ts/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[server,dev]' --config-settings editable_mode=compat
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm ci --prefix kapso --no-audit --no-fund --loglevel=error
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm ci --prefix ts --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## run: the gRPC server (127.0.0.1:50051) and Envoy (127.0.0.1:8080) in the foreground; Ctrl-C stops both
@@ -22,25 +23,30 @@ cluster: $(STAMP)
 	$(PY) -m tools.cluster
 
 ## test: the type check and the lint, then the whole suite against real servers on free
-## loopback ports
+## loopback ports, on TEST_WORKERS pytest-xdist workers (each with its own PostgreSQL and
+## ports), printing the 30 slowest tests; TEST_WORKERS=0 runs them in one process
+TEST_WORKERS ?= 2
 test: typecheck lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=30
 
 ## typecheck: mypy --strict over the service and the client (the generated .pyi files type
-## the protobuf messages and stubs), and the in-memory store the unit tests use
+## the protobuf messages and stubs), and the in-memory store the unit tests use; tsc over
+## the TypeScript example and tests (ts/tsconfig.json)
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict server client tests/support/memory_store.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ts/node_modules/.bin/tsc -p ts
 
 ## lint: ruff on the Python code, buf lint on the proto, buf breaking against the last
 ## released descriptor (buf.yaml says which changes since are known and why)
 RELEASED_DESCRIPTOR := protos/released/sarah-v1.0.binpb
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server client tests protos bench tools deploy
+	$(VENV)/bin/ruff check server client tests protos bench tools deploy harness
 	$(VENV)/bin/buf lint sarah/v1/sarah.pb#format=binpb --config buf.yaml
 	$(VENV)/bin/buf breaking sarah/v1/sarah.pb#format=binpb \
 		--against $(RELEASED_DESCRIPTOR)#format=binpb --config buf.yaml
 
-## protos: regenerate sarah/v1 (stubs, .pyi, descriptor set) from protos/ alone
+## protos: regenerate sarah/v1 (stubs, .pyi, descriptor set) and ts/gen (TypeScript, with
+## buf and ts/'s protoc-gen-es) from protos/ alone
 protos: $(STAMP)
 	$(PY) protos/generate.py
 

@@ -99,6 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "gRPC targets' RPCs)")
     p.add_argument("--profile-seconds", type=int, default=10,
                    help="py-spy's sampling time per profiled RPC (default 10)")
+    p.add_argument("--profile-rate", type=int, default=100,
+                   help="py-spy's samples per second (default 100)")
     p.add_argument("--keep", action="store_true",
                    help="keep the work folder (databases, logs, h2load logs)")
     return p.parse_args(argv)
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile_rpcs.strip():
             profiled = profile.profiles(profile.parse_args([
                 "--rpcs", args.profile_rpcs, "--seconds", str(args.profile_seconds),
+                "--rate", str(args.profile_rate),
                 "--leads", str(small), "--concurrency", str(opts.concurrency),
                 "--server-args", args.server_args]), workdir)
     finally:

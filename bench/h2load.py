@@ -10,6 +10,8 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from harness.apt import apt_install
+
 _LOGGER = logging.getLogger(__name__)
 
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
@@ -24,8 +26,7 @@ def ensure_h2load() -> str:
         raise RuntimeError("h2load is missing: install nghttp2-client "
                            "(apt-get install -y nghttp2-client) and run again")
     _LOGGER.warning("h2load is missing; installing nghttp2-client with apt-get")
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True)
+    apt_install("nghttp2-client")
     found = shutil.which("h2load")
     if not found:
         raise RuntimeError("nghttp2-client installed, yet no h2load on PATH")

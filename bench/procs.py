@@ -11,12 +11,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.envoy import EnvoyProcess
+from harness.http_calls import request
+from harness.ports import free_port, free_ports
+from harness.processes import LoggedProcess
+from harness.waiting import wait_until
 from server.config import parse_args
-from tests.support.envoy import EnvoyProcess
-from tests.support.http_calls import request
-from tests.support.ports import free_port, free_ports
-from tests.support.processes import LoggedProcess
-from tests.support.waiting import wait_until
 
 _START_TIMEOUT_S = 60
 

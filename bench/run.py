@@ -25,9 +25,9 @@ from bench.procs import (
     server_processes,
 )
 from bench.seed import phone
+from harness.envoy import EnvoyProcess
+from harness.processes import LoggedProcess
 from sarah.v1 import sarah_pb2 as pb
-from tests.support.envoy import EnvoyProcess
-from tests.support.processes import LoggedProcess
 
 _LOGGER = logging.getLogger(__name__)
 

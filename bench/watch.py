@@ -21,12 +21,12 @@ from bench import workload
 from bench.procs import GrpcServer, real_server, server_on
 from bench.run import Measured, Options, measure
 from bench.seed import phone
+from harness.postgres import fresh_postgres_database, postgres_server
+from harness.processes import LoggedProcess
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.config import Config
-from tests.support.databases import fresh_postgres_database, postgres_server
-from tests.support.processes import LoggedProcess
-from tests.support.waiting import wait_until
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -9,9 +9,12 @@ replies never drift apart between `make run`, `make cluster`, TLS, the tests and
 """
 
 import copy
+import os
+import re
 import shutil
 import sys
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,95 @@ def with_replicas(config: Config, ports: list[int]) -> Config:
         for limit in _PER_SERVER_LIMITS:
             threshold[limit] = threshold[limit] * len(ports) // max(before, 1)
     return changed
+
+
+CORS_ORIGINS_ENV = "SARAH_CORS_ORIGINS"
+_CORS = "envoy.filters.http.cors"
+_TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+_CORS_ROUTE = "cors_"  # the names of the routes with_cors_origins adds begin so
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def configured_cors_origins(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The origins SARAH_CORS_ORIGINS allows (comma-separated; none when unset or empty), each
+    written as a browser sends it in `Origin`: scheme://host[:port], lower case, without the
+    scheme's default port or a trailing slash. ValueError naming an entry that is no origin."""
+    entries = [entry.strip() for entry in environ.get(CORS_ORIGINS_ENV, "").split(",")]
+    return list(dict.fromkeys(_origin(entry) for entry in entries if entry))
+
+
+def _origin(text: str) -> str:
+    usage = (f"{CORS_ORIGINS_ENV}: {text!r} is not an origin; write scheme://host[:port], "
+             "e.g. https://dashboard.example.com, and list each origin")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(usage) from None
+    if (parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/")
+            or parts.query or parts.fragment or "@" in parts.netloc or "*" in parts.netloc):
+        raise ValueError(usage)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    shown_port = f":{port}" if port is not None and port != _DEFAULT_PORTS[parts.scheme] else ""
+    return f"{parts.scheme}://{host}{shown_port}"
+
+
+def with_cors_origins(config: Config, origins: list[str]) -> Config:
+    """Browser pages on `origins` (as configured_cors_origins gives them) may call every route:
+    the virtual host's CORS policy (envoy.yaml) allows them. The CORS filter skips direct
+    responses, so two kinds of route are added for those origins only: one that takes their
+    preflights (OPTIONS with Access-Control-Request-Method) to any path, including gRPC-Web's
+    paths, whose other routes answer directly, where the filter answers them; and, before each
+    direct response (the JSON-only 415, the 404s), a copy of it adding the CORS headers the
+    filter would. Origins (and routes) a config had from an earlier call are replaced; with no
+    origins, `config` is returned unchanged."""
+    changed = copy.deepcopy(config)
+    if not origins:
+        return changed
+    allowed = {"name": "origin",
+               "string_match": {"safe_regex": {"regex": "|".join(map(re.escape, origins))}}}
+    for host in _virtual_hosts(changed):
+        policy = host["typed_per_filter_config"][_CORS]
+        policy["allow_origin_string_match"] = [{"exact": origin} for origin in origins]
+        cors_headers = [
+            {"header": {"key": "access-control-allow-origin", "value": "%REQ(origin)%"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+            {"header": {"key": "access-control-expose-headers",
+                        "value": policy["expose_headers"]},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        ]
+        routes: list[Config] = [{
+            "name": f"{_CORS_ROUTE}preflight",
+            "match": {"prefix": "/", "headers": [
+                {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+                {"name": "access-control-request-method", "present_match": True},
+                allowed]},
+            # Never forwarded: the CORS filter answers an allowed origin's preflight.
+            "route": {"cluster": _UPSTREAM, "timeout": "15s"},
+        }]
+        for route in host["routes"]:
+            if route.get("name", "").startswith(_CORS_ROUTE):
+                continue  # an earlier call's
+            if "direct_response" in route:
+                with_headers = copy.deepcopy(route)
+                with_headers["name"] = f"{_CORS_ROUTE}{route['name']}"
+                with_headers["match"].setdefault("headers", []).append(allowed)
+                with_headers["response_headers_to_add"] = [
+                    *with_headers.get("response_headers_to_add", []), *cors_headers]
+                # The direct response itself answers, with the headers above: the transcoder
+                # would 404 an unknown path first, in a reply that carries none.
+                with_headers.setdefault("typed_per_filter_config", {})[_TRANSCODER] = {
+                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                    "disabled": True}
+                routes.append(with_headers)
+            routes.append(route)
+        host["routes"] = routes
+    return changed
+
+
+def _virtual_hosts(config: Config) -> list[Config]:
+    return [host for chain in _listener(config)["filter_chains"]
+            for host in chain["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]]
 
 
 def with_call_limit(config: Config, calls: int) -> Config:

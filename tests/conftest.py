@@ -4,6 +4,7 @@ Every test that asks for `database_url` (directly or through `running`, `stub`,
 `server_process`) runs twice: once on a SQLite file, once on a real PostgreSQL server.
 """
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +12,30 @@ from pathlib import Path
 import grpc
 import pytest
 
+from harness.postgres import fresh_postgres_database, postgres_server
+from harness.processes import ServerProcess
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer
-from tests.support.databases import empty_tables, fresh_postgres_database, postgres_server
-from tests.support.processes import ServerProcess
+from tests.support.databases import empty_tables
+from tests.support.helpers import Clock
 from tests.support.servers import serving
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist's workers start with COLUMNS=80 and LINES=24 set, which rich honours as
+    # a terminal's size: the `sarah` CLI would cut its tables, where the tests expect what
+    # it prints into a pipe (client/render.py), as in a run without workers.
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
+
+# Started first, so that no worker of a parallel run (make test's -n 2) runs them alone at
+# the end: test_bench takes 80-90 s by itself, over a quarter of the suite's wall time.
+_LONGEST_FIRST = ("tests/e2e/test_bench.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.nodeid.partition("::")[0] not in _LONGEST_FIRST)
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +94,9 @@ def server_process(database_url: str) -> Iterator[ServerProcess]:
     proc = ServerProcess("--listen", "127.0.0.1:0", "--database-url", database_url)
     yield proc
     proc.stop(signal.SIGKILL)  # at once, if the test has not stopped it; the pipe is closed
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test sets, for a service or store built in the test."""
+    return Clock()

@@ -4,8 +4,8 @@
 
 PostgreSQL is the embedded one (data in data/postgres) unless SARAH_DATABASE_URL names
 another. Envoy listens where `make run`'s does (127.0.0.1:8080, admin 9901), so every
-example of the README and docs/kapso.md works against the cluster unchanged. Ctrl-C stops
-everything.
+example of the README and docs/kapso.md works against the cluster unchanged, and allows the
+browser origins of $SARAH_CORS_ORIGINS as `make run`'s does. Ctrl-C stops everything.
 """
 
 import argparse
@@ -16,10 +16,13 @@ from pathlib import Path
 
 from deploy import ROOT
 from deploy.envoy_config import (
+    Config,
+    configured_cors_origins,
     dump,
     envoy_command,
     load,
     with_absolute_descriptor,
+    with_cors_origins,
     with_outlier_detection,
     with_replicas,
 )
@@ -51,21 +54,31 @@ def replica_command(port: int, database_url: str) -> list[str]:
             "--metrics-listen", f"127.0.0.1:{port + 1000}"]
 
 
+def envoy_config(ports: list[int]) -> Config:
+    """envoy.yaml balancing over the replicas on `ports`, ejecting one that keeps failing, and
+    allowing the browser origins of SARAH_CORS_ORIGINS (ValueError: a value that is no
+    origin). Its files (the descriptor, the dashboard page) are named absolutely, as the
+    config lives in data/ and not where envoy.yaml names them from."""
+    return with_cors_origins(with_absolute_descriptor(
+        with_outlier_detection(with_replicas(load(), ports))), configured_cors_origins())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.cluster", description=__doc__)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--first-port", type=int, default=50051,
                         help="replica i listens on first-port + i")
     args = parser.parse_args(argv)
+    ports = [args.first_port + i for i in range(args.replicas)]
+    try:
+        derived = envoy_config(ports)
+    except ValueError as bad:
+        parser.error(str(bad))
     database_url = os.environ.get("SARAH_DATABASE_URL") or _embedded_postgres_url(
         ROOT / "data" / "postgres")
-    ports = [args.first_port + i for i in range(args.replicas)]
     config = ROOT / "data" / "envoy-cluster.yaml"
     config.parent.mkdir(exist_ok=True)
-    # Its files (the descriptor, the dashboard page) named absolutely, as the config lives
-    # in data/ and not where envoy.yaml names them from.
-    config.write_text(dump(with_absolute_descriptor(
-        with_outlier_detection(with_replicas(load(), ports)))))
+    config.write_text(dump(derived))
     commands = {f"replica-{port}": replica_command(port, database_url) for port in ports}
     commands["envoy"] = envoy_command(config)
     banner = (f"SarahService cluster: {len(ports)} replicas on 127.0.0.1:"

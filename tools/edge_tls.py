@@ -15,8 +15,9 @@ never sees a broken pair. `--throwaway NAMES` issues the certificate from a thro
 kept in --dir/throwaway-ca (made on first use; clients trust its ca.crt), to try it out.
 
 `config` writes the Envoy config: envoy.yaml with TLS on its listener (HTTP/1.1 and HTTP/2,
-so gRPC, by ALPN; TLS 1.2 or newer) and everything else -- routes, transcoder, local
-replies, limits -- unchanged. Upstream, Envoy still talks plaintext h2c to the server on
+so gRPC, by ALPN; TLS 1.2 or newer), the browser origins of $SARAH_CORS_ORIGINS allowed (as
+it is set when `config` runs), and everything else -- routes, transcoder, local replies,
+limits -- unchanged. Upstream, Envoy still talks plaintext h2c to the server on
 loopback.
 """
 
@@ -34,11 +35,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from deploy.envoy_config import (
     ENVOY_YAML,
+    configured_cors_origins,
     dump,
     load,
     rate_limit,
     sds_secret,
     with_absolute_descriptor,
+    with_cors_origins,
     with_rate_limit,
     with_tls,
 )
@@ -174,6 +177,10 @@ def _install(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        origins = configured_cors_origins()
+    except ValueError as bad:
+        parser.error(str(bad))
     folder = args.dir.resolve()
     if not (folder / "live" / "tls.crt").is_file():
         parser.error(f"--dir {args.dir}: no certificate installed yet; run "
@@ -184,13 +191,15 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     # from data/, and may be started from any folder.
     config = with_absolute_descriptor(with_tls(load(args.base), str(_write_sds(folder)),
                                                args.listen))
+    config = with_cors_origins(config, origins)
     if args.rate_limit or args.burst:
         calls, seconds = args.rate_limit or rate_limit(config)[:2]
         config = with_rate_limit(config, calls, seconds, args.burst)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dump(config))
+    cors = f", CORS for {', '.join(origins)}" if origins else ""
     print(f"wrote {args.out}: TLS on the public listener, the certificate from "
-          f"{args.dir}/live; start it with SARAH_ENVOY_CONFIG={args.out} make run")
+          f"{args.dir}/live{cors}; start it with SARAH_ENVOY_CONFIG={args.out} make run")
     return 0
 
 

@@ -3,8 +3,9 @@
     python -m tools.stack [--rate-limit CALLS/SECONDSs] [--burst N] [SERVER FLAGS...]
 
 Envoy reads envoy.yaml (or $SARAH_ENVOY_CONFIG) from the repository root; --rate-limit and
---burst change its per-API-key rate limit, and with several --workers its cluster lists
-each worker's port (a derived copy in a temporary folder). Ctrl-C (SIGINT),
+--burst change its per-API-key rate limit, $SARAH_CORS_ORIGINS (comma-separated origins)
+lets browser pages on those origins call it (CORS), and with several --workers its cluster
+lists each worker's port (a derived copy in a temporary folder). Ctrl-C (SIGINT),
 SIGTERM or closing the terminal (SIGHUP) stops both cleanly, Envoy first; if this process
 is killed, both get SIGTERM. If either dies (a port already taken, say), the other is
 stopped and the exit status is non-zero.
@@ -19,10 +20,12 @@ from pathlib import Path
 
 from deploy import ROOT
 from deploy.envoy_config import (
+    configured_cors_origins,
     dump,
     envoy_command,
     load,
     rate_limit,
+    with_cors_origins,
     with_rate_limit,
     with_replicas,
 )
@@ -46,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     args, server_args = ours.parse_known_args(sys.argv[1:] if argv is None else argv)
     config = Path(os.environ.get("SARAH_ENVOY_CONFIG", ROOT / "envoy.yaml"))
     ports = _server_ports(server_args)
+    try:
+        origins = configured_cors_origins()
+    except ValueError as bad:
+        ours.exit(2, f"python -m tools.stack: {bad}\n")
     with tempfile.TemporaryDirectory(prefix="sarah-stack-") as scratch:
-        if args.rate_limit or args.burst or len(ports) > 1:
-            derived_config = load(config)
+        if args.rate_limit or args.burst or len(ports) > 1 or origins:
+            derived_config = with_cors_origins(load(config), origins)
             if args.rate_limit or args.burst:
                 calls, seconds = args.rate_limit or rate_limit(derived_config)[:2]
                 derived_config = with_rate_limit(derived_config, calls, seconds, args.burst)

@@ -47,8 +47,8 @@ def _imported_from_proto(c: pb.Conversation) -> Imported:
 class SarahAdminServicer(sarah_pb2_grpc.SarahAdminServiceServicer):
     """Operators' RPCs; registered on the gRPC port only, never routed by Envoy."""
 
-    def __init__(self, repo: Store, default_region: str = "ID"):
-        self._repo = repo
+    def __init__(self, store: Store, default_region: str = "ID"):
+        self._store = store
         self._region = default_region
 
     @status.mapped
@@ -57,7 +57,7 @@ class SarahAdminServicer(sarah_pb2_grpc.SarahAdminServiceServicer):
     ) -> pb.ImportConversationsResponse:
         scope.require_every_workspace(caller_scope())
         items = [_imported_from_proto(c) for c in request.conversations]
-        outcomes = import_conversations(self._repo, self._region, items)
+        outcomes = import_conversations(self._store, self._region, items)
         return pb.ImportConversationsResponse(results=[
             pb.ImportResult(outcome=pb.ImportOutcome.Value(o.outcome),
                             contact_phone=o.contact_phone, reason=o.reason,

@@ -2,8 +2,8 @@
 refused for capacity) as many as a person reads; the rest of them counted, one line a
 second per method.
 
-A JSON line per call was about a tenth of a GetState's server time under load (py-spy,
-issue 14): formatting it costs more than the read it reports. A failed call is always
+A JSON line for every call is a cost every call pays under load: formatting it costs more
+than the read it reports (the profiles: bench/README.md). A failed call is always
 logged, with its request id, because that is the line someone goes looking for; a call
 that succeeds is logged while its method has logged fewer than `ok_lines_per_second` in
 the current second, and beyond that only counted. When the method's next second starts,

@@ -99,7 +99,8 @@ def _listed(lead: Lead) -> bytes:
     """`lead` as one item of ListLeadsResponse.leads on the wire. Kept for the leads seen
     lately (a Lead is immutable, and equal Leads make equal bytes): a dashboard lists the
     same leads over and over, and building each Conversation cost most of a page.
-    Bounded as the repository's PageLeads are: two pages of the most leads a page has."""
+    Bounded as storage's PageLeads are (storage/page_leads.py): two pages of the most leads
+    a page has."""
     body = lead_to_proto(lead).SerializeToString()
     return _LEADS_TAG + _varint(len(body)) + body
 

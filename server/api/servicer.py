@@ -30,6 +30,10 @@ class SarahServicer(sarah_pb2_grpc.SarahServiceServicer):
             subscription = self._hub.watch(workspace, since)
             # A caller that hangs up ends the stream at once, not at its next heartbeat.
             context.add_callback(subscription.close)
+            # The key, the workspace and since_revision passed: say so now. grpcio would
+            # send the headers with the first event, so through Envoy a quiet watch got no
+            # 200 (and a browser's EventSource no onopen) until the 15 s heartbeat.
+            context.send_initial_metadata(())
             for event in subscription:
                 yield convert.event_to_proto(event)
         except Exception as exc:  # noqa: BLE001 - abort() maps every kind

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from server.core.changes import HEARTBEAT, Event
+from server.core.changes import DELETED, HEARTBEAT, Event
 from server.core.errors import InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ _BATCH = 500
 
 
 class LogReader(Protocol):
-    """What delivery reads of the change log (the Repository)."""
+    """What delivery reads of the change log (of the store)."""
 
     def log_head(self) -> tuple[int, int]: ...
     def events_after(self, revision: int, limit: int) -> list[Event]: ...
@@ -91,9 +91,9 @@ class _Watcher:
 class Hub:
     """The watchers of one process and the tailer that feeds them."""
 
-    def __init__(self, log: LogReader, limits: WatchLimits = WatchLimits(),
+    def __init__(self, store: LogReader, limits: WatchLimits = WatchLimits(),
                  clock: Callable[[], int] = lambda: time.time_ns() // 1000):
-        self._log = log
+        self._store = store
         self._limits = limits
         self._clock = clock
         self._lock = threading.Lock()
@@ -135,7 +135,7 @@ class Hub:
             self._open += 1
         try:
             self._start_tailer()
-            head, pruned = self._log.log_head()
+            head, pruned = self._store.log_head()
             if since is not None and since < pruned:
                 raise OutOfRange(
                     f"since_revision {since} is older than the retained log (events up to "
@@ -160,7 +160,7 @@ class Hub:
         with self._lock:
             if self._tailer is not None:
                 return
-            self._delivered = self._log.log_head()[0]
+            self._delivered = self._store.log_head()[0]
             self._tailer = threading.Thread(target=self._tail, name="sarah-tailer",
                                             daemon=True)
             self._tailer.start()
@@ -193,6 +193,30 @@ class Hub:
     def delivered(self) -> int:
         return self._delivered
 
+    def _drop_erased(self) -> None:
+        """Erasure wins over delivery (contract v1.2): an erasure removed the lead's earlier
+        events from the log in the transaction of its `deleted` event, so the events still
+        waiting in a watcher's queue that the log no longer holds are an erased lead's
+        personal data; they are dropped, never sent. Queues are almost always empty (a
+        watcher takes its events as they come), so this costs a read only when one lags."""
+        with self._lock:
+            watchers = [w for group in self._watchers.values() for w in group]
+        queued: set[int] = set()
+        for watcher in watchers:
+            with watcher.cond:
+                queued.update(event.revision for event in watcher.queue)
+        if not queued:
+            return
+        low, high = min(queued), max(queued)
+        kept = {event.revision for event in self._store.events_after(low - 1, high - low + 1)}
+        erased = queued - kept
+        if not erased:
+            return
+        for watcher in watchers:
+            with watcher.cond:
+                watcher.queue = collections.deque(
+                    event for event in watcher.queue if event.revision not in erased)
+
     def _tail(self) -> None:
         read_at = 0.0
         while True:
@@ -216,9 +240,11 @@ class Hub:
 
     def _fan_out(self) -> None:
         while True:
-            batch = self._log.events_after(self._delivered, _BATCH)
+            batch = self._store.events_after(self._delivered, _BATCH)
             if not batch:
                 return
+            if any(event.kind == DELETED for event in batch):
+                self._drop_erased()
             # The events each group of watchers sees, in order (None: every workspace's).
             by_workspace: dict[str | None, list[Event]] = {None: []}
             for event in batch:
@@ -282,7 +308,7 @@ class Subscription:
             if watcher is not None:
                 self._watcher = watcher
                 return
-            batch = hub._log.events_after(self._cursor, _BATCH)
+            batch = hub._store.events_after(self._cursor, _BATCH)
             if not batch:  # erased events: nothing left below the tailer's revision
                 self._cursor = max(self._cursor, hub.delivered())
                 continue

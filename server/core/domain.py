@@ -1,4 +1,4 @@
-"""The service's own values: a lead's conversation, an upsert patch, list queries, stats."""
+"""The service's own values: a lead, an upsert patch, list queries, stats."""
 
 import re
 from dataclasses import dataclass, field
@@ -32,7 +32,8 @@ WORKSPACE_ID = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 @dataclass(frozen=True)
 class Lead:
-    """One conversation. Timestamps are microseconds since the epoch, UTC; None if unset."""
+    """One lead: a contact's conversation state (the proto's Conversation, a row of the
+    conversation table). Timestamps are microseconds since the epoch, UTC; None if unset."""
 
     workspace_id: str
     contact_phone: str

@@ -123,13 +123,14 @@ def upsert_plan(key: LeadKey, holders: Holders) -> Plan:
                   holders)
 
 
-def new_key(change: IdentityChange, lead: Lead) -> LeadKey:
+def key_after(change: IdentityChange, lead: Lead) -> LeadKey:
     """The key `lead` has after `change`: each new part replaces the old one."""
     return LeadKey(lead.workspace_id, change.new_contact_phone or lead.contact_phone,
                    change.new_business_scoped_user_id or lead.business_scoped_user_id)
 
 
-def new_key_of(change: IdentityChange) -> LeadKey:
-    """The new key as the request gives it, to find a lead the change already reached."""
+def requested_key(change: IdentityChange) -> LeadKey:
+    """The new key as the request gives it (only the parts it names), to find a lead the
+    change already reached; key_after() is the key a found lead ends under."""
     return LeadKey(change.old.workspace_id, change.new_contact_phone,
                    change.new_business_scoped_user_id)

@@ -41,7 +41,7 @@ class ImportOutcome:
     business_scoped_user_id: str = ""
 
 
-def import_conversations(repo: Store, region: str,
+def import_conversations(store: Store, region: str,
                          items: list[Imported]) -> list[ImportOutcome]:
     """Validate each conversation, merge the valid ones into storage; outcomes in order.
 
@@ -61,8 +61,8 @@ def import_conversations(repo: Store, region: str,
         except InvalidArgument as exc:
             outcomes.append(ImportOutcome("rejected", item.patch.contact_phone, str(exc),
                                           item.patch.business_scoped_user_id))
-    stored = repo.write(functools.partial(_merge_batch, valid)) if valid else []
-    merged = iter(zip(valid, stored, strict=True))
+    existed_written = store.write(functools.partial(_merge_batch, valid)) if valid else []
+    merged = iter(zip(valid, existed_written, strict=True))
     results = [outcome or _stored_outcome(*next(merged)) for outcome in outcomes]
     _LOGGER.info("import of %d conversations: %s", len(results),
                  ", ".join(f"{w} {sum(r.outcome == w for r in results)}" for w in _WORDS))

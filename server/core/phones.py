@@ -71,7 +71,9 @@ def _valid_form(number: phonenumbers.PhoneNumber) -> phonenumbers.PhoneNumber | 
     return None
 
 
-# Kapso asks about the same few leads over and over; parsing is 7% of a GetState.
+# Kapso asks about the same few leads over and over, and phonenumbers parses each number
+# afresh in pure Python: a hit skips that on every call after the first (the profiles:
+# bench/README.md, "Where the time goes").
 @functools.lru_cache(maxsize=16384)
 def normalize_phone(raw: str, default_region: str) -> str:
     """Return the E.164 form of `raw`, read in `default_region` when it has no country code."""

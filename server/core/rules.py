@@ -239,7 +239,7 @@ def new_etag() -> str:
 
 
 def apply_patch(patch: Patch, current: Lead | None, now_us: int) -> Lead:
-    """Return the conversation after `patch`, given the stored one (None if unknown).
+    """Return the lead after `patch`, given the stored one (None if unknown).
 
     Raises EtagMismatch when the patch carries an etag that is not the stored one.
     """
@@ -380,7 +380,7 @@ def imported_lead(
                    last_message_at=created_at if last_message_at is None else last_message_at)
 
 
-# The slots a merge fills from the older conversation where the newer has none.
+# The slots a merge fills from the older lead where the newer has none.
 _SLOTS = ("name", "business_type", "team_size", "goals", "pain_points", "username",
           "parent_business_scoped_user_id")
 
@@ -398,7 +398,7 @@ def _lacks(lead: Lead, slot: str) -> bool:
 
 
 def merge_imported(stored: Lead | None, imported: Lead) -> Lead | None:
-    """Return the conversation after importing `imported` over `stored`, or None if the
+    """Return the lead after importing `imported` over `stored`, or None if the
     stored one already holds everything (so importing the same data twice writes nothing).
 
     The newer of the two by updated_at wins field by field (the stored one on a tie); slots

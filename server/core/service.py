@@ -1,5 +1,5 @@
 """The service's use cases: each takes plain values, applies the rules, and owns its unit
-of work (what a write reads, checks and writes, in one transaction of the repository)."""
+of work (what a write reads, checks and writes, in one transaction of the store)."""
 
 from __future__ import annotations
 
@@ -48,11 +48,11 @@ def now_us() -> int:
 class SarahService:
     """Conversation state of leads, independent of any transport."""
 
-    def __init__(self, repo: Store, default_region: str = "ID",
+    def __init__(self, store: Store, default_region: str = "ID",
                  clock: Callable[[], int] = now_us,
                  history_days: float = DEFAULT_HISTORY_DAYS,
                  purge_inactive_days: float | None = None):
-        self._repo = repo
+        self._store = store
         self._region = default_region
         self._clock = clock
         self._history_us = int(history_days * _DAY_US)
@@ -61,23 +61,23 @@ class SarahService:
 
     def get_state(self, contact_phone: str, workspace_id: str,
                   scope: Scope = EVERY_WORKSPACE, business_scoped_user_id: str = "") -> Lead:
-        """The stored conversation, or the unsaved default one for an unknown lead."""
+        """The stored lead, or the unsaved default one for an unknown lead."""
         workspace_id = scoped_workspace(workspace_id, scope)
         key = rules.validate_key(contact_phone, workspace_id, self._region,
                                  business_scoped_user_id)
-        stored = identity.meant(key, self._repo.holders(key))
+        stored = identity.meant(key, self._store.holders(key))
         return stored or Lead(workspace_id=workspace_id, contact_phone=key.contact_phone,
                               business_scoped_user_id=key.business_scoped_user_id)
 
     def upsert_state(self, patch: Patch, scope: Scope = EVERY_WORKSPACE) -> Lead:
-        """Create or partially update a conversation; return it as stored.
+        """Create or partially update a lead; return it as stored.
 
         With a request_id seen for this lead in the last 24 hours, return what that
         request left and write nothing.
         """
         scoped_workspace(patch.workspace_id, scope)  # a patch names its workspace: checked only
         patch = rules.validate_patch(patch, self._region)
-        return self._repo.write(functools.partial(self._upsert, patch))
+        return self._store.write(functools.partial(self._upsert, patch))
 
     def _upsert(self, patch: Patch, tx: WriteTx) -> Lead:
         now = self._clock()
@@ -95,7 +95,7 @@ class SarahService:
         pairs = _write_plan(tx, plan, lead, now)
         if patch.request_id:
             tx.save_request(patch.request_id, now, lead)
-        self._log(tx, changes_of(pairs), now)
+        self._append_changes(tx, changes_of(pairs), now)
         return lead
 
     def change_identity(self, change: IdentityChange, scope: Scope = EVERY_WORKSPACE) -> Lead:
@@ -106,11 +106,11 @@ class SarahService:
         """
         scoped_workspace(change.old.workspace_id, scope)
         change = rules.validate_identity_change(change, self._region)
-        return self._repo.write(functools.partial(self._change_identity, change))
+        return self._store.write(functools.partial(self._change_identity, change))
 
     def _change_identity(self, change: IdentityChange, tx: WriteTx) -> Lead:
         now = self._clock()
-        asked = identity.new_key_of(change)
+        asked = identity.requested_key(change)
         tx.lock_keys([change.old, asked])
         lead = identity.meant(change.old, tx.lock_holders(change.old))
         if lead is None:
@@ -118,7 +118,7 @@ class SarahService:
             if done is None:
                 raise NotFound("no lead holds the old key or the new one; nothing changed")
             return done
-        target = identity.new_key(change, lead)
+        target = identity.key_after(change, lead)
         if target == lead.key:
             return lead  # it holds the new key already
         if change.request_id:
@@ -132,12 +132,12 @@ class SarahService:
         pairs = _write_plan(tx, plan, moved, now)
         if change.request_id:
             tx.save_request(change.request_id, now, moved)
-        self._log(tx, changes_of(pairs), now)
+        self._append_changes(tx, changes_of(pairs), now)
         return moved
 
-    def _log(self, tx: WriteTx, changes: list[Change], now: int) -> None:
-        """Log the write's events, last in its transaction (the revision counter's lock is
-        held from there to commit)."""
+    def _append_changes(self, tx: WriteTx, changes: list[Change], now: int) -> None:
+        """Append the write's changes to the change log as events, last in its transaction
+        (the revision counter's lock is held from there to commit)."""
         tx.append_events(changes, now)
 
     def delete_state(self, contact_phone: str, workspace_id: str,
@@ -147,7 +147,7 @@ class SarahService:
         workspace_id = scoped_workspace(workspace_id, scope)
         key = rules.validate_key(contact_phone, workspace_id, self._region,
                                  business_scoped_user_id)
-        return self._repo.write(functools.partial(self._delete, key))
+        return self._store.write(functools.partial(self._delete, key))
 
     def _delete(self, key: LeadKey, tx: WriteTx) -> bool:
         tx.lock_keys([key])
@@ -174,24 +174,24 @@ class SarahService:
         # Erasure: the lead's earlier events carry its personal data; its deleted event
         # (keys only) is all that stays. Its activity counts hold none, and stay.
         tx.erase_events(old)
-        self._log(tx, changes_of([(old, None)]), self._clock())
+        self._append_changes(tx, changes_of([(old, None)]), self._clock())
 
     # Housekeeping's units of work (core/housekeeping.py runs them, a batch at a time).
 
     def history_end(self) -> int | None:
         """The newest revision past the retained history: retention removes every event
         up to it. None if nothing is past it."""
-        return self._repo.newest_past(self._clock() - self._history_us)
+        return self._store.newest_past(self._clock() - self._history_us)
 
     def prune_history(self, through: int, limit: int) -> int:
         """Remove up to `limit` of the oldest events at or below revision `through`, in one
         short write; how many went."""
-        return self._repo.write(lambda tx: tx.prune_events(through, limit))
+        return self._store.write(lambda tx: tx.prune_events(through, limit))
 
     def prune_requests(self, limit: int) -> int:
         """Forget up to `limit` request ids past their 24 hours, in one short write."""
         created_up_to = self._clock() - REQUEST_ID_TTL_US
-        return self._repo.write(lambda tx: tx.prune_requests(created_up_to, limit))
+        return self._store.write(lambda tx: tx.prune_requests(created_up_to, limit))
 
     def inactive_leads(self, limit: int) -> list[LeadKey]:
         """Up to `limit` leads with no message for SARAH_PURGE_INACTIVE_DAYS, the longest
@@ -199,13 +199,13 @@ class SarahService:
         from its creation: a create stamps last_message_at."""
         if self._purge_us is None:
             return []
-        return self._repo.inactive(self._clock() - self._purge_us, limit)
+        return self._store.inactive(self._clock() - self._purge_us, limit)
 
     def purge(self, key: LeadKey) -> bool:
         """Erase the lead `key` names as DeleteState does, if it is still inactive when
         locked (a message may have come since it was listed); True if it was erased. A
         lead another replica erased first is simply not found."""
-        return self._repo.write(functools.partial(self._purge, key))
+        return self._store.write(functools.partial(self._purge, key))
 
     def _purge(self, key: LeadKey, tx: WriteTx) -> bool:
         if self._purge_us is None:
@@ -227,7 +227,7 @@ class SarahService:
         after = decode_token(query)
         order_key = ORDER_KEYS[query.order_by]
         # One extra row tells whether another page follows without a second query.
-        fetched, revision = self._repo.page(query.filter, order_key, after, query.page_size + 1)
+        fetched, revision = self._store.page(query.filter, order_key, after, query.page_size + 1)
         leads = fetched[: _fitting([_approx_size(lead) for lead in fetched], query.page_size)]
         if len(leads) == len(fetched):
             return leads, "", revision
@@ -248,7 +248,7 @@ class SarahService:
                                                  workspace_id, page_size, self._region)
         before = decode_history_token(key, page_token)
         # One extra event tells whether another page follows without a second query.
-        fetched = self._repo.history(key, identity.meant, before, size + 1)
+        fetched = self._store.history(key, identity.meant, before, size + 1)
         events = fetched[: _fitting([_approx_size(e.lead) for e in fetched if e.lead], size)]
         if len(events) == len(fetched):
             return events, ""
@@ -262,7 +262,7 @@ class SarahService:
         zone, days = rules.validate_activity_query(workspace_id, time_zone, days)
         bounds = local_days(zone, self._clock(), days)
         # Summed per day by the database: each day a range of quarter-hours.
-        rows = self._repo.activity(workspace_id, [start for _, start in bounds])
+        rows = self._store.activity(workspace_id, [start for _, start in bounds])
         return per_day(bounds, rows), zone.key
 
     def watch_scope(self, workspace_id: str | None, scope: Scope = EVERY_WORKSPACE) -> str | None:
@@ -274,7 +274,7 @@ class SarahService:
         """Counts by temperature and state, and the mean score."""
         lead_filter = _scoped(lead_filter, scope)
         workspace_id = rules.validate_filter(lead_filter).workspace_id
-        rows, revision = self._repo.counts(workspace_id)
+        rows, revision = self._store.counts(workspace_id)
         return dataclasses.replace(stats_of(rows), revision=revision)
 
 

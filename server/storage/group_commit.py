@@ -40,8 +40,9 @@ def _held() -> threading.Lock:
 @dataclass
 class Job:
     """One queued write: the unit of work, and where its caller waits for the outcome.
-    Plain locks rather than a concurrent.futures.Future, whose Condition cost the writer
-    thread 11% of the GIL's samples (py-spy) waking callers."""
+    Plain locks rather than a concurrent.futures.Future: the writer thread wakes every
+    caller, and a Future wakes its caller through a Condition, a lock and a waiter list
+    where a released lock is all it takes (the profiles: bench/README.md)."""
 
     work: Callable[[Any], Any]
     result: Any = None

@@ -7,6 +7,7 @@ lost while reconnecting is covered by the tailer's bounded poll of the log.
 """
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 
@@ -16,6 +17,9 @@ from server.storage.changelog import CHANNEL
 
 _LOGGER = logging.getLogger(__name__)
 _RECONNECT_SECONDS = 1.0
+# How long the loop waits for a notification before it looks at the stop flag again. stop()
+# wakes it at once (below); this bound only matters if that wake-up cannot be sent.
+_WAIT_SECONDS = 1.0
 
 
 class Listener:
@@ -25,23 +29,42 @@ class Listener:
         self._url = url
         self._on_notify = on_notify
         self._stopped = threading.Event()
+        # psycopg's notifies() holds the connection's lock while it waits, so stop() cannot
+        # use that connection: it sends a NOTIFY from one of its own, on a channel only this
+        # listener hears (so the other replicas' listeners are not poked for nothing).
+        self._wake_channel = f"{CHANNEL}_stop_{secrets.token_hex(8)}"
         self._thread = threading.Thread(target=self._run, name="sarah-listen", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Return once the listening thread has ended (at once, not at its next timeout)."""
         self._stopped.set()
+        if self._thread.is_alive():
+            self._wake()
         self._thread.join(timeout=5)
+
+    def _wake(self) -> None:
+        try:
+            with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f"NOTIFY {self._wake_channel}")
+        except psycopg.Error as exc:  # the database is down: the loop sees the flag in time
+            _LOGGER.info("could not wake the commit listener (%s)", exc)
 
     def _run(self) -> None:
         while not self._stopped.is_set():
             try:
                 with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    # Listening before the flag is read: a stop() that set it after the
+                    # read sends its wake-up to a connection that hears it.
+                    conn.execute(f"LISTEN {self._wake_channel}")
                     self._on_notify()  # commits while not listening: read the log now
                     while not self._stopped.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1000):
+                        for notify in conn.notifies(timeout=_WAIT_SECONDS, stop_after=1000):
+                            if notify.channel == self._wake_channel:
+                                break
                             self._on_notify()
             except psycopg.Error as exc:
                 _LOGGER.warning("listening for commits failed (%s); reconnecting", exc)

@@ -66,7 +66,7 @@ class Repository(Reads):
                                     n.score_sum]).execute()
 
 
-def _implements_ports(repo: Repository, tx: WriteTx) -> tuple[ports.Store, ports.WriteTx]:
+def _implements_ports(store: Repository, tx: WriteTx) -> tuple[ports.Store, ports.WriteTx]:
     """Never called: mypy checks here that the repository and its transaction are what
     core's ports ask for."""
-    return repo, tx
+    return store, tx

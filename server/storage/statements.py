@@ -1,10 +1,10 @@
 """The hot path's SQL, generated once per database by peewee from the models.
 
 Peewee builds a query's SQL anew on every call, and for GetState that costs more than
-SQLite takes to run it (two thirds of the call, measured with cProfile). The statements
-of GetState, UpsertState, GetStats and the activity counts never change shape, so peewee
-generates each one once, here, and the repository runs the text with execute_sql: the
-models stay the one source of the schema.
+SQLite takes to run it (the profiles: bench/README.md, "Where the time goes"). The
+statements of GetState, UpsertState, GetStats and the activity counts never change shape,
+so peewee generates each one once, here, and the repository runs the text with
+execute_sql: the models stay the one source of the schema.
 """
 
 from collections.abc import Callable, Iterable, Mapping

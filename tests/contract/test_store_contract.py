@@ -52,9 +52,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Full]:
         empty_tables(url)
     db = open_database(url, pool_size=4)
     migrate(db)
-    repo = Repository(db)
-    yield repo
-    repo.close()
+    store = Repository(db)
+    yield store
+    store.close()
 
 
 def _lead(phone: str = PHONE, bsuid: str = "", workspace: str = "", at: int = T,

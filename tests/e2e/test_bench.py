@@ -18,7 +18,10 @@ SCALE_ROWS = ("GetStats", "ListLeads page 1", "GetActivity, every workspace",
 TINY = ["--duration", "0.3", "--warmup", "0", "--leads", "60,400", "--deep-page", "5",
         "--soak-minutes", "0.05", "--watchers", "20", "--retention-backlog", "3000",
         "--rounds", "2", "--rotate-leads", "100", "--profile-rpcs", "GetState",
-        "--profile-seconds", "1"]
+        "--profile-seconds", "2",
+        # Enough samples that the servicer is seen on a loaded machine too (at 100 a
+        # second for 1 s, a run beside the other xdist worker got 10 GIL samples, none in it).
+        "--profile-rate", "500"]
 ROTATED = "UpsertState, 100 leads"
 VERDICT = r"pass|short by |over by "
 

@@ -1,56 +1,27 @@
 """Three replicas over one PostgreSQL behind Envoy: writers lose nothing, through a replica
 killed mid-load and a replica draining on SIGTERM."""
 
+import contextlib
 import itertools
 import signal
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 
-from client import SarahClient
+from harness.cluster import Cluster
+from harness.postgres import fresh_postgres_database
+from harness.processes import ServerProcess
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
-from tests.support.databases import fresh_postgres_database, query
-from tests.support.envoy import EnvoyProcess
-from tests.support.ports import free_port
-from tests.support.processes import ServerProcess
+from tests.support.databases import query
 from tests.support.threads import BackgroundThreads
 
 WRITERS = 8
 LEADS = ("+6281234567001", "+6281234567002")
 _request_ids = itertools.count()
-
-
-class Cluster:
-    def __init__(self, workdir: Path, database_url: str, env: dict[str, str] | None = None):
-        self.database_url = database_url
-        self.env = env
-        self.ports = [free_port() for _ in range(3)]
-        self.replicas = {port: self._start(port) for port in self.ports}
-        self.envoy = EnvoyProcess(self.ports, workdir, eject_failing=True)
-        self.wait_healthy(3)
-
-    def _start(self, port: int) -> ServerProcess:
-        return ServerProcess("--listen", f"127.0.0.1:{port}", "--database-url",
-                             self.database_url, "--drain-seconds", "2", env=self.env)
-
-    def restart(self, port: int) -> None:
-        self.replicas[port] = self._start(port)
-
-    def wait_healthy(self, count: int) -> None:
-        self.envoy.wait_healthy(count)
-
-    def client(self) -> SarahClient:
-        return SarahClient(f"127.0.0.1:{self.envoy.port}", timeout=20)
-
-    def stop(self) -> None:
-        self.envoy.stop()
-        for replica in self.replicas.values():
-            replica.stop()
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +68,18 @@ class Writers(BackgroundThreads):
                 with self._lock:
                     self.acked[phone] += 1
 
+    def acked_total(self) -> int:
+        with self._lock:
+            return sum(self.acked.values())
+
+    def wait_for_writes(self, count: int, served_by: tuple[ServerProcess, ...] = ()) -> None:
+        """Until `count` more calls have returned OK, and each of `served_by` has served a
+        write: the load seen flowing, where a fixed sleep hoped it was."""
+        target = self.acked_total() + count
+        wait_until(lambda: self.acked_total() >= target and all(map(_served, served_by)),
+                   60, f"{count} more writes" + (" reaching every replica" if served_by
+                                                  else ""), interval=0.02)
+
     def assert_nothing_lost(self, cluster: Cluster) -> None:
         assert not self.errors, self.errors[:3]
         assert all(self.acked.values())
@@ -107,52 +90,52 @@ class Writers(BackgroundThreads):
                 assert lead.extracted_data.name and lead.extracted_data.goals
 
 
+def _served(replica: ServerProcess) -> int:
+    """How many writes `replica` answered OK (its log, since it started)."""
+    return sum("UpsertState code=OK" in line for line in list(replica.lines))
+
+
 def test_writers_across_all_replicas_lose_nothing(cluster: Cluster) -> None:
     with Writers(cluster, "plain") as writers:
-        time.sleep(3)
+        writers.wait_for_writes(3 * WRITERS, served_by=tuple(cluster.replicas.values()))
     writers.assert_nothing_lost(cluster)
-    served = [sum("UpsertState code=OK" in line for line in r.lines)
-              for r in cluster.replicas.values()]
+    served = [_served(r) for r in cluster.replicas.values()]
     assert all(served), f"Envoy should spread writes over every replica: {served}"
 
 
 def test_replica_killed_mid_load_fails_no_call(cluster: Cluster) -> None:
     victim = cluster.ports[1]
     with Writers(cluster, "killed") as writers:
-        time.sleep(1)
+        writers.wait_for_writes(WRITERS)
         cluster.replicas[victim].stop(signal.SIGKILL)
-        time.sleep(1)
+        writers.wait_for_writes(WRITERS)  # through the two replicas left
         cluster.restart(victim)
         cluster.wait_healthy(3)
-        time.sleep(1)
+        writers.wait_for_writes(WRITERS, served_by=(cluster.replicas[victim],))
     writers.assert_nothing_lost(cluster)
 
 
 def test_replica_draining_on_sigterm_fails_no_call(cluster: Cluster) -> None:
     victim = cluster.ports[2]
     with Writers(cluster, "drained") as writers:
-        time.sleep(1)
+        writers.wait_for_writes(WRITERS)
         log = cluster.replicas[victim].stop(signal.SIGTERM)
         assert "stopped" in log
         cluster.restart(victim)
         cluster.wait_healthy(3)
-        time.sleep(1)
+        writers.wait_for_writes(WRITERS, served_by=(cluster.replicas[victim],))
     writers.assert_nothing_lost(cluster)
 
 
-def _watch(port: int, since: int, until: threading.Event, head: list[int],
-           seen: list[int]) -> None:
-    """Collect the revisions a replica streams after `since`, until `until` is set and
-    the stream has passed head[0]."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = sarah_pb2_grpc.SarahServiceStub(channel).WatchLeads(
-            pb.WatchLeadsRequest(since_revision=since), timeout=60)
+def _watch(stream: Iterator[pb.LeadEvent], seen: list[int]) -> None:
+    """Collect the revisions a replica streams, until the test cancels the stream."""
+    try:
         for event in stream:
             if event.kind != pb.heartbeat:
                 seen.append(event.revision)
-            if until.is_set() and seen and seen[-1] >= head[0]:
-                stream.cancel()
-                return
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.CANCELLED:
+            raise
 
 
 def test_watchers_on_every_replica_see_every_revision_once_in_order(cluster: Cluster) -> None:
@@ -162,23 +145,33 @@ def test_watchers_on_every_replica_see_every_revision_once_in_order(cluster: Clu
     committed after a higher one is skipped by a tailer that already passed it.)"""
     with cluster.client() as sarah:
         start = sarah.get_stats().revision
-    until, head = threading.Event(), [0]
     seen: dict[int, list[int]] = {port: [] for port in cluster.ports}
-    watchers = [threading.Thread(target=_watch, args=(port, start, until, head, seen[port]),
-                                 daemon=True) for port in cluster.ports]
-    for watcher in watchers:
-        watcher.start()
-    with Writers(cluster, "watched", count=16) as writers:
-        time.sleep(3)
-    writers.assert_nothing_lost(cluster)
-    with cluster.client() as sarah:
-        head[0] = sarah.get_stats().revision
-    until.set()
-    for watcher in watchers:
-        watcher.join(timeout=30)
+    with contextlib.ExitStack() as channels:
+        streams = {port: sarah_pb2_grpc.SarahServiceStub(channels.enter_context(
+            grpc.insecure_channel(f"127.0.0.1:{port}"))).WatchLeads(
+                pb.WatchLeadsRequest(since_revision=start), timeout=60)
+            for port in cluster.ports}
+        watchers = [threading.Thread(target=_watch, args=(streams[port], seen[port]),
+                                     daemon=True) for port in cluster.ports]
+        for watcher in watchers:
+            watcher.start()
+        with Writers(cluster, "watched", count=16) as writers:
+            writers.wait_for_writes(3 * 16)
+        writers.assert_nothing_lost(cluster)
+        with cluster.client() as sarah:
+            head = sarah.get_stats().revision
+        # Each stream has passed the head (or does not within the wait: the assertions
+        # below then say what it missed).
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: all(s and s[-1] >= head for s in seen.values()), 30,
+                       "every watcher to reach the head", interval=0.02)
+        for stream in streams.values():
+            stream.cancel()
+        for watcher in watchers:
+            watcher.join(timeout=30)
     logged = [r for (r,) in query(cluster.database_url, "SELECT revision FROM lead_event "
                                   f"WHERE revision > {start} ORDER BY revision")]
-    assert logged == list(range(start + 1, head[0] + 1)), "the log has gaps"
-    assert head[0] - start >= sum(writers.acked.values())
+    assert logged == list(range(start + 1, head + 1)), "the log has gaps"
+    assert head - start >= sum(writers.acked.values())
     for port, revisions in seen.items():
         assert revisions == logged, (port, len(revisions), len(logged))

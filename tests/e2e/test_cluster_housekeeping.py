@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 
 from client import SarahClient
+from harness.cluster import Cluster
+from harness.postgres import fresh_postgres_database
+from harness.processes import start_workers
+from harness.waiting import wait_until
 from server.core.domain import Patch
 from server.core.service import SarahService, now_us
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.repository import Repository
-from tests.e2e.test_cluster import Cluster
-from tests.support.databases import fresh_postgres_database, query
+from tests.support.databases import query
 from tests.support.helpers import DAY_US, Clock
-from tests.support.processes import start_workers
-from tests.support.waiting import wait_until
 
 SILENT = 600  # more than a batch (500): replicas go through several lists of them
 ACTIVE = 200
@@ -34,9 +35,9 @@ def _seed(url: str) -> None:
     message then and none since; ACTIVE leads with a message then and one yesterday."""
     db = open_database(url, pool_size=2)
     migrate(db)
-    repo = Repository(db)
+    store = Repository(db)
     clock = Clock(now_us() - 100 * DAY_US)
-    service = SarahService(repo, clock=clock)
+    service = SarahService(store, clock=clock)
     try:
         for i in range(SILENT + ACTIVE):  # revisions 1 to 800
             service.upsert_state(Patch(contact_phone=_phone(i), add_messages=1,
@@ -46,7 +47,7 @@ def _seed(url: str) -> None:
             service.upsert_state(Patch(contact_phone=_phone(i), add_messages=1,
                                        request_id=f"new-{i}"))
     finally:
-        repo.close()
+        store.close()
 
 
 @pytest.fixture(params=["cluster", "workers"])

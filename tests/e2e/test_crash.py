@@ -24,9 +24,9 @@ import psycopg
 import pytest
 
 from client import RetryPolicy, SarahClient
+from harness.ports import free_port
+from harness.processes import ServerProcess
 from tests.support.databases import is_postgres, query
-from tests.support.ports import free_port
-from tests.support.processes import ServerProcess
 from tests.support.threads import BackgroundThreads
 
 KILLS = int(os.environ.get("SARAH_CRASH_KILLS", "4"))

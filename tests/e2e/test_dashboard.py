@@ -25,7 +25,7 @@ from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.browser import Browser
 from tests.support.stack import Stack
-from tests.support.waiting import wait_until
+from harness.waiting import wait_until
 
 PAGE = ROOT / "dashboard" / "index.html"
 ZONE = "Asia/Makassar"

@@ -11,11 +11,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import SarahClient
-from tests.support.databases import EmbeddedPostgres, embedded_postgres, fresh_postgres_database
-from tests.support.envoy import EnvoyProcess
-from tests.support.ports import free_port
-from tests.support.processes import ServerProcess, start_workers
-from tests.support.waiting import wait_until
+from harness.envoy import EnvoyProcess
+from harness.ports import free_port
+from harness.postgres import EmbeddedPostgres, embedded_postgres, fresh_postgres_database
+from harness.processes import ServerProcess, start_workers
+from harness.waiting import wait_until
 
 PHONE = "+6281234567001"
 # Checked often so the test does not wait long; the default is 5 s.

@@ -1,5 +1,6 @@
 """deploy/envoy_config.py: each derivation changes only what it names, and Envoy accepts it."""
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -63,7 +64,41 @@ def test_with_absolute_descriptor_names_the_checkouts_file() -> None:
     assert f"filename: {ROOT / 'dashboard' / 'index.html'}" in text  # the page at `/`
 
 
-@pytest.mark.parametrize("variant", ["ports", "replicas", "tls", "rate limit"])
+def test_cors_origins_are_read_as_a_browser_sends_them() -> None:
+    def read(value: str) -> list[str]:
+        return derive.configured_cors_origins({"SARAH_CORS_ORIGINS": value})
+
+    assert derive.configured_cors_origins({}) == [] and read(" , ") == []
+    assert read("https://Dash.Example.com/, http://localhost:5173,HTTPS://dash.example.com:443,"
+                "http://[::1]:8080") == ["https://dash.example.com", "http://localhost:5173",
+                                         "http://[::1]:8080"]
+    for wrong in ("dash.example.com", "https://dash.example.com/app", "*", "https://*.example",
+                  "ftp://dash.example.com", "https://user@dash.example.com",
+                  "https://dash.example.com:99999", "https://dash.example.com?x=1"):
+        named = re.escape(f"SARAH_CORS_ORIGINS: {wrong!r} is not an origin")
+        with pytest.raises(ValueError, match=named):
+            read(f"https://ok.example, {wrong}")
+
+
+def test_with_cors_origins_fills_the_policy_and_replaces_an_earlier_list() -> None:
+    def origins(config: derive.Config) -> list[str]:
+        (listener,) = config["static_resources"]["listeners"]
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        assert manager["http_filters"][0]["name"] == "envoy.filters.http.cors"  # first
+        (host,) = manager["route_config"]["virtual_hosts"]
+        policy = host["typed_per_filter_config"]["envoy.filters.http.cors"]
+        return [match["exact"] for match in policy["allow_origin_string_match"]]
+
+    shipped = derive.load()
+    assert origins(shipped) == [] and derive.with_cors_origins(shipped, []) == shipped
+    once = derive.with_cors_origins(shipped, ["https://a.example"])
+    twice = derive.with_cors_origins(derive.with_cors_origins(shipped, ["https://b.example"]),
+                                     ["https://a.example"])
+    assert origins(once) == ["https://a.example"] and twice == once
+    assert derive.with_cors_origins(once, []) == once  # none given: the config's stay
+
+
+@pytest.mark.parametrize("variant", ["ports", "replicas", "tls", "rate limit", "cors"])
 def test_envoy_accepts_every_variant(variant: str, tmp_path: Path) -> None:
     _, cert, key = make_certificates(tmp_path)
     install(tmp_path / "tls", cert.read_bytes(), key.read_bytes())
@@ -73,6 +108,8 @@ def test_envoy_accepts_every_variant(variant: str, tmp_path: Path) -> None:
         "replicas": lambda c: derive.with_outlier_detection(derive.with_replicas(c, [1, 2])),
         "tls": lambda c: derive.with_tls(c, sds, listen="127.0.0.1:8443"),
         "rate limit": lambda c: derive.with_rate_limit(c, 5, seconds=60, burst=10),
+        "cors": lambda c: derive.with_cors_origins(
+            c, ["https://dash.example.com", "http://localhost:5173"]),
     }[variant]
     config = tmp_path / "envoy.yaml"
     config.write_text(derive.dump(change(derive.with_absolute_descriptor(derive.load()))))

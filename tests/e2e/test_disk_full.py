@@ -22,11 +22,11 @@ import grpc
 import psycopg
 import pytest
 
+from harness.processes import ServerProcess
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.databases import is_postgres, query
 from tests.support.helpers import PHONE
-from tests.support.processes import ServerProcess
 
 # What the caller must be told: the disk (or the database) is full, in words.
 _SAYS_FULL = re.compile(r"(?i)\b(disk|database|storage)\b[^;]*\bfull\b|no space left on device")

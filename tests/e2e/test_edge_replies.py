@@ -14,18 +14,18 @@ import grpc
 import pytest
 
 from deploy.envoy_config import Config, load, rate_limit, with_rate_limit
+from harness.envoy import EnvoyProcess, envoy_config
+from harness.http_calls import raw_exchange
+from harness.ports import free_port
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer
 from tests.support.databases import write_lock
 from tests.support.docs import docs_section
-from tests.support.envoy import EnvoyProcess, envoy_config
 from tests.support.helpers import PHONE
-from tests.support.http_calls import raw_exchange
-from tests.support.ports import free_port
 from tests.support.servers import serving
 from tests.support.stack import MakeRunStack
-from tests.support.waiting import wait_until
 
 # The Envoy under test is envoy.yaml with three settings made small enough to reach in a
 # test: the whole request must arrive within 2 s (60 s in envoy.yaml), each API key may

@@ -24,15 +24,15 @@ from cryptography import x509
 from client import SarahClient
 from deploy import ROOT
 from deploy.envoy_config import TLS_SECRET, dump, load, sds_secret, with_tls
+from harness.envoy import envoy_config
+from harness.http_calls import https_connection, https_get, request
+from harness.ports import free_port
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.docs import docs_blocks
-from tests.support.envoy import envoy_config
 from tests.support.helpers import KAPSO_BODY, PHONE
-from tests.support.http_calls import https_connection, https_get, request
-from tests.support.ports import free_port
 from tests.support.stack import MakeRunStack
-from tests.support.waiting import wait_until
 from tools import certificates
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")

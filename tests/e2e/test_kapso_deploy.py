@@ -14,12 +14,12 @@ import threading
 from pathlib import Path
 
 from deploy import ROOT
+from harness.envoy import envoy_config
+from harness.http_calls import https_connection, https_get
+from harness.ports import free_port
+from harness.waiting import wait_until
 from tests.support.docs import docs_blocks
-from tests.support.envoy import envoy_config
-from tests.support.http_calls import https_connection, https_get
-from tests.support.ports import free_port
 from tests.support.stack import MakeRunStack
-from tests.support.waiting import wait_until
 from tools import certificates
 
 HOST = "sarah.example.com"

@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 import pytest
 
 from deploy import ROOT
+from harness.envoy import EnvoyProcess
 from server.app import create_server
 from server.config import Config
-from tests.support.envoy import EnvoyProcess
 from tests.support.faulty_proxy import Fault, FaultyProxy
 from tests.support.workerd import FunctionAnswer, WorkerdHost
 

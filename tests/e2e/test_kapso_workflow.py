@@ -22,12 +22,12 @@ import pytest
 
 from client import SarahClient
 from deploy import ROOT
+from harness.envoy import EnvoyProcess
+from harness.http_calls import request
 from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer, create_server
 from server.config import Config
 from tests.support.docs import docs_blocks
-from tests.support.envoy import EnvoyProcess
-from tests.support.http_calls import request
 
 KEY, SHOP_KEY = "kapso-key-7c1e", "kapso-toko-key-52aa"
 _WORKFLOW_JS = ROOT / "kapso" / "workflow.js"

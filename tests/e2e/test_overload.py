@@ -9,12 +9,12 @@ from pathlib import Path
 import grpc
 
 from deploy.envoy_config import Config, with_call_limit
+from harness.envoy import EnvoyProcess
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.databases import write_lock
-from tests.support.envoy import EnvoyProcess
 from tests.support.servers import serving
-from tests.support.waiting import wait_until
 
 SENT = 8
 _Reply = tuple[int, dict[str, str], object]

@@ -18,10 +18,10 @@ import pytest
 from deploy import ROOT
 from deploy.envoy_config import Config as EnvoyConfig
 from deploy.envoy_config import load, rate_limit, with_rate_limit
+from harness.envoy import EnvoyProcess
+from harness.processes import ServerProcess
 from server.config import Config
 from tests.support.docs import docs_section
-from tests.support.envoy import EnvoyProcess
-from tests.support.processes import ServerProcess
 
 CALLS = 1_000
 IN_FLIGHT = 16

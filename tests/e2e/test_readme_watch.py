@@ -18,11 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from deploy import ROOT
+from harness.waiting import wait_until
 from tests.support.browser import Browser, open_page
 from tests.support.docs import docs_blocks
 from tests.support.helpers import PHONE
 from tests.support.stack import Stack
-from tests.support.waiting import wait_until
 
 # The stream through Envoy, for dashboards; the same from Python and a terminal.
 _HTTP = ("docs/kapso.md", "Live changes through Envoy (Server-Sent Events)")

@@ -4,8 +4,8 @@ sends upstream is a field of the server's JSON log line of that call."""
 import json
 from pathlib import Path
 
-from tests.support.envoy import EnvoyProcess
-from tests.support.processes import ServerProcess
+from harness.envoy import EnvoyProcess
+from harness.processes import ServerProcess
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:

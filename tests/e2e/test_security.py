@@ -18,16 +18,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from deploy import ROOT
+from harness.envoy import EnvoyProcess
+from harness.processes import ServerProcess
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.api.auth import hash_key
 from server.app import RunningServer, create_server
 from server.config import Config
-from tests.support.envoy import EnvoyProcess
 from tests.support.helpers import PHONE
-from tests.support.processes import ServerProcess
 from tests.support.servers import serving
-from tests.support.waiting import wait_until
 
 ADMIN_KEY = "admin-key-5f1c"
 TOKO_KEY = "toko-key-93ab"

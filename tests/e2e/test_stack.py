@@ -17,16 +17,16 @@ import pytest
 
 from deploy import ROOT
 from deploy.envoy_config import envoy_binary
+from harness.envoy import envoy_config
+from harness.http_calls import request
+from harness.ports import free_port, free_ports
+from harness.processes import start_workers
+from harness.waiting import still_holding, wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.config import cpus
 from tests.support.docs import docs_blocks
-from tests.support.envoy import envoy_config
-from tests.support.http_calls import request
-from tests.support.ports import free_port, free_ports
-from tests.support.processes import start_workers
 from tests.support.stack import MakeRunStack, start_stack
-from tests.support.waiting import still_holding, wait_until
 
 ENVOY = envoy_binary()
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.waiting import wait_until
 from tests.support.browser import Browser, open_page
 from tests.support.helpers import PHONE
 from tests.support.stack import Stack
-from tests.support.waiting import wait_until
 
 _PAGE = Path(__file__).parent / "pages" / "watch.html"
 

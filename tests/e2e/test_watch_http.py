@@ -12,17 +12,22 @@ from pathlib import Path
 import grpc
 import pytest
 
+from deploy.envoy_config import Config as EnvoyConfig
+from harness.envoy import EnvoyProcess
+from harness.processes import ServerProcess
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.config import Config
 from tests.support import contract_shapes as shapes
 from tests.support.databases import new_database_url
-from tests.support.envoy import EnvoyProcess
-from tests.support.processes import ServerProcess
 
 PHONE = "+6281234567890"
 ROUTE_TIMEOUT_S = 15  # envoy.yaml's, on every route but the watch routes
 WATCH_ROUTES = {"grpc_watch", "json_watch"}
+# The Envoy of the route timeout test runs 15/2 times faster than envoy.yaml's: its route
+# timeout is 2 s.
+SHORT_ROUTE_TIMEOUT_S = 2
+_SCALE = SHORT_ROUTE_TIMEOUT_S / ROUTE_TIMEOUT_S
 
 
 @pytest.fixture(scope="module")
@@ -134,24 +139,52 @@ def test_only_the_watch_routes_lift_envoys_15_s_timeouts(edge: EnvoyProcess) -> 
     assert Config().watch_heartbeat_seconds <= ROUTE_TIMEOUT_S
 
 
-def test_a_server_sent_event_stream_outlives_envoys_15_s_route_timeout(
-        tmp_path: Path) -> None:
-    """One stream with the server's default heartbeats (15 s), through envoy.yaml as it is:
-    a change made after 16 s still arrives. The timeout is Envoy's, not the database's, so
+def _scaled_timeouts(config: EnvoyConfig) -> EnvoyConfig:
+    """envoy.yaml with every timeout of its HTTP listener (the routes' 15 s, the stream idle
+    timeout, the request timeouts) scaled by _SCALE, so that they keep their proportions to
+    each other and to the server's heartbeat, scaled alike. The clusters' connect and
+    health check timeouts stay as they are."""
+    listener = config["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+    def scale(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                scale(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key.endswith("timeout") and isinstance(value, str) and value.endswith("s"):
+                    node[key] = f"{float(value[:-1]) * _SCALE:.3f}s"
+                else:
+                    scale(value)
+
+    scale(manager)
+    return config
+
+
+def test_a_server_sent_event_stream_outlives_envoys_route_timeout(tmp_path: Path) -> None:
+    """One stream with the server's default heartbeats (15 s), through envoy.yaml as it is,
+    both run 15/2 times faster (a 2 s route timeout, heartbeats every 2 s): a change made
+    past the route timeout still arrives. The timeout is Envoy's, not the database's, so
     SQLite alone."""
+    heartbeat_s = Config().watch_heartbeat_seconds * _SCALE
     server = ServerProcess("--listen", "127.0.0.1:0", "--database-url",
-                           f"sqlite:///{tmp_path / 'sarah.db'}")
-    envoy = EnvoyProcess(server.port, tmp_path)
+                           f"sqlite:///{tmp_path / 'sarah.db'}",
+                           "--watch-heartbeat-seconds", f"{heartbeat_s:g}")
+    envoy = EnvoyProcess(server.port, tmp_path, derive=_scaled_timeouts)
     try:
         envoy.wait_healthy(1)
+        # The timeout the stream must outlive is in force on the routes around it.
+        served = _served_routes(envoy)
+        assert served["grpc_writes"]["timeout"] == f"{SHORT_ROUTE_TIMEOUT_S}s", served
         opened = time.monotonic()
         # Its response headers come with the first message: the server's first heartbeat,
-        # after 15 s of silence. Then, past the route timeout, a change is made.
+        # after a heartbeat's silence. Then, past the route timeout, a change is made.
         stream = _Sse(envoy.port, "?workspace_id=long&since_revision=0", timeout=30)
         try:
             assert stream.response.status == 200
             assert stream.event()["kind"] == "heartbeat"
-            time.sleep(max(0.0, ROUTE_TIMEOUT_S + 1 - (time.monotonic() - opened)))
+            time.sleep(max(0.0, SHORT_ROUTE_TIMEOUT_S + 1 - (time.monotonic() - opened)))
             _upsert(envoy, contact_phone=PHONE, workspace_id="long", lead_score=17)
             [event] = stream.events(1)
             assert event["conversation"]["lead_score"] == 17

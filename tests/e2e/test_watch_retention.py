@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from client import SarahClient
+from harness.envoy import EnvoyProcess
+from harness.ports import free_port
+from harness.processes import ServerProcess
+from harness.waiting import wait_until
 from tests.support import contract_shapes as shapes
 from tests.support.databases import new_database_url, query
-from tests.support.envoy import EnvoyProcess
-from tests.support.ports import free_port
-from tests.support.processes import ServerProcess
-from tests.support.waiting import wait_until
 
 # About 0.9 s of history. Housekeeping runs as a server starts and then once a minute, so
 # a restarted server prunes what the one before it wrote.

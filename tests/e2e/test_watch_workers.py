@@ -13,12 +13,12 @@ import grpc
 import pytest
 
 from client import SarahClient
+from harness.processes import ServerProcess, start_workers
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.databases import query
-from tests.support.processes import ServerProcess, start_workers
 from tests.support.threads import BackgroundThreads
-from tests.support.waiting import wait_until
 
 WRITERS = 4
 LEADS = ("+6281234567001", "+6281234567002", "+6281234567003")

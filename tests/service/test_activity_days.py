@@ -37,9 +37,9 @@ def clock() -> _Clock:
 def service(database_url: str, clock: _Clock) -> Iterator[SarahService]:
     db = open_database(database_url)
     migrate(db)
-    repo = Repository(db)
-    yield SarahService(repo, clock=clock)
-    repo.close()
+    store = Repository(db)
+    yield SarahService(store, clock=clock)
+    store.close()
 
 
 def _new_lead(service: SarahService, n: int, messages: int = 1) -> None:

@@ -17,17 +17,18 @@ import grpc
 import pytest
 
 from deploy import ROOT
+from harness.postgres import fresh_postgres_database
+from harness.processes import ServerProcess
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.storage.filelock import ServingLock, lock_exclusive
 from server.storage.migrations import LATEST
-from tests.support.databases import fresh_postgres_database, open_at_schema, query
+from tests.support.databases import open_at_schema, query
 from tests.support.docs import docs_blocks
 from tests.support.helpers import PHONE, get, upsert
-from tests.support.processes import ServerProcess
 from tests.support.servers import serving
 from tests.support.threads import BackgroundThreads
-from tests.support.waiting import wait_until
 
 _STATES = (pb.greeting, pb.qualifying, pb.scoring, pb.handoff, pb.completed)
 

@@ -22,14 +22,14 @@ from client import SarahClient
 from client.cli import EXIT_REJECTED, cli
 from client.formats import flat, to_json
 from deploy import ROOT
+from harness.ports import free_port
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from server.app import RunningServer, create_server
 from server.config import Config
-from tests.service.test_client import pruned_server
 from tests.support.docs import docs_blocks
 from tests.support.helpers import PHONE
-from tests.support.ports import free_port
-from tests.support.waiting import wait_until
+from tests.support.servers import pruned_server
 
 
 @pytest.fixture

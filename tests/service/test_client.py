@@ -12,15 +12,15 @@ import grpc
 import pytest
 
 from client import AsyncSarahClient, RetryPolicy, RevisionTooOld, SarahClient, describe, messages
+from harness.ports import free_port
+from harness.processes import ServerProcess
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import RunningServer, create_server
 from server.config import Config
-from server.core.service import now_us
-from tests.support.helpers import DAY_US, KAPSO_BODY, PHONE, Clock
-from tests.support.ports import free_port
-from tests.support.processes import ServerProcess
-from tests.support.waiting import wait_until
+from tests.support.helpers import KAPSO_BODY, PHONE
+from tests.support.servers import pruned_server
 
 
 def _serve(db: Path, port: int = 0) -> RunningServer:
@@ -283,22 +283,6 @@ def test_watch_from_a_listed_revision_sees_later_changes_and_deletions(
     assert {"lead_score", "state"} <= set(changed.changed)
     assert (deleted.kind, deleted.conversation.contact_phone) == (pb.deleted, "+6281200000009")
     assert listed.revision < changed.revision < deleted.revision
-
-
-def pruned_server(db: Path) -> RunningServer:
-    """A server over `db` whose change log no longer holds revisions 1 and 2: written a
-    day and more before its clock's now, with a day of history, and pruned by housekeeping."""
-    clock = Clock(now_us())
-    config = Config(listen="127.0.0.1:0", database_url=f"sqlite:///{db}", history_days=1,
-                    housekeeping_seconds=0.05, workers=1, metrics_listen="")
-    running = create_server(config, clock=clock)
-    with SarahClient(f"127.0.0.1:{running.port}") as sarah:
-        sarah.upsert_state(contact_phone=PHONE, lead_score=1)
-        sarah.upsert_state(contact_phone=PHONE, lead_score=2)
-        clock.now += DAY_US + 1
-        sarah.upsert_state(contact_phone=PHONE, lead_score=3)
-    wait_until(lambda: running.store.log_head() == (3, 2), 20, "revisions 1-2 to be pruned")
-    return running
 
 
 def test_watch_of_a_pruned_revision_says_to_list_again(tmp_path: Path) -> None:

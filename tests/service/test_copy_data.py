@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from deploy import ROOT
+from harness.postgres import fresh_postgres_database
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.core.domain import Patch
@@ -21,7 +22,7 @@ from server.core.service import SarahService, now_us
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.repository import Repository
-from tests.support.databases import fresh_postgres_database, query
+from tests.support.databases import query
 from tests.support.helpers import DAY_US, Clock, upsert
 from tests.support.servers import serving
 
@@ -66,14 +67,14 @@ def source(urls: tuple[str, str]) -> str:
     clock = Clock(now_us() - 3 * DAY_US)
     db = open_database(url, pool_size=2)
     migrate(db)
-    repo = Repository(db)
-    service = SarahService(repo, clock=clock, history_days=1)
+    store = Repository(db)
+    service = SarahService(store, clock=clock, history_days=1)
     service.upsert_state(Patch(contact_phone=OLD, message_count=2))
     service.upsert_state(Patch(contact_phone=OLD, add_messages=1))
     clock.now = now_us()
     through = service.history_end()
     assert through == 2 and service.prune_history(through, limit=100) == 2
-    repo.close()
+    store.close()
     with _stub(url) as stub:
         upsert(stub, contact_phone=OLD, add_messages=1, lead_temperature=pb.hot)
         # Erased: its conversation row is gone (the target's ids shift), its deleted event

@@ -2,6 +2,7 @@
 written. UpsertState's full validation table runs as a unit test
 (tests/unit/test_upsert_validation.py); here some of its cases prove the mapping."""
 
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -18,6 +19,7 @@ from server.app import grpc_server
 from server.core.delivery import Hub
 from server.core.errors import InvalidArgument
 from server.core.service import SarahService
+from server.storage import database
 from server.storage.database import open_database
 from server.storage.migrations import migrate
 from server.storage.repository import Repository
@@ -102,7 +104,22 @@ def test_stats_validates_workspace(stub) -> None:
     assert bad_fields(caught.value) == {"workspace_id"}
 
 
-def test_locked_database_is_unavailable_not_unknown(stub, database_url) -> None:
+_SHORT_LOCK_WAIT_MS = 300
+
+
+@pytest.fixture
+def short_lock_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's wait for a held write lock (LOCK_WAIT_MS, 5 s: SQLite's busy timeout,
+    PostgreSQL's lock_timeout, the writer queue) cut short, for a server started after
+    this fixture. Every server module that took a copy of the constant gets the short one."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("server.") and hasattr(module, "LOCK_WAIT_MS"):
+            monkeypatch.setattr(module, "LOCK_WAIT_MS", _SHORT_LOCK_WAIT_MS)
+    monkeypatch.setitem(database._SQLITE_PRAGMAS, "busy_timeout", _SHORT_LOCK_WAIT_MS)
+
+
+def test_locked_database_is_unavailable_not_unknown(short_lock_wait, stub, database_url
+                                                    ) -> None:
     upsert(stub, contact_phone=PHONE, lead_score=1)
     with write_lock(database_url):
         with pytest.raises(grpc.RpcError) as caught:

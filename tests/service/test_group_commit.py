@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+from harness.waiting import wait_until
 from server.core import rules
 from server.core.activity import ActivityDeltas
 from server.core.changes import Event, changes_of
@@ -29,57 +30,57 @@ from server.storage.repository import Repository, WriteTx
 from tests.support.databases import empty_tables, query
 from tests.support.helpers import get, upsert
 from tests.support.servers import serving
-from tests.support.waiting import wait_until
 
 PHONES = ["+6281234567801", "+6281234567802", "+6281234567803", "+6281234567804"]
 
 
-class Store:
-    """A repository and its service over one database, with what its listener heard."""
+class Replica:
+    """A store and its service over one database, as a replica has them, with what the
+    store's commit listener heard."""
 
     def __init__(self, url: str):
         self.db = open_database(url)
         migrate(self.db)
-        self.repo = Repository(self.db)
-        self.service = SarahService(self.repo)
+        self.store = Repository(self.db)
+        self.service = SarahService(self.store)
         self.heard: list[list[Event]] = []
-        self.repo.on_commit(lambda events: self.heard.append(list(events)))
+        self.store.on_commit(lambda events: self.heard.append(list(events)))
         self._pool = ThreadPoolExecutor(max_workers=32)
 
     def queue(self, calls: list[Callable[[], Any]]) -> list["Future[Any]"]:
         """Start `calls` one at a time, each once the one before waits for the writer."""
         futures = []
         for call in calls:
-            before = self.repo.queued_writes()
+            before = self.store.queued_writes()
             futures.append(self._pool.submit(call))
-            wait_until(lambda n=before: self.repo.queued_writes() > n, 30, "a write to queue",
+            wait_until(lambda n=before: self.store.queued_writes() > n, 30, "a write to queue",
                        interval=0.005)
         return futures
 
     def close(self) -> None:
         self._pool.shutdown()
-        self.repo.close()
+        self.store.close()
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = Store(database_url)
+def replica(database_url: str) -> Iterator[Replica]:
+    opened = Replica(database_url)
     yield opened
     opened.close()
 
 
 class Gate:
-    """A write that holds the writer of `repo` until opened: entered as a block, it is
-    the writer's current group; passed to Store.queue as `gate.write`, a member of one."""
+    """A write that holds the writer of `store` until opened: entered as a block, it is
+    the writer's current group; passed to Replica.queue as `gate.write`, a member of one."""
 
-    def __init__(self, repo: Repository):
-        self._repo = repo
+    def __init__(self, store: Repository):
+        self._store = store
         self.reached = threading.Event()
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self.write)
 
     def write(self) -> None:
-        self._repo.write(self._hold)
+        self._store.write(self._hold)
 
     def _hold(self, tx: WriteTx) -> None:
         self.reached.set()
@@ -114,16 +115,16 @@ def _logs_then_fails(phone: str, tx: WriteTx) -> None:
     raise RuntimeError("failed after logging its event")
 
 
-def test_a_failing_write_fails_alone_and_its_group_commits(store: Store) -> None:
-    service = store.service
+def test_a_failing_write_fails_alone_and_its_group_commits(replica: Replica) -> None:
+    service = replica.service
     stored = service.upsert_state(Patch(contact_phone=PHONES[1], lead_score=5))
-    store.heard.clear()
-    with Gate(store.repo):
-        calls = store.queue([
+    replica.heard.clear()
+    with Gate(replica.store):
+        calls = replica.queue([
             lambda: service.upsert_state(Patch(contact_phone=PHONES[0], add_messages=1)),
             lambda: service.upsert_state(Patch(contact_phone=PHONES[1], lead_score=9,
                                                etag="not-the-etag")),
-            lambda: store.repo.write(functools.partial(_logs_then_fails, PHONES[3])),
+            lambda: replica.store.write(functools.partial(_logs_then_fails, PHONES[3])),
             lambda: service.upsert_state(Patch(contact_phone=PHONES[2], lead_score=7)),
         ])
     first, last = calls[0].result(), calls[3].result()
@@ -134,28 +135,28 @@ def test_a_failing_write_fails_alone_and_its_group_commits(store: Store) -> None
 
     # One group: the listener heard it once, the two writes that committed, in order, and
     # the failed write's revision went to the next write (no gap).
-    assert len(store.heard) == 1
-    events = store.heard[0]
+    assert len(replica.heard) == 1
+    events = replica.heard[0]
     assert [e.lead.contact_phone for e in events if e.lead] == [PHONES[0], PHONES[2]]
     assert [e.lead.etag for e in events if e.lead] == [first.etag, last.etag]
     assert events[1].revision == events[0].revision + 1
-    logged = store.repo.events_after(0, 100)
+    logged = replica.store.events_after(0, 100)
     assert [e.revision for e in logged[-2:]] == [e.revision for e in events]
-    assert store.repo.log_head()[0] == events[1].revision
+    assert replica.store.log_head()[0] == events[1].revision
 
     assert service.get_state(PHONES[1], "") == stored
     assert service.get_state(PHONES[3], "").created_at is None  # unsaved default
     # Neither the counts nor the activity count the failed writes.
     assert service.get_stats(LeadFilter()).total == 3
-    assert store.repo.count() == 3
+    assert replica.store.count() == 3
     days, _zone = service.get_activity(None, "UTC", 1)
     assert days[-1].new_leads == 3
 
 
-def test_sixteen_writers_of_one_lead_commit_in_arrival_order(store: Store) -> None:
-    service = store.service
-    with Gate(store.repo):
-        calls = store.queue([
+def test_sixteen_writers_of_one_lead_commit_in_arrival_order(replica: Replica) -> None:
+    service = replica.service
+    with Gate(replica.store):
+        calls = replica.queue([
             functools.partial(service.upsert_state,
                               Patch(contact_phone=PHONES[0], lead_score=i, add_messages=1))
             for i in range(16)])
@@ -163,28 +164,28 @@ def test_sixteen_writers_of_one_lead_commit_in_arrival_order(store: Store) -> No
 
     # Each write saw the one queued before it: nothing lost, nothing reordered.
     assert [(a.lead_score, a.message_count) for a in answers] == [(i, i + 1) for i in range(16)]
-    assert len(store.heard) == 1
-    events = store.heard[0]
+    assert len(replica.heard) == 1
+    events = replica.heard[0]
     assert [e.lead for e in events] == answers
     first = events[0].revision
     assert [e.revision for e in events] == list(range(first, first + 16))
-    logged = store.repo.events_after(first - 1, 100)
+    logged = replica.store.events_after(first - 1, 100)
     assert [(e.revision, e.lead.etag if e.lead else "") for e in logged] == [
         (e.revision, a.etag) for e, a in zip(events, answers, strict=True)]
     assert service.get_state(PHONES[0], "") == answers[-1]
 
 
 def test_writes_of_successive_groups_reach_the_listener_once_each_in_order(
-        store: Store) -> None:
-    service = store.service
+        replica: Replica) -> None:
+    service = replica.service
     with ThreadPoolExecutor(max_workers=16) as pool:
         answers = list(pool.map(
             lambda i: service.upsert_state(Patch(contact_phone=PHONES[i % 4], add_messages=1)),
             range(200)))
-    heard = [e for group in store.heard for e in group]
+    heard = [e for group in replica.heard for e in group]
     assert [e.revision for e in heard] == list(range(1, 201))
     assert sorted(e.lead.etag for e in heard if e.lead) == sorted(a.etag for a in answers)
-    assert [e.revision for e in store.repo.events_after(0, 500)] == list(range(1, 201))
+    assert [e.revision for e in replica.store.events_after(0, 500)] == list(range(1, 201))
     assert sum(service.get_state(p, "").message_count for p in PHONES) == 200
 
 
@@ -231,19 +232,19 @@ def test_a_group_that_loses_a_deadlock_runs_its_writes_again_alone(postgres_url:
     group's transaction, and every write of both groups still succeeds, once."""
     empty_tables(postgres_url)
     deadlocks = _deadlocks(postgres_url)
-    one, two = Store(postgres_url), Store(postgres_url)
+    one, two = Replica(postgres_url), Replica(postgres_url)
     a, b = PHONES[0], PHONES[1]
 
-    def add(store: Store, phone: str) -> Callable[[], Any]:
-        return lambda: store.service.upsert_state(Patch(contact_phone=phone, add_messages=1))
+    def add(replica: Replica, phone: str) -> Callable[[], Any]:
+        return lambda: replica.service.upsert_state(Patch(contact_phone=phone, add_messages=1))
 
     try:
-        holding_a = Gate(one.repo)
-        with Gate(one.repo):
+        holding_a = Gate(one.store)
+        with Gate(one.store):
             # Replica one's next group: a (its key held from here), the gate, then b.
             calls = one.queue([add(one, a), holding_a.write, add(one, b)])
         assert holding_a.reached.wait(30)
-        with Gate(two.repo):
+        with Gate(two.store):
             # Replica two's next group: b, its key held from here, waits for a row that
             # replica one's group holds (a count, the log's head) until its commit.
             calls += two.queue([add(two, b), add(two, a)])
@@ -257,7 +258,7 @@ def test_a_group_that_loses_a_deadlock_runs_its_writes_again_alone(postgres_url:
 
         assert one.service.get_state(a, "").message_count == 2
         assert one.service.get_state(b, "").message_count == 2
-        logged = one.repo.events_after(0, 100)
+        logged = one.store.events_after(0, 100)
         assert [e.revision for e in logged] == [1, 2, 3, 4]
         assert one.service.get_stats(LeadFilter()).total == 2
     finally:

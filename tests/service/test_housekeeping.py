@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.core.domain import LeadFilter, Patch
@@ -19,7 +20,6 @@ from server.storage.repository import Repository
 from tests.support.databases import query
 from tests.support.helpers import DAY_US, Clock, get, upsert
 from tests.support.servers import serving
-from tests.support.waiting import wait_until
 
 _EVERY = 0.05  # seconds between housekeeping passes
 
@@ -37,9 +37,9 @@ def clock() -> Clock:
 def service(database_url: str, clock: Clock) -> Iterator[SarahService]:
     db = open_database(database_url, pool_size=2)
     migrate(db)
-    repo = Repository(db)
-    yield SarahService(repo, clock=clock, history_days=1)
-    repo.close()
+    store = Repository(db)
+    yield SarahService(store, clock=clock, history_days=1)
+    store.close()
 
 
 def _log_head(url: str) -> tuple[int, int]:
@@ -182,7 +182,7 @@ def test_without_the_purge_setting_no_lead_is_erased(database_url: str, clock: C
 
 def test_two_replicas_purging_and_pruning_one_database_at_once_agree(
         database_url: str, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
-    # Two services with their own repositories, connections and transactions over one
+    # Two services with their own stores, connections and transactions over one
     # database, as replicas are (peewee's models are bound once per process, so one
     # database object serves both; tests/e2e/test_cluster_housekeeping.py runs processes).
     leads = 120

@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from deploy import ROOT
+from harness.postgres import fresh_postgres_database
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.app import create_server
@@ -22,13 +23,7 @@ from server.storage.database import is_sqlite, open_database
 from server.storage.lead_json import lead_to_json
 from server.storage.migrations import _CONVERSATIONS_AND_REQUEST_IDS, LATEST, _run, migrate
 from server.storage.models import MODELS, bind_models
-from tests.support.databases import (
-    fresh_postgres_database,
-    is_postgres,
-    new_database_url,
-    open_at_schema,
-    query,
-)
+from tests.support.databases import is_postgres, new_database_url, open_at_schema, query
 from tests.support.helpers import PHONE
 from tests.support.servers import serving
 

@@ -14,12 +14,12 @@ import grpc
 import pytest
 
 from deploy import ROOT
+from harness.postgres import fresh_postgres_database
+from harness.processes import ServerProcess
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.api.auth import hash_key
-from tests.support.databases import fresh_postgres_database
 from tests.support.helpers import PHONE
-from tests.support.processes import ServerProcess
 
 SECRET = "S3cret-pw"
 API_KEY = "key-that-must-not-be-logged"

@@ -5,11 +5,11 @@ finish."""
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.databases import write_lock
 from tests.support.servers import serving
-from tests.support.waiting import wait_until
 
 THREADS, QUEUED, SENT = 2, 2, 8
 

@@ -14,12 +14,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy import ROOT
+from harness.processes import ServerProcess, start_workers
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.storage.migrations import LATEST
 from tests.support.databases import query, write_lock
 from tests.support.helpers import PHONE
-from tests.support.processes import ServerProcess, start_workers
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
 

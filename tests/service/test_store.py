@@ -21,8 +21,8 @@ def test_request_id_expires_after_24_hours_and_is_pruned(database_url: str) -> N
     clock = Clock()
     db = open_database(database_url)
     migrate(db)
-    repo = Repository(db)
-    service = SarahService(repo, clock=clock)
+    store = Repository(db)
+    service = SarahService(store, clock=clock)
     try:
         assert _add_one(service, "wamid.1") == 1
         clock.now += REQUEST_ID_TTL_US - 1
@@ -35,4 +35,4 @@ def test_request_id_expires_after_24_hours_and_is_pruned(database_url: str) -> N
         with db.connection_context():
             assert [r.request_id for r in UpsertRequestRow.select()] == ["wamid.2"]
     finally:
-        repo.close()
+        store.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from harness.waiting import wait_until
 from sarah import VERSION
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
@@ -17,7 +18,6 @@ from server.core.service import now_us
 from tests.support.databases import query
 from tests.support.helpers import DAY_US, Clock
 from tests.support.servers import serving
-from tests.support.waiting import wait_until
 
 PHONE = "+6281234567890"
 OTHER = "+6281234567891"

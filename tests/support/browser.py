@@ -7,13 +7,13 @@ import fcntl
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
-from tests.support.waiting import wait_until
+from harness.apt import apt_install
+from harness.waiting import wait_until
 
 _CHROMIUM = "/usr/bin/chromium"
 _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -24,11 +24,7 @@ _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no
 def _chromium() -> str:
     """Debian's chromium, installed first when it is missing and the test runs as root."""
     if not os.path.exists(_CHROMIUM) and os.geteuid() == 0:
-        apt = shutil.which("apt-get") or "apt-get"
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run([apt, "install", "-y", "chromium"], env=env).returncode != 0:
-            subprocess.run([apt, "update"], env=env, check=True)
-            subprocess.run([apt, "install", "-y", "chromium"], env=env, check=True)
+        apt_install("chromium")
     assert os.path.exists(_CHROMIUM), f"{_CHROMIUM} is missing: apt-get install chromium"
     return _CHROMIUM
 

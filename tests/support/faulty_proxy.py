@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.support.ports import free_port
+from harness.ports import free_port
 
 # Hop-by-hop headers, which a proxy does not pass on.
 _HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te"}

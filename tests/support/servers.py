@@ -2,13 +2,17 @@
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from client import SarahClient
+from harness.waiting import wait_until
 from server.app import RunningServer, create_server
 from server.config import Config
 from server.core.service import now_us
+from tests.support.helpers import DAY_US, PHONE, Clock
 
 
 @contextlib.contextmanager
@@ -24,3 +28,19 @@ def serving(database_url: str, credentials: grpc.ServerCredentials | None = None
         yield server
     finally:
         server.shutdown(grace=None)
+
+
+def pruned_server(db: Path) -> RunningServer:
+    """A server over `db` whose change log no longer holds revisions 1 and 2: written a
+    day and more before its clock's now, with a day of history, and pruned by housekeeping."""
+    clock = Clock(now_us())
+    config = Config(listen="127.0.0.1:0", database_url=f"sqlite:///{db}", history_days=1,
+                    housekeeping_seconds=0.05, workers=1, metrics_listen="")
+    running = create_server(config, clock=clock)
+    with SarahClient(f"127.0.0.1:{running.port}") as sarah:
+        sarah.upsert_state(contact_phone=PHONE, lead_score=1)
+        sarah.upsert_state(contact_phone=PHONE, lead_score=2)
+        clock.now += DAY_US + 1
+        sarah.upsert_state(contact_phone=PHONE, lead_score=3)
+    wait_until(lambda: running.store.log_head() == (3, 2), 20, "revisions 1-2 to be pruned")
+    return running

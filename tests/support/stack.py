@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from deploy import ROOT
+from harness.envoy import EnvoyProcess
+from harness.http_calls import request
+from harness.ports import free_port
+from harness.waiting import wait_until
 from server.app import RunningServer, create_server
 from server.config import Config
-from tests.support.envoy import EnvoyProcess
-from tests.support.http_calls import request
-from tests.support.ports import free_port
-from tests.support.waiting import wait_until
 
 
 class Stack:

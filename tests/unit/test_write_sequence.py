@@ -21,11 +21,6 @@ _SECOND = 1_000_000
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "sarah.db"
 
@@ -34,9 +29,9 @@ def db_path(tmp_path: Path) -> Path:
 def service(db_path: Path, clock: Clock) -> Iterator[SarahService]:
     db = open_database(f"sqlite:///{db_path}", pool_size=2)
     migrate(db)
-    repo = Repository(db)
-    yield SarahService(repo, clock=clock)
-    repo.close()
+    store = Repository(db)
+    yield SarahService(store, clock=clock)
+    store.close()
 
 
 def _add_one(service: SarahService, request_id: str = "") -> int:

@@ -14,10 +14,10 @@ from deploy.envoy_config import (
     with_ports,
     with_replicas,
 )
-from tests.support.http_calls import request
-from tests.support.ports import free_port
-from tests.support.processes import LoggedProcess
-from tests.support.waiting import wait_until
+from harness.http_calls import request
+from harness.ports import free_port
+from harness.processes import LoggedProcess
+from harness.waiting import wait_until
 
 
 def envoy_config(http_port: int, admin_port: int, upstream_port: int) -> str:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from deploy import ROOT
-from tests.support.ports import free_ports
-from tests.support.waiting import wait_until
+from harness.ports import free_ports
+from harness.waiting import wait_until
 
 
 class LoggedProcess:
