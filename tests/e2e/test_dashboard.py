@@ -21,11 +21,11 @@ import grpc
 import pytest
 
 from deploy import ROOT
+from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.browser import Browser
 from tests.support.stack import Stack
-from harness.waiting import wait_until
 
 PAGE = ROOT / "dashboard" / "index.html"
 ZONE = "Asia/Makassar"
