@@ -7,8 +7,12 @@ import pytest
 
 from deploy import ROOT
 from deploy import envoy_config as derive
+from deploy.pod import ENVOY_HEAP_BYTES
 from server.config import Config
 from tests.support.certificates import make_certificates
+from tests.support.envoy import EnvoyProcess
+from tests.support.servers import serving
+from tests.support.waiting import wait_until
 from tools.edge_tls import install
 
 
@@ -62,7 +66,7 @@ def test_with_absolute_descriptor_names_the_checkouts_file() -> None:
     assert f"proto_descriptor: {ROOT / 'sarah' / 'v1' / 'sarah.pb'}" in text
 
 
-@pytest.mark.parametrize("variant", ["ports", "replicas", "tls", "rate limit"])
+@pytest.mark.parametrize("variant", ["ports", "replicas", "tls", "rate limit", "pod"])
 def test_envoy_accepts_every_variant(variant: str, tmp_path: Path) -> None:
     _, cert, key = make_certificates(tmp_path)
     install(tmp_path / "tls", cert.read_bytes(), key.read_bytes())
@@ -72,9 +76,30 @@ def test_envoy_accepts_every_variant(variant: str, tmp_path: Path) -> None:
         "replicas": lambda c: derive.with_outlier_detection(derive.with_replicas(c, [1, 2])),
         "tls": lambda c: derive.with_tls(c, sds, listen="127.0.0.1:8443"),
         "rate limit": lambda c: derive.with_rate_limit(c, 5, seconds=60, burst=10),
+        "pod": lambda c: derive.with_health_endpoints(derive.with_heap_limit(
+            derive.with_public_listener(c), ENVOY_HEAP_BYTES)),
     }[variant]
     config = tmp_path / "envoy.yaml"
     config.write_text(derive.dump(change(derive.with_absolute_descriptor(derive.load()))))
     done = subprocess.run([*derive.envoy_command(config), "--mode", "validate"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_health_paths_say_whether_envoy_and_its_server_can_serve(tmp_path: Path) -> None:
+    """What the kubelet asks of a Pod's Envoy (deploy/kubernetes/deployment.yaml): live while
+    Envoy runs; ready only while its server passes Envoy's gRPC health check, and not once
+    the server drains (SIGTERM reports NOT_SERVING first)."""
+    with serving(f"sqlite:///{tmp_path / 'sarah.db'}") as server:
+        envoy = EnvoyProcess(server.port, tmp_path, derive=derive.with_health_endpoints)
+        try:
+            envoy.wait_healthy(1)
+            assert envoy.call("GET", derive.LIVE_PATH)[0] == 200
+            assert envoy.call("GET", derive.READY_PATH)[0] == 200
+            assert envoy.call("GET", "/sarah/stats")[0] == 200  # the API is as it was
+            server.health.enter_graceful_shutdown()
+            wait_until(lambda: envoy.call("GET", derive.READY_PATH)[0] == 503, 10,
+                       "Envoy to find its server draining")
+            assert envoy.call("GET", derive.LIVE_PATH)[0] == 200
+        finally:
+            envoy.stop()
