@@ -1,0 +1,117 @@
+"""deploy/kubernetes/'s Pod, for real: `podman kube play` of the Deployment and its Envoy
+ConfigMap, with the image just built, and the README's grpcurl and curl lines and
+docs/kapso.md's curl lines through its Envoy.
+
+The Deployment is played as shipped except for what one Pod on one machine needs instead of
+a cluster: one replica, SQLite in an emptyDir (the shipped Pods use PostgreSQL from the
+Secret), no API keys (the documented lines send none), a host port for Envoy's port, and
+the restart policy podman 4.3 needs (below).
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deploy import ROOT
+from tests.deploy.conftest import MEASURED
+from tests.support.docs import curl_example, docs_blocks, shell_lines
+from tests.support.http_calls import request
+from tests.support.podman import Podman
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
+
+_MANIFESTS = ROOT / "deploy" / "kubernetes"
+_SQLITE = "sqlite:////data/sarah.db"
+_NOT_HERE = ("SARAH_DATABASE_URL", "SARAH_API_KEYS_FILE")
+
+
+def _rendered(podman: Podman, image: str, port: int) -> str:
+    configmap = yaml.safe_load((_MANIFESTS / "envoy-configmap.yaml").read_text())
+    deployment = yaml.safe_load((_MANIFESTS / "deployment.yaml").read_text())
+    configmap["metadata"]["name"] = podman.name("envoy-config")
+    deployment["metadata"]["name"] = podman.name("kube")
+    deployment["spec"]["replicas"] = 1
+    pod: Any = deployment["spec"]["template"]["spec"]
+    # podman 4.3 applies the Pod's restart policy to init containers as well: under
+    # Always (a Deployment's only one) the finished migrate is started again at once, and
+    # kube play fails removing it ("cannot remove container ... as it is running").
+    pod["restartPolicy"] = "OnFailure"
+    for container in pod["initContainers"] + pod["containers"]:
+        container["image"] = image
+        if container["name"] in ("migrate", "server"):
+            container["env"] = [e for e in container["env"] if e["name"] not in _NOT_HERE]
+            container["env"].append({"name": "SARAH_DATABASE_URL", "value": _SQLITE})
+            container["volumeMounts"] = [
+                *(m for m in container.get("volumeMounts", []) if m["name"] != "api-keys"),
+                {"name": "data", "mountPath": "/data"}]
+        if container["name"] == "envoy":
+            container["ports"][0].update(hostPort=port, hostIP="127.0.0.1")
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "api-keys"]
+    pod["volumes"].append({"name": "data", "emptyDir": {}})
+    for volume in pod["volumes"]:
+        if "configMap" in volume:
+            volume["configMap"]["name"] = configmap["metadata"]["name"]
+    return yaml.safe_dump_all([configmap, deployment], sort_keys=False)
+
+
+def _grpcurl_lines(workdir: Path, port: int) -> None:
+    """The README tour's grpcurl lines, in order, through Envoy's port (it serves native
+    gRPC, reflection included, beside HTTP/JSON; the server itself is on the Pod's
+    loopback)."""
+    grpcurl, _curl, _cli = docs_blocks("README.md", "A five-minute tour", "sh")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    lines = [line for line in shell_lines(grpcurl) if line.startswith("grpcurl ")]
+    assert len(lines) >= 10, lines
+    for line in lines:
+        done = subprocess.run(["bash", "-c", line.replace("127.0.0.1:50051",
+                                                          f"127.0.0.1:{port}")],
+                              cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (line, done.stdout, done.stderr)
+
+
+def _curl_lines(port: int) -> int:
+    """The README tour's curl lines, then docs/kapso.md's, against Envoy's port."""
+    _grpcurl, readme, _cli = docs_blocks("README.md", "A five-minute tour", "sh")
+    kapso = docs_blocks("docs/kapso.md", "Calling from Kapso (HTTP/JSON through Envoy)", "sh")
+    lines = [line for block in [readme, *kapso] for line in shell_lines(block)]
+    assert all(line.startswith("curl ") for line in lines), lines
+    for line in lines:
+        curl_example(line, port)
+    return len(lines)
+
+
+def test_the_deployments_pod_serves_the_documented_calls(podman: Podman, image: str,
+                                                         tmp_path: Path) -> None:
+    port = free_port()
+    played = tmp_path / "kube.yaml"
+    played.write_text(_rendered(podman, image, port))
+    started = time.monotonic()
+    podman("kube", "play", str(played), timeout=300)
+    pod = podman("pod", "ps", "-q", "--filter", f"name={podman.name('kube')}").stdout.split()
+    assert len(pod) == 1, pod
+    try:
+        try:
+            wait_until(lambda: request("127.0.0.1", port, "GET", "/healthz/ready")[0] == 200,
+                       90, "the Pod's Envoy to report ready", interval=0.2,
+                       ignoring=(OSError,))
+        except TimeoutError:
+            logs = podman("pod", "logs", pod[0], check=False, timeout=60)
+            raise AssertionError(logs.stdout + logs.stderr) from None
+        MEASURED["kube play to ready Pod"] = f"{time.monotonic() - started:.1f} s"
+        assert request("127.0.0.1", port, "GET", "/healthz/live")[0] == 200
+        _grpcurl_lines(tmp_path, port)
+        MEASURED["documented curl lines through the Pod"] = str(_curl_lines(port))
+        # The init container ran first and is gone (podman removes a finished one): the
+        # server, which refuses a schema older than its code (SARAH_MIGRATE=false), serves
+        # the emptyDir's SQLite file that migrate made.
+        names = podman("ps", "-a", "--filter", f"pod={pod[0]}", "--format",
+                       "{{.Names}}").stdout.split()
+        assert sorted(n.rpartition("-")[2] for n in names if "infra" not in n) == [
+            "envoy", "server"], names
+    finally:
+        podman.remove_pod(pod[0])
