@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.deploy.conftest import MEASURED
+from tests.deploy.conftest import MEASURED, readme_grpcurl_lines
 from tests.support.docs import docs_blocks, shell_lines
 from tests.support.podman import Podman
 from tests.support.ports import free_port
@@ -129,3 +129,21 @@ def test_the_final_stage_holds_the_service_and_no_build_tools(podman: Podman,
     assert out[1:3] == ["imports", "no-pytest"], out
     assert out[-1] == "data-writable"
     MEASURED["distributions in the venv"] = out[3]
+
+
+def test_the_readmes_grpcurl_lines_pass_against_the_image_alone(podman: Podman, image: str,
+                                                                 tmp_path: Path) -> None:
+    """On the host's network and its loopback, as `make run` serves, the image needs no
+    keys: the README's tour, as written, against the server of the image alone."""
+    port = free_port()
+    name = podman.name("tour")
+    podman("run", "-d", "--name", name, "--network", "host", image, "sarah-server",
+           "--listen", f"127.0.0.1:{port}", "--metrics-listen", "")
+    try:
+        wait_until(lambda: podman("exec", name, "python", "-m", "server.probe", "--target",
+                                  f"127.0.0.1:{port}", check=False).returncode == 0,
+                   30, "the server to serve", interval=0.2)
+    except TimeoutError:
+        raise AssertionError(podman.logs(name)) from None
+    readme_grpcurl_lines(tmp_path, port)
+    podman("stop", "--time", "30", name, timeout=60)

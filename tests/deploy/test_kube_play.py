@@ -8,9 +8,6 @@ Secret), no API keys (the documented lines send none), a host port for Envoy's p
 the restart policy podman 4.3 needs (below).
 """
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ from typing import Any
 import yaml
 
 from deploy import ROOT
-from tests.deploy.conftest import MEASURED
+from tests.deploy.conftest import MEASURED, readme_grpcurl_lines
 from tests.support.docs import curl_example, docs_blocks, shell_lines
 from tests.support.http_calls import request
 from tests.support.podman import Podman
@@ -59,21 +56,6 @@ def _rendered(podman: Podman, image: str, port: int) -> str:
     return yaml.safe_dump_all([configmap, deployment], sort_keys=False)
 
 
-def _grpcurl_lines(workdir: Path, port: int) -> None:
-    """The README tour's grpcurl lines, in order, through Envoy's port (it serves native
-    gRPC, reflection included, beside HTTP/JSON; the server itself is on the Pod's
-    loopback)."""
-    grpcurl, _curl, _cli = docs_blocks("README.md", "A five-minute tour", "sh")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    lines = [line for line in shell_lines(grpcurl) if line.startswith("grpcurl ")]
-    assert len(lines) >= 10, lines
-    for line in lines:
-        done = subprocess.run(["bash", "-c", line.replace("127.0.0.1:50051",
-                                                          f"127.0.0.1:{port}")],
-                              cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, (line, done.stdout, done.stderr)
-
-
 def _curl_lines(port: int) -> int:
     """The README tour's curl lines, then docs/kapso.md's, against Envoy's port."""
     _grpcurl, readme, _cli = docs_blocks("README.md", "A five-minute tour", "sh")
@@ -104,7 +86,9 @@ def test_the_deployments_pod_serves_the_documented_calls(podman: Podman, image: 
             raise AssertionError(logs.stdout + logs.stderr) from None
         MEASURED["kube play to ready Pod"] = f"{time.monotonic() - started:.1f} s"
         assert request("127.0.0.1", port, "GET", "/healthz/live")[0] == 200
-        _grpcurl_lines(tmp_path, port)
+        # Through Envoy's port: it serves native gRPC, reflection included, beside
+        # HTTP/JSON; the server itself is on the Pod's loopback.
+        readme_grpcurl_lines(tmp_path, port)
         MEASURED["documented curl lines through the Pod"] = str(_curl_lines(port))
         # The init container ran first and is gone (podman removes a finished one): the
         # server, which refuses a schema older than its code (SARAH_MIGRATE=false), serves
