@@ -34,9 +34,10 @@ def _rendered(podman: Podman, image: str, port: int) -> str:
     deployment["metadata"]["name"] = podman.name("kube")
     deployment["spec"]["replicas"] = 1
     pod: Any = deployment["spec"]["template"]["spec"]
-    # podman 4.3 applies the Pod's restart policy to init containers as well: under
-    # Always (a Deployment's only one) the finished migrate is started again at once, and
-    # kube play fails removing it ("cannot remove container ... as it is running").
+    # podman runs an init container once and then removes it (podman-kube-play(1)), but
+    # 4.3 also applies the Pod's restart policy to it: under Always (a Deployment's only
+    # one) the finished migrate is started again at once, and kube play fails removing it
+    # ("cannot remove container ... as it is running").
     pod["restartPolicy"] = "OnFailure"
     for container in pod["initContainers"] + pod["containers"]:
         container["image"] = image

@@ -4,8 +4,10 @@ end removes exactly that and nothing of anyone else's.
 
 Stock podman fails here as root in a sandbox without CAP_SYS_RESOURCE: it asks runc to raise
 the containers' open-file and process limits above what this process may have ("error
-setting rlimit type 7: operation not permitted"). A containers.conf of the run's own
-(CONTAINERS_CONF, read instead of the system's) sets runc and limits this process holds.
+setting rlimit type 7: operation not permitted"). A containers.conf of the run's own sets
+runc and limits this process holds: "If the CONTAINERS_CONF path environment variable is
+set, just this path will be used" (containers.conf(5), FILES), so nothing of the machine's
+configuration changes.
 """
 
 import os
@@ -17,7 +19,8 @@ from pathlib import Path
 
 LABEL = "io.sarah.deploy-test"
 # Threads and processes one container may have (RLIMIT_NPROC): a server runs 8 + 256
-# threads at most. Raising it needs a privilege this sandbox lacks, so it is set low.
+# threads at most. Here runc failed to set anything above 32768 (this kernel's pid_max),
+# even under this process's own limit, so it is set well below that.
 _PROCESSES = 4096
 _FILES = 65536
 
