@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run cluster test typecheck lint protos openapi bench soak fuzz clean
+.PHONY: run cluster test deploy-test typecheck lint protos openapi manifests bench soak fuzz clean
 
 $(STAMP): pyproject.toml kapso/package-lock.json ts/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,22 @@ protos: $(STAMP)
 ## tests/unit/test_openapi.py fails while the committed file is stale
 openapi: $(STAMP)
 	$(PY) -m tools.openapi
+
+## manifests: regenerate deploy/kubernetes/envoy-configmap.yaml (Envoy's config for the Pod)
+## from envoy.yaml; tests/unit/test_kubernetes.py fails while the committed file is stale
+manifests: $(STAMP)
+	$(PY) -m deploy.pod configmap > deploy/kubernetes/envoy-configmap.yaml
+
+## deploy-test: build the container image (Containerfile) and run it for real with podman:
+## alone, as deploy/kubernetes/'s Pod (podman kube play), and as two replicas behind Envoy
+## (tests/deploy/; docs/operations.md, "Containers and Kubernetes"). As root: installs
+## podman, runc and mmdebstrap with apt-get when missing and makes the base image once.
+## About 5 minutes on 2 cores; it removes what it made, except the base image.
+DEPLOY_PACKAGES := podman buildah runc mmdebstrap uidmap
+deploy-test: $(STAMP)
+	command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null \
+		|| (apt-get update && apt-get install -y $(DEPLOY_PACKAGES))
+	timeout 1800 $(PY) -m pytest tests/deploy
 
 ## bench: throughput, latency and memory against the framework's ceilings (bench/README.md);
 ## about 15 minutes. Smaller: make bench BENCH_ARGS="--duration 2 --leads 1000,100000 --soak-minutes 0"

@@ -297,6 +297,55 @@ def with_tls(config: Config, sds_path: str, listen: str | None = None) -> Config
     return changed
 
 
+def with_public_listener(config: Config, host: str = "0.0.0.0") -> Config:
+    """The public listener on `host` (every address of a container or Pod, by default),
+    its port unchanged; the admin interface and the upstream stay on loopback."""
+    changed = copy.deepcopy(config)
+    _listener(changed)["address"]["socket_address"]["address"] = host
+    return changed
+
+
+def with_heap_limit(config: Config, heap_bytes: int) -> Config:
+    """The overload manager's heap ceiling (envoy.yaml: 1 GiB, "tune for the host") set to
+    `heap_bytes`, so that Envoy sheds load before a container's memory limit kills it."""
+    changed = copy.deepcopy(config)
+    for monitor in changed["overload_manager"]["resource_monitors"]:
+        if monitor["name"] == "envoy.resource_monitors.fixed_heap":
+            monitor["typed_config"]["max_heap_size_bytes"] = heap_bytes
+    return changed
+
+
+_HEALTH_CHECK = "envoy.filters.http.health_check"
+_HEALTH_CHECK_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck")
+LIVE_PATH = "/healthz/live"
+READY_PATH = "/healthz/ready"
+
+
+def _health_check(path: str, needs_upstream: bool) -> Config:
+    typed: Config = {"@type": _HEALTH_CHECK_TYPE, "pass_through_mode": False,
+                     "headers": [{"name": ":path", "string_match": {"exact": path}}]}
+    if needs_upstream:
+        typed["cluster_min_healthy_percentages"] = {_UPSTREAM: {"value": 100}}
+    return {"name": _HEALTH_CHECK, "typed_config": typed}
+
+
+def with_health_endpoints(config: Config) -> Config:
+    """Two paths that Envoy answers itself on the public listener, for a platform's probes
+    (the kubelet reaches a Pod's own address, not its loopback, where the admin interface
+    and the server listen): LIVE_PATH is 200 while Envoy runs; READY_PATH is 200 only
+    while every upstream server passes Envoy's own gRPC health check (every second), so
+    one probe says whether Envoy and the server behind it can serve. Both come before
+    every other filter: no key, no rate limit, no transcoding. Envoy's health check
+    filter: https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/
+    health_check_filter (cluster_min_healthy_percentages: 503 below that share)."""
+    changed = copy.deepcopy(config)
+    filters = _listener(changed)["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"]
+    filters[:0] = [_health_check(LIVE_PATH, False), _health_check(READY_PATH, True)]
+    return changed
+
+
 def with_absolute_descriptor(config: Config, root: Path = ROOT) -> Config:
     """Every file envoy.yaml names relative to Envoy's working folder (the repository root
     for `make run`) made absolute under `root`, so Envoy may start from any folder: the

@@ -8,8 +8,12 @@ import pytest
 
 from deploy import ROOT
 from deploy import envoy_config as derive
+from deploy.pod import ENVOY_HEAP_BYTES
+from harness.envoy import EnvoyProcess
+from harness.waiting import wait_until
 from server.config import Config
 from tests.support.certificates import make_certificates
+from tests.support.servers import serving
 from tools.edge_tls import install
 
 
@@ -98,7 +102,7 @@ def test_with_cors_origins_fills_the_policy_and_replaces_an_earlier_list() -> No
     assert derive.with_cors_origins(once, []) == once  # none given: the config's stay
 
 
-@pytest.mark.parametrize("variant", ["ports", "replicas", "tls", "rate limit", "cors"])
+@pytest.mark.parametrize("variant", ["ports", "replicas", "tls", "rate limit", "cors", "pod"])
 def test_envoy_accepts_every_variant(variant: str, tmp_path: Path) -> None:
     _, cert, key = make_certificates(tmp_path)
     install(tmp_path / "tls", cert.read_bytes(), key.read_bytes())
@@ -110,9 +114,30 @@ def test_envoy_accepts_every_variant(variant: str, tmp_path: Path) -> None:
         "rate limit": lambda c: derive.with_rate_limit(c, 5, seconds=60, burst=10),
         "cors": lambda c: derive.with_cors_origins(
             c, ["https://dash.example.com", "http://localhost:5173"]),
+        "pod": lambda c: derive.with_health_endpoints(derive.with_heap_limit(
+            derive.with_public_listener(c), ENVOY_HEAP_BYTES)),
     }[variant]
     config = tmp_path / "envoy.yaml"
     config.write_text(derive.dump(change(derive.with_absolute_descriptor(derive.load()))))
     done = subprocess.run([*derive.envoy_command(config), "--mode", "validate"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_health_paths_say_whether_envoy_and_its_server_can_serve(tmp_path: Path) -> None:
+    """What the kubelet asks of a Pod's Envoy (deploy/kubernetes/deployment.yaml): live while
+    Envoy runs; ready only while its server passes Envoy's gRPC health check, and not once
+    the server drains (SIGTERM reports NOT_SERVING first)."""
+    with serving(f"sqlite:///{tmp_path / 'sarah.db'}") as server:
+        envoy = EnvoyProcess(server.port, tmp_path, derive=derive.with_health_endpoints)
+        try:
+            envoy.wait_healthy(1)
+            assert envoy.call("GET", derive.LIVE_PATH)[0] == 200
+            assert envoy.call("GET", derive.READY_PATH)[0] == 200
+            assert envoy.call("GET", "/sarah/stats")[0] == 200  # the API is as it was
+            server.health.enter_graceful_shutdown()
+            wait_until(lambda: envoy.call("GET", derive.READY_PATH)[0] == 503, 10,
+                       "Envoy to find its server draining")
+            assert envoy.call("GET", derive.LIVE_PATH)[0] == 200
+        finally:
+            envoy.stop()

@@ -25,7 +25,7 @@ from harness.waiting import still_holding, wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.config import cpus
-from tests.support.docs import docs_blocks
+from tests.support.docs import curl_example, docs_blocks, shell_lines
 from tests.support.stack import MakeRunStack, start_stack
 
 ENVOY = envoy_binary()
@@ -203,32 +203,12 @@ def test_sighup_to_the_workers_supervisor_reloads_every_workers_keys(tmp_path: P
     assert out.count("reloaded 2 API keys") == 2
 
 
-def _shell_lines(block: str) -> list[str]:
-    """A ```sh block's commands, continuation lines joined, comment lines left out."""
-    return [line.strip() for line in block.replace("\\\n", " ").splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
-
-
-def _curl(command: str, port: int) -> str:
-    """A documented curl line against the stack's Envoy: its status is 200, or the one its
-    `# NNN` comment names, and its body JSON. The body."""
-    argv = shlex.split(command.replace("127.0.0.1:8080", f"127.0.0.1:{port}"), comments=True)
-    done = subprocess.run([*argv, "--silent", "--show-error", "--write-out", "\n%{http_code}"],
-                          capture_output=True, text=True, timeout=30)
-    body, _, status = done.stdout.rpartition("\n")
-    expected = re.search(r"# (\d{3})", command)
-    assert done.returncode == 0, (command, done.stderr)
-    assert status == (expected.group(1) if expected else "200"), (command, body)
-    assert body.lstrip().startswith("{"), (command, body)
-    return body
-
-
 def test_every_curl_example_of_the_kapso_page_works(stack: RunningStack) -> None:
     blocks = docs_blocks("docs/kapso.md", "Calling from Kapso (HTTP/JSON through Envoy)", "sh")
-    commands = [line for block in blocks for line in _shell_lines(block)]
+    commands = [line for block in blocks for line in shell_lines(block)]
     assert len(commands) >= 6 and all(c.startswith("curl ") for c in commands), commands
     for command in commands:
-        _curl(command, stack.port)
+        curl_example(command, stack.port)
 
 
 # The tour's hot lead, made by its curl step, and what its Python step prints.
@@ -255,12 +235,12 @@ def test_the_readme_tour_runs_in_the_order_written(stack: RunningStack, tmp_path
     exports: list[str] = []
     printed: dict[str, list[str]] = {}
     grpcurl, curl, cli = docs_blocks("README.md", "A five-minute tour", "sh")
-    for command in _shell_lines(grpcurl) + _shell_lines(curl) + _shell_lines(cli):
+    for command in shell_lines(grpcurl) + shell_lines(curl) + shell_lines(cli):
         written = command.split(" #", 1)[0].strip()  # the command without its comment
         if command.startswith("export "):
             exports.append(command)  # for the lines after it, as in one terminal
         elif command.startswith("curl "):
-            printed.setdefault(written, []).append(_curl(command, stack.port))
+            printed.setdefault(written, []).append(curl_example(command, stack.port))
         else:
             script = "\n".join([*exports, command
                                 .replace("127.0.0.1:50051", f"127.0.0.1:{stack.grpc_port}")])

@@ -1,9 +1,12 @@
 """The documentation's examples, for the tests that run them as written: a page's section
 found by its heading, and that section's code blocks. Every test that reads the README or
 a page of docs/ reads it through here, so a heading renamed or an example moved fails
-with the page and the heading named."""
+with the page and the heading named. The shell examples run as written: a block's command
+lines, and a documented curl line against an Envoy on any port."""
 
 import re
+import shlex
+import subprocess
 
 from deploy import ROOT
 
@@ -61,3 +64,23 @@ def docs_blocks(file: str, heading: str, language: str) -> list[str]:
     if not blocks:
         raise LookupError(f"{file}, {heading!r}: no ```{language} block")
     return blocks
+
+
+def shell_lines(block: str) -> list[str]:
+    """A ```sh block's commands, continuation lines joined, comment lines left out."""
+    return [line.strip() for line in block.replace("\\\n", " ").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def curl_example(command: str, port: int) -> str:
+    """A documented curl line against an Envoy on `port` (the docs say 8080): its status is
+    200, or the one its `# NNN` comment names, and its body JSON. The body."""
+    argv = shlex.split(command.replace("127.0.0.1:8080", f"127.0.0.1:{port}"), comments=True)
+    done = subprocess.run([*argv, "--silent", "--show-error", "--write-out", "\n%{http_code}"],
+                          capture_output=True, text=True, timeout=30)
+    body, _, status = done.stdout.rpartition("\n")
+    expected = re.search(r"# (\d{3})", command)
+    assert done.returncode == 0, (command, done.stderr)
+    assert status == (expected.group(1) if expected else "200"), (command, body)
+    assert body.lstrip().startswith("{"), (command, body)
+    return body
