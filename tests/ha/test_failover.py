@@ -43,7 +43,9 @@ def patroni() -> Iterator[PatroniCluster]:
     cluster = PatroniCluster(patroni_config())
     print(f"\netcd and 3 Patroni nodes up in {time.monotonic() - started:.1f} s")
     yield cluster
+    started = time.monotonic()
     cluster.stop()
+    print(f"etcd and the Patroni nodes stopped in {time.monotonic() - started:.1f} s")
 
 
 def _wait_for(watcher: RevisionWatcher, revision: int) -> None:
@@ -69,22 +71,18 @@ class Run:
                                args=("--housekeeping-seconds", "2"))
         self.watchers = [RevisionWatcher(f"127.0.0.1:{port}") for port in self.service.ports]
         self.channels: list[grpc.Channel] = []
-        self.writers = Writers([])
-        writers = []
-        for i in range(16):
-            phone = f"+62812400{i:05d}"
-            if i < 8:
-                kind, send = "http-envoy", http_sender(self.service.envoy.port, phone)
-            else:
-                kind, target = (("grpc-envoy", f"127.0.0.1:{self.service.envoy.port}") if i < 12
-                                else ("grpc-replica", f"127.0.0.1:{self.service.ports[i % 2]}"))
-                send, channel = grpc_sender(target, phone)
-                self.channels.append(channel)
-            writers.append(Writer(f"{kind}-{i:02d}", phone, send))
-        self._writers = writers
+        self.writers = Writers([self._writer(i) for i in range(16)])
 
-    def start(self) -> None:
-        self.writers = Writers(self._writers)
+    def _writer(self, i: int) -> Writer:
+        """Writers 0-7 JSON through Envoy, 8-11 gRPC through Envoy, 12-15 gRPC to a replica."""
+        phone = f"+62812400{i:05d}"
+        if i < 8:
+            return Writer(f"http-envoy-{i:02d}", phone, http_sender(self.service.envoy.port, phone))
+        kind, target = (("grpc-envoy", f"127.0.0.1:{self.service.envoy.port}") if i < 12
+                        else ("grpc-replica", f"127.0.0.1:{self.service.ports[i % 2]}"))
+        send, channel = grpc_sender(target, phone)
+        self.channels.append(channel)
+        return Writer(f"{kind}-{i:02d}", phone, send)
 
     def check(self, phase: str, members: int) -> None:
         """Once the cluster settled: run on a little, hold the writers, compare, print."""
@@ -165,7 +163,6 @@ def test_writes_survive_a_lost_primary_a_switchover_and_a_rejoin(
     started = time.monotonic()
     run = Run(patroni, tmp_path, password)
     try:
-        run.start()
         run.check("start", members=3)
 
         lost = patroni.leader()

@@ -101,8 +101,9 @@ class Writer:
 
 
 class Writers:
-    """`writers` writing in threads of their own until stop(); pause() lets each finish the
-    write it has in flight (retried until acknowledged) and hold, for a consistent count."""
+    """`writers` writing in threads of their own from now until stop(); pause() lets each
+    finish the write it has in flight (retried until acknowledged) and hold, for a
+    consistent count; resume() starts a new phase (outages measured afresh)."""
 
     def __init__(self, writers: list[Writer]):
         self.writers = writers
