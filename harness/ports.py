@@ -42,6 +42,12 @@ def _bindable(port: int) -> bool:
         return True
 
 
+def is_free(port: int) -> bool:
+    """Whether nothing is bound to `port` on loopback now (a restarted child's old port may
+    have been taken meanwhile, by anyone on the machine)."""
+    return _bindable(port)
+
+
 def free_ports(count: int) -> list[int]:
     """`count` consecutive free ports (a server with --workers N listens on port + i)."""
     global _next

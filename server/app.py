@@ -34,7 +34,7 @@ from server.config import Config
 from server.core.delivery import Hub, WatchLimits
 from server.core.housekeeping import Housekeeping
 from server.core.service import SarahService, now_us
-from server.storage.database import is_sqlite, open_database, unreachable
+from server.storage.database import is_sqlite, open_database, postgres_conninfo, unreachable
 from server.storage.filelock import ServingLock, serving_lock
 from server.storage.migrations import migrate, require_current
 from server.storage.notify import Listener
@@ -195,7 +195,8 @@ def create_server(config: Config, credentials: grpc.ServerCredentials | None = N
                                  heartbeat_seconds=config.watch_heartbeat_seconds,
                                  poll_seconds=config.watch_poll_seconds))
     store.on_commit(hub.poke)
-    listener = None if is_sqlite(db) else Listener(config.database_url, hub.poke)
+    listener = None if is_sqlite(db) else Listener(postgres_conninfo(config.database_url),
+                                                   hub.poke)
     metrics = Metrics(store.count) if config.metrics_listen else None
     call_log = CallLog()
     layers: list[Layer] = [VersionLayer(), ObserveLayer(metrics, call_log),

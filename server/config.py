@@ -62,8 +62,9 @@ class Config:
         "127.0.0.1:50051", "host:port to serve gRPC on; port 0 picks a free one",
         check=host_port)
     database_url: str = setting(
-        DEFAULT_URL, "playhouse database URL: sqlite:///PATH or "
-                     "postgresql://USER:PASSWORD@HOST:PORT/DB")
+        DEFAULT_URL, "database URL: sqlite:///PATH, or postgresql://USER:PASSWORD@HOST:PORT/DB "
+                     "with one HOST:PORT or several, comma-separated, for a failover cluster",
+        see="High availability")
     default_region: str = setting(
         "ID", "region of phone numbers without a country code", check=_region)
     threads: int = setting(
@@ -102,8 +103,9 @@ class Config:
         choices=("text", "json"))
     # How often the health service asks the database whether it answers (api/health.py).
     health_check_seconds: float = setting(
-        5.0, "how often the health service asks the database `SELECT 1`; while it cannot "
-             "answer, health reports `NOT_SERVING`", parse=float, check=above_zero)
+        5.0, "how often the health service asks the database whether it can serve (it answers, "
+             "and as a primary); while it cannot, health reports `NOT_SERVING` and asks every "
+             "second", parse=float, check=above_zero)
     api_keys_file: str = setting(
         "", "file of API keys (`KEY-or-sha256:HASH WORKSPACE-or-* [LABEL]` per line), re-read "
             "on SIGHUP; without it every call is let in, so the server listens on loopback only",

@@ -1,6 +1,9 @@
 """The health service follows the database: a cheap query every few seconds reports every
 service NOT_SERVING while the database cannot answer, and SERVING once it can again, so a
-load balancer's health check (Envoy's) sends the calls to replicas that can serve them."""
+load balancer's health check (Envoy's) sends the calls to replicas that can serve them.
+
+While NOT_SERVING it asks every second, whatever the interval: a failover's new primary
+takes calls as soon as it answers, not up to an interval later."""
 
 import logging
 import threading
@@ -11,6 +14,7 @@ from grpc_health.v1 import health, health_pb2
 _LOGGER = logging.getLogger(__name__)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_RECHECK_SECONDS = 1.0  # the wait between two checks while NOT_SERVING (at most)
 
 
 class DatabaseHealth:
@@ -44,7 +48,8 @@ class DatabaseHealth:
 
     def _run(self) -> None:
         serving = True
-        while not self._stopped.wait(self._interval):
+        while not self._stopped.wait(
+                self._interval if serving else min(self._interval, _RECHECK_SECONDS)):
             why = self._unreachable()
             if (why is None) == serving:
                 continue

@@ -43,9 +43,11 @@ class AtCapacity(Exception):
                          f"waiting): retry after {RETRY_AFTER_S} s")
 
 
-# Retry advice of a refused call, in the trailing metadata: `grpc-retry-pushback-ms` is what
-# a gRPC client's retry policy reads (gRFC A6), `retry-after` what an HTTP caller reads (a
-# trailers-only answer's metadata reaches Envoy as headers).
+# Retry advice of a refused call (at capacity, or UNAVAILABLE for any other reason: the
+# database is down or failing over, a write lost a race), in the trailing metadata:
+# `grpc-retry-pushback-ms` is what a gRPC client's retry policy reads (gRFC A6),
+# `retry-after` what an HTTP caller reads (a trailers-only answer's metadata reaches Envoy
+# as headers, and the HTTP caller gets a 503 with retry-after).
 RETRY_AFTER_S = 1
 _RETRY_ADVICE = (("retry-after", str(RETRY_AFTER_S)),
                  ("grpc-retry-pushback-ms", str(RETRY_AFTER_S * 1000)))
@@ -92,7 +94,7 @@ def abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         # With google.rpc.BadRequest details naming every bad field. Like abort(), it
         # raises, so nothing below runs for an InvalidArgument.
         context.abort_with_status(rpc_status.to_status(_bad_request(exc)))
-    if isinstance(exc, AtCapacity):
+    if isinstance(exc, (AtCapacity, Unavailable)):
         context.set_trailing_metadata(_RETRY_ADVICE)
     code = _code_of(exc)
     if code is not None:

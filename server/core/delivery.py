@@ -219,6 +219,7 @@ class Hub:
 
     def _tail(self) -> None:
         read_at = 0.0
+        failing = False  # the log could not be read: logged once, and once it can again
         while True:
             self._wake.wait(self._limits.poll_seconds)
             if self._stopped:
@@ -234,9 +235,20 @@ class Hub:
             read_at = time.monotonic()
             try:
                 self._fan_out()
-            except Exception:  # noqa: BLE001 - a database hiccup: the next wake retries
+            except Unavailable as exc:  # the database is down or failing over
+                if not failing:
+                    _LOGGER.warning("reading the change log failed (%s); retrying every "
+                                    "%g s", exc, self._limits.poll_seconds)
+                failing = True
+                time.sleep(self._limits.poll_seconds)
+            except Exception:  # noqa: BLE001 - never let one bad read end delivery
                 _LOGGER.exception("reading the change log failed; retrying")
                 time.sleep(self._limits.poll_seconds)
+            else:
+                if failing:
+                    _LOGGER.info("reading the change log again from revision %d",
+                                 self._delivered)
+                    failing = False
 
     def _fan_out(self) -> None:
         while True:

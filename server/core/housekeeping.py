@@ -67,14 +67,19 @@ class Housekeeping:
             self._thread.join()
 
     def _run(self) -> None:
+        postponed = 0  # passes in a row the database could not take
         while not self._stopping.is_set():
             try:
                 swept = self.sweep()
             except Unavailable as exc:  # the database is down or busy: next time
                 _LOGGER.warning("housekeeping postponed: %s", exc)
+                postponed += 1
             except Exception:  # never let one bad pass end housekeeping for good
                 _LOGGER.exception("housekeeping pass failed")
             else:
+                if postponed:
+                    _LOGGER.info("housekeeping resumed after %d postponed passes", postponed)
+                    postponed = 0
                 if swept != Swept():
                     _LOGGER.info("housekeeping erased %d inactive leads, removed %d events "
                                  "past the history and %d expired request ids",

@@ -4,6 +4,11 @@ Every write that logs events runs pg_notify (changelog.py), delivered at its com
 every connection listening on the channel. One thread per process holds its own psycopg
 connection (outside the pool) and pokes the tailer on each notification. A notification
 lost while reconnecting is covered by the tailer's bounded poll of the log.
+
+When the connection breaks (the primary failed over, or restarted), the thread connects
+again every second with the same connection string as the pool's, so with a multi-host URL
+it finds the new primary, LISTENs there and pokes the tailer at once: the tailer reads the
+log from the last revision it delivered, on the new primary.
 """
 
 import logging
@@ -25,8 +30,9 @@ _WAIT_SECONDS = 1.0
 class Listener:
     """Calls `on_notify` for each commit announced on the change log's channel."""
 
-    def __init__(self, url: str, on_notify: Callable[[], None]):
-        self._url = url
+    def __init__(self, conninfo: str, on_notify: Callable[[], None]):
+        """`conninfo`: a libpq connection string or URL (database.postgres_conninfo's)."""
+        self._conninfo = conninfo
         self._on_notify = on_notify
         self._stopped = threading.Event()
         # psycopg's notifies() holds the connection's lock while it waits, so stop() cannot
@@ -47,19 +53,23 @@ class Listener:
 
     def _wake(self) -> None:
         try:
-            with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+            with psycopg.connect(self._conninfo, autocommit=True) as conn:
                 conn.execute(f"NOTIFY {self._wake_channel}")
         except psycopg.Error as exc:  # the database is down: the loop sees the flag in time
             _LOGGER.info("could not wake the commit listener (%s)", exc)
 
     def _run(self) -> None:
+        failing = False  # logged once a failure, and once the recovery, not every second
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     # Listening before the flag is read: a stop() that set it after the
                     # read sends its wake-up to a connection that hears it.
                     conn.execute(f"LISTEN {self._wake_channel}")
+                    if failing:
+                        _LOGGER.info("listening for commits again")
+                        failing = False
                     self._on_notify()  # commits while not listening: read the log now
                     while not self._stopped.is_set():
                         for notify in conn.notifies(timeout=_WAIT_SECONDS, stop_after=1000):
@@ -67,5 +77,8 @@ class Listener:
                                 break
                             self._on_notify()
             except psycopg.Error as exc:
-                _LOGGER.warning("listening for commits failed (%s); reconnecting", exc)
+                if not failing:
+                    _LOGGER.warning("listening for commits failed (%s); reconnecting every "
+                                    "%g s", str(exc).strip(), _RECONNECT_SECONDS)
+                failing = True
                 self._stopped.wait(_RECONNECT_SECONDS)

@@ -35,8 +35,9 @@ def _all_report(ports: list[int], status: int, what: str) -> None:
 
 
 def _no_healthy_upstream(envoy: EnvoyProcess) -> bool:
-    code, _, body = envoy.call("GET", f"/sarah/state?contact_phone={PHONE}")
+    code, headers, body = envoy.call("GET", f"/sarah/state?contact_phone={PHONE}")
     assert code == 503 and isinstance(body, dict) and body["code"] == 14, body
+    assert headers["retry-after"] == "1", headers  # from the server, or from Envoy
     return "no healthy upstream" in str(body["message"])
 
 
