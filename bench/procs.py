@@ -95,12 +95,13 @@ def bare_server(responses: Path, workdir: Path, threads: int, workers: int = 1,
 
 
 class PeerProcess(LoggedProcess):
-    """The FastAPI peer (bench/peer_app.py) on a free port, ready once it answers."""
+    """The FastAPI peer (bench/peer_app.py) of one shape (`def` or `async`) on a free port,
+    ready once it answers."""
 
-    def __init__(self, db: Path, workdir: Path, name: str = "peer"):
+    def __init__(self, db: Path, workdir: Path, name: str = "peer", shape: str = "def"):
         self.port = free_port()
         argv = [sys.executable, "-m", "bench.peer_app", "--listen", f"127.0.0.1:{self.port}",
-                "--database", str(db)]
+                "--database", str(db), "--shape", shape]
         super().__init__(name, argv, workdir, own_session=True)
         with self.stopped_on_failure():
             wait_until(self._ready, _START_TIMEOUT_S, f"{name} to answer", ignoring=(OSError,))

@@ -80,8 +80,9 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
 
     door = {(row[0], row[1]): row for row in _rows(out, "HTTP door")}
     assert set(door) == {(route, stack) for route in ("GET /sarah/state", "POST /sarah/state")
-                         for stack in ("SarahService through Envoy", "FastAPI + uvicorn peer",
-                                       "Envoy + bare grpcio", "Envoy + bare grpc.aio")}
+                         for stack in ("SarahService through Envoy", "FastAPI peer, def",
+                                       "FastAPI peer, async def", "Envoy + bare grpcio",
+                                       "Envoy + bare grpc.aio")}
     for row in door.values():
         rounds = [float(rps) for rps in row[3].split()]
         assert len(rounds) == 2 and float(row[2]) in rounds and row[6] == "0", row
@@ -101,6 +102,9 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
         assert re.match(rf"{VERDICT}|none refused; queued, sent \d+\.\d\d of offered", row[-1]), row
         if "refusal" not in name:
             assert float(row[4]) > 0, row
+    for route in ("GET /sarah/state", "POST /sarah/state"):  # against the faster shape
+        assert targets[f"{route} through Envoy / the peer"][2] in (
+            "FastAPI peer, def", "FastAPI peer, async def")
     assert targets["GET /sarah/state through Envoy / the peer"][5] == ">= 1.50"
     assert targets["POST /sarah/state through Envoy / the peer"][5] == ">= 0.75"
 
