@@ -42,25 +42,22 @@ from server.core.domain import LeadKey
 from server.storage.database import is_sqlite
 from server.storage.lead_json import lead_from_json, lead_to_json
 from server.storage.models import LeadEventRow
-from server.storage.statements import Statement
+from server.storage.statements import Statements
 
 CHANNEL = "sarah_log"
 
 
-def append(db: peewee.Database, insert_event: Statement, changes: list[Change],
+def append(db: peewee.Database, sql: Statements, changes: list[Change],
            lead_ids: list[int], at: int) -> list[Event]:
-    """Give `changes` the next revisions and write them with `insert_event` (statements.py),
-    each under the conversation row of `lead_ids` whose story it is; call it last in the
-    write's transaction (it holds log_head's row lock from here to commit)."""
+    """Give `changes` the next revisions and write them (statements.py), each under the
+    conversation row of `lead_ids` whose story it is; call it last in the write's
+    transaction (it holds log_head's row lock from here to commit)."""
     if not changes:
         return []
-    # Row 1 is there from the migration that made the table (migrations.py) on.
-    head = db.execute_sql(
-        f'UPDATE "log_head" SET "revision" = "revision" + {db.param} WHERE "id" = 1 '
-        'RETURNING "revision"', (len(changes),)).fetchone()[0]
+    head = sql.advance_head.run(db, {"n": len(changes)}).fetchone()[0]
     first = int(head) - len(changes) + 1
     events = [Event(first + i, c.kind, c.lead, c.changed, at) for i, c in enumerate(changes)]
-    insert_event.run_many(db, [_row(event, lead_id)
+    sql.insert_event.run_many(db, [_row(event, lead_id)
                                for event, lead_id in zip(events, lead_ids, strict=True)])
     if not is_sqlite(db):
         db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(head)))

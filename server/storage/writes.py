@@ -36,7 +36,7 @@ _KEYS_PER_QUERY = 400
 _ROWS_PER_INSERT = 50
 
 
-def _advisory_key(workspace_id: str, kind: str, value: str) -> int:
+def advisory_key(workspace_id: str, kind: str, value: str) -> int:
     """A signed 64-bit number standing for one key of one workspace."""
     digest = hashlib.blake2b(f"{workspace_id}\x00{kind}\x00{value}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big", signed=True)
@@ -76,7 +76,7 @@ class WriteTx:
         deadlock); SQLite's one writer already holds everything."""
         if is_sqlite(self._db):
             return
-        numbers = sorted({_advisory_key(key.workspace_id, kind, value)
+        numbers = sorted({advisory_key(key.workspace_id, kind, value)
                           for key in keys for kind, value in _key_parts(key)})
         for number in numbers:
             self._db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (number,))
@@ -169,7 +169,7 @@ class WriteTx:
         changelog.py says why)."""
         lead_ids = [(self._gone if c.kind == DELETED else self._row_ids)[row_key(c.lead)]
                     for c in changes]
-        events = changelog.append(self._db, self._sql.insert_event, changes, lead_ids, at)
+        events = changelog.append(self._db, self._sql, changes, lead_ids, at)
         self.appended.extend(events)
         return events
 
