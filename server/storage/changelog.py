@@ -18,10 +18,10 @@ sees revision r sees every revision below it. The serialised part is only the UP
 event INSERT and the COMMIT. SQLite has one writer at a time anyway (BEGIN IMMEDIATE), so
 the same statements give the same guarantee across its processes.
 
-With group commit (group_commit.py) one transaction holds several writes, each in a
-savepoint: the first write that logs takes the row's lock for the whole group, the next
-ones continue from its revision, and a write rolled back to its savepoint returns its
-revisions with it (ROLLBACK TO SAVEPOINT undoes its UPDATE), so the next write takes them:
+With group commit (group_commit.py) one transaction holds several writes: the first write
+that logs takes the row's lock for the whole group, the next ones continue from its
+revision, and a write that fails after logging takes the group's transaction down with its
+revisions (transactions.py runs the group again without it), so the next write takes them:
 still no gaps. The counts and activity rows every write changes are written after all of
 the group's writes (totals.write_totals), so two replicas' groups take those rows
 after this one, in one order.
