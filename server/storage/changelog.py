@@ -33,12 +33,13 @@ delivered at commit (never for a rollback), which wakes every replica's tailer.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 import peewee
 
 from server.core.changes import Change, Event
-from server.core.domain import LeadKey
+from server.core.domain import Lead, LeadKey
 from server.storage.database import is_sqlite
 from server.storage.lead_json import lead_from_json, lead_to_json
 from server.storage.models import LeadEventRow
@@ -48,28 +49,30 @@ CHANNEL = "sarah_log"
 
 
 def append(db: peewee.Database, sql: Statements, changes: list[Change],
-           lead_ids: list[int], at: int) -> list[Event]:
+           lead_ids: list[int], at: int,
+           json_of: Callable[[Lead], str] = lead_to_json) -> list[Event]:
     """Give `changes` the next revisions and write them (statements.py), each under the
-    conversation row of `lead_ids` whose story it is; call it last in the write's
-    transaction (it holds log_head's row lock from here to commit)."""
+    conversation row of `lead_ids` whose story it is, its lead as `json_of` spells it;
+    call it last in the write's transaction (it holds log_head's row lock from here to
+    commit)."""
     if not changes:
         return []
     head = sql.advance_head.run(db, {"n": len(changes)}).fetchone()[0]
     first = int(head) - len(changes) + 1
     events = [Event(first + i, c.kind, c.lead, c.changed, at) for i, c in enumerate(changes)]
-    sql.insert_event.run_many(db, [_row(event, lead_id)
+    sql.insert_event.run_many(db, [_row(event, lead_id, json_of)
                                for event, lead_id in zip(events, lead_ids, strict=True)])
     if not is_sqlite(db):
         db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(head)))
     return events
 
 
-def _row(event: Event, lead_id: int) -> dict[str, Any]:
+def _row(event: Event, lead_id: int, json_of: Callable[[Lead], str]) -> dict[str, Any]:
     assert event.lead is not None
     return {"revision": event.revision, "workspace_id": event.lead.workspace_id,
             "kind": event.kind, "contact_phone": event.lead.contact_phone,
             "business_scoped_user_id": event.lead.business_scoped_user_id,
-            "conversation": lead_to_json(event.lead), "changed": json.dumps(list(event.changed)),
+            "conversation": json_of(event.lead), "changed": json.dumps(list(event.changed)),
             "at": event.at, "lead_id": lead_id}
 
 

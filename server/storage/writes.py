@@ -63,7 +63,17 @@ class WriteTx:
         # its transaction down (transactions.py), one before it has nothing to undo.
         self.wrote = False
         self.count_changes: list[CountChange] = []
+        # Each lead's JSON, encoded once per write: the request record and the change log
+        # store the same text (by the lead object's identity; the lead is kept alive here).
+        self._json: dict[int, tuple[Lead, str]] = {}
         self.activity_changes: list[ActivityChange] = []
+
+    def json_of(self, lead: Lead) -> str:
+        """`lead` as JSON (lead_json.py), encoded once in this transaction."""
+        known = self._json.get(id(lead))
+        if known is None or known[0] is not lead:
+            known = self._json[id(lead)] = (lead, lead_to_json(lead))
+        return known[1]
 
     def _found(self, row: tuple[Any, ...] | None) -> Lead | None:
         if row is None:
@@ -178,7 +188,7 @@ class WriteTx:
         self.wrote = True
         lead_ids = [(self._gone if c.kind == DELETED else self._row_ids)[row_key(c.lead)]
                     for c in changes]
-        events = changelog.append(self._db, self._sql, changes, lead_ids, at)
+        events = changelog.append(self._db, self._sql, changes, lead_ids, at, self.json_of)
         self.appended.extend(events)
         return events
 
@@ -216,7 +226,7 @@ class WriteTx:
         self._sql.save_request.run(self._db, {
             "workspace_id": lead.workspace_id, "contact_phone": lead.contact_phone,
             "business_scoped_user_id": lead.business_scoped_user_id,
-            "request_id": request_id, "created_at": created_at, "result": lead_to_json(lead),
+            "request_id": request_id, "created_at": created_at, "result": self.json_of(lead),
         })
 
     def prune_requests(self, created_up_to: int, limit: int) -> int:
