@@ -1,6 +1,6 @@
 """The transaction engine: runs a unit of work (a function of a WriteTx) in a write
 transaction, alone or with the writes queued beside it (group commit: one transaction for
-the group; the queue and its thread are group_commit.py's), retrying a write that lost an
+the group; the queue and the callers' turns are group_commit.py's), retrying a write that lost an
 insert race or was PostgreSQL's deadlock victim, and holding SQLite's one writer (this
 process's threads on a lock, other processes on a file lock). A unit of work can run up to
 six times: three tries in its group, then three alone; and again each time a neighbour in
@@ -73,11 +73,11 @@ class Transactions:
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
         """Call `listener` with the events of each write that logged some, after it
-        committed (in the writer's thread: it must be quick)."""
+        committed (in the thread that ran its group: it must be quick)."""
         self._commit_listeners.append(listener)
 
     def close(self) -> None:
-        """Stop the writer and close every connection of every thread (the server has
+        """Close every connection of every thread (the server has
         stopped calling)."""
         if self._group is not None:
             self._group.close()
