@@ -116,6 +116,7 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
     assert set(floor) == {
         *((f"raw driver, one thread: {shape}", db) for shape in shapes
           for db in ("SQLite", "PostgreSQL")),
+        ("raw driver, one thread: the bench's UpsertState, 8 a transaction", "SQLite"),
         ("SarahService, N process(es): UpsertState over gRPC", "SQLite"),
         ("SarahService, N process(es): UpsertState over gRPC", "PostgreSQL"),
         ("bare grpcio (a constant answer): UpsertState over gRPC", "-"),
