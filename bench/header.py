@@ -16,7 +16,9 @@ def _git() -> str:
         return done.stdout.strip()
     changed = git("status", "--porcelain", "--", "server", "envoy.yaml")
     dirty = " (uncommitted changes in server/ or envoy.yaml)" if changed else ""
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + dirty
+    other = os.environ.get("SARAH_BENCH_SERVER_PATH")
+    elsewhere = f", server/ from {other} (SARAH_BENCH_SERVER_PATH)" if other else ""
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + dirty + elsewhere
 
 
 def machine() -> str:

@@ -5,6 +5,7 @@ sizes)."""
 import contextlib
 import functools
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -76,7 +77,11 @@ def server_on(database_url: str, workdir: Path, server_args: list[str], name: st
               ) -> GrpcServer:
     """`python -m server` over any database (a PostgreSQL replica among several)."""
     ports = free_ports(server_processes(server_args))
-    argv = [sys.executable, "-m", "server", "--listen", f"127.0.0.1:{ports[0]}",
+    # SARAH_BENCH_SERVER_PATH: another checkout's server/ to measure (the before of a
+    # before/after), the bench and everything else from this one.
+    other = os.environ.get("SARAH_BENCH_SERVER_PATH")
+    prefix = ["env", f"PYTHONPATH={other}"] if other else []
+    argv = [*prefix, sys.executable, "-m", "server", "--listen", f"127.0.0.1:{ports[0]}",
             "--database-url", database_url,
             # Metrics stay on, as in production, on a free port rather than the default.
             "--metrics-listen", "127.0.0.1:0", *server_args]
