@@ -77,10 +77,11 @@ def server_on(database_url: str, workdir: Path, server_args: list[str], name: st
               ) -> GrpcServer:
     """`python -m server` over any database (a PostgreSQL replica among several)."""
     ports = free_ports(server_processes(server_args))
-    # SARAH_BENCH_SERVER_PATH: another checkout's server/ to measure (the before of a
-    # before/after), the bench and everything else from this one.
+    # SARAH_BENCH_SERVER_PATH: a folder holding another checkout's server/ to measure (the
+    # before of a before/after), the bench and everything else from this one. The server
+    # and its workers run from there: `python -m` puts the working folder first on the path.
     other = os.environ.get("SARAH_BENCH_SERVER_PATH")
-    prefix = ["env", f"PYTHONPATH={other}"] if other else []
+    prefix = ["sh", "-c", f'cd "{other}" && exec "$@"', "sh"] if other else []
     argv = [*prefix, sys.executable, "-m", "server", "--listen", f"127.0.0.1:{ports[0]}",
             "--database-url", database_url,
             # Metrics stay on, as in production, on a free port rather than the default.
