@@ -19,13 +19,14 @@ from pathlib import Path
 
 from bench import h2load, profile, report, side_tables
 from bench.cells import sections
+from bench.floor import Shape, floor_table, main_table_figures, run_floor
 from bench.header import header
 from bench.overload import run_overload
 from bench.retention import run_retention
 from bench.run import Options, Results, run_main, run_scale
 from bench.seed import seed
 from bench.soak import run_soak
-from bench.targets import targets_table
+from bench.targets import issue25_table, targets_table
 from bench.watch import WatchResults, run_cost, run_latency
 from bench.workers import CHOICES, run_workers
 from bench.workload import RPCS
@@ -101,6 +102,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="py-spy's sampling time per profiled RPC (default 10)")
     p.add_argument("--profile-rate", type=int, default=100,
                    help="py-spy's samples per second (default 100)")
+    p.add_argument("--floor-writes", type=int, default=3000,
+                   help="writes of each floor (python -m bench.floor: the statements of a "
+                        "write with the raw driver, SQLite and PostgreSQL); 0 skips the floor "
+                        "(default 3000)")
     p.add_argument("--keep", action="store_true",
                    help="keep the work folder (databases, logs, h2load logs)")
     return p.parse_args(argv)
@@ -130,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         results = Results()
         small = min(dbs)
         run_main(opts, dbs[small], small, results)
+        floor = None
+        if args.floor_writes > 0:
+            floor = run_floor(dbs[small], small, workdir, opts.server_args,
+                              Shape(opts.duration, opts.warmup, opts.concurrency,
+                                    opts.h2_connections), args.floor_writes,
+                              sqlite_server=False, bare=False)
+            floor.servers[:0] = main_table_figures(opts.processes, results.main)
         overload = [] if args.no_overload else run_overload(opts, dbs[small])
         choices = tuple(c.strip() for c in args.workers_choices.split(",") if c.strip())
         workers = run_workers(opts, dbs[small], choices) if choices else []
@@ -163,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         report.ceiling_table(opts, results),
         report.door_table(opts, results),
         targets_table(opts, results, overload),
+        floor_table(floor) if floor else [],
+        issue25_table(opts, results, floor),
         side_tables.overload_table(overload) if overload else [],
         side_tables.workers_table(results, workers) if workers else [],
         report.scale_table(opts, results),

@@ -16,7 +16,9 @@ def _git() -> str:
         return done.stdout.strip()
     changed = git("status", "--porcelain", "--", "server", "envoy.yaml")
     dirty = " (uncommitted changes in server/ or envoy.yaml)" if changed else ""
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + dirty
+    other = os.environ.get("SARAH_BENCH_SERVER_PATH")
+    elsewhere = f", server/ from {other} (SARAH_BENCH_SERVER_PATH)" if other else ""
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + dirty + elsewhere
 
 
 def machine() -> str:
@@ -33,7 +35,8 @@ def header(opts: Options, h2load_version: str) -> list[str]:
         f"machine: {machine()}",
         f"server: commit {_git()}, args {' '.join(opts.server_args) or '(defaults)'}, "
         f"{opts.processes} process(es); ceilings: as many bare processes, grpcio on "
-        f"{opts.bare_threads} threads and grpc.aio; peer: FastAPI + uvicorn, one process; "
+        f"{opts.bare_threads} threads and grpc.aio; peers: FastAPI + uvicorn, one process, "
+        f"def and async def endpoints (the faster counts); "
         f"Envoy --concurrency {opts.envoy_concurrency}",
         f"load: {h2load_version}, {opts.concurrency} requests in flight (gRPC: "
         f"{min(opts.h2_connections, opts.concurrency)} HTTP/2 connections; HTTP/JSON: "

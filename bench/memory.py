@@ -21,7 +21,8 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every descendant of it."""
     kids, found, todo = _children(), [], [pid]
     while todo:
         current = todo.pop()
@@ -42,7 +43,7 @@ def _rss(pid: int) -> int:
 
 def tree_rss(pid: int) -> int:
     """VmRSS of `pid` and of every descendant (a server's worker processes too), in bytes."""
-    return sum(_rss(p) for p in _tree(pid))
+    return sum(_rss(p) for p in process_tree(pid))
 
 
 class PeakMemory:

@@ -1,6 +1,6 @@
-"""The peer: what a Python developer would build instead of SarahService (issue 14).
+"""The peer: what a Python developer would build instead of SarahService (issues 14, 25).
 
-    python -m bench.peer_app --listen 127.0.0.1:PORT --database FILE
+    python -m bench.peer_app --listen 127.0.0.1:PORT --database FILE [--shape def|async]
 
 FastAPI on uvicorn (one process, uvicorn's defaults: uvloop and httptools where installed,
 as `pip install "fastapi[standard]"` gives), `sqlite3` in WAL mode with synchronous=NORMAL,
@@ -9,6 +9,11 @@ it, on purpose: no validation, no merge of `extracted_data`, no change log, no a
 counts, one `INSERT ... ON CONFLICT DO UPDATE` per POST, the row back as JSON. It is
 the bench's yardstick, not a design to copy. The one liberty taken is in the peer's
 favour: no access log line per request (ours logs each call).
+
+Two shapes, the bench counting the faster: `def` endpoints, which FastAPI runs on its
+thread pool (a connection per thread), and `async def` endpoints, the form FastAPI's
+documentation shows first, which run on the event loop itself with one connection (the
+statement blocks the loop for its few microseconds: no thread hand-off at all).
 """
 
 import argparse
@@ -35,6 +40,7 @@ CREATE TABLE IF NOT EXISTS state (
 )"""
 COLUMNS = ("contact_phone", "state", "lead_score", "lead_temperature", "extracted_data",
            "language", "message_count", "updated_at")
+SHAPES = ("def", "async")
 UPSERT = (f"INSERT INTO state ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
           "ON CONFLICT(contact_phone) DO UPDATE SET "
           + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:]) + " RETURNING *")
@@ -67,9 +73,12 @@ def seed(path: str, bodies: list[dict[str, Any]]) -> None:
         conn.close()
 
 
-def create_app(path: str) -> FastAPI:
+def create_app(path: str, shape: str = "def") -> FastAPI:
+    """The app with `def` endpoints (FastAPI's thread pool) or `async def` ones (the
+    event loop); the same statements either way."""
     app = FastAPI()
-    # FastAPI runs plain `def` endpoints on a thread pool: one connection per thread.
+    # `def` endpoints run on a thread pool: one connection per thread. `async def` ones all
+    # run on the one event loop thread: one connection.
     local = threading.local()
 
     def db() -> sqlite3.Connection:
@@ -83,7 +92,6 @@ def create_app(path: str) -> FastAPI:
         found["extracted_data"] = json.loads(found["extracted_data"] or "{}")
         return found
 
-    @app.get("/sarah/state")
     def get_state(contact_phone: str) -> dict[str, Any]:
         row = db().execute("SELECT * FROM state WHERE contact_phone = ?",
                            (contact_phone,)).fetchone()
@@ -91,12 +99,29 @@ def create_app(path: str) -> FastAPI:
             raise HTTPException(status_code=404, detail="not found")
         return as_json(row)
 
-    @app.post("/sarah/state")
-    def post_state(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+    def post_state(body: dict[str, Any]) -> dict[str, Any]:
         return as_json(db().execute(UPSERT, row_values(body)).fetchone())
 
+    if shape == "async":
+        @app.get("/sarah/state")
+        async def get_state_async(contact_phone: str) -> dict[str, Any]:
+            return get_state(contact_phone)
+
+        @app.post("/sarah/state")
+        async def post_state_async(body: dict[str, Any] = Body(...)  # noqa: B008
+                                   ) -> dict[str, Any]:
+            return post_state(body)
+    else:
+        @app.get("/sarah/state")
+        def get_state_def(contact_phone: str) -> dict[str, Any]:
+            return get_state(contact_phone)
+
+        @app.post("/sarah/state")
+        def post_state_def(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+            return post_state(body)
+
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     return app
@@ -106,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.peer_app", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", required=True, help="host:port")
     parser.add_argument("--database", required=True, help="SQLite file (made if missing)")
+    parser.add_argument("--shape", choices=SHAPES, default="def",
+                        help="`def` endpoints (FastAPI's thread pool) or `async def` ones "
+                             "(the event loop); default def")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     connect(args.database).close()  # the schema, before the first request
-    uvicorn.run(create_app(args.database), host=host, port=int(port), access_log=False,
+    uvicorn.run(create_app(args.database, args.shape), host=host, port=int(port), access_log=False,
                 log_level="warning")
     return 0
 

@@ -5,6 +5,7 @@ sizes)."""
 import contextlib
 import functools
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -76,7 +77,12 @@ def server_on(database_url: str, workdir: Path, server_args: list[str], name: st
               ) -> GrpcServer:
     """`python -m server` over any database (a PostgreSQL replica among several)."""
     ports = free_ports(server_processes(server_args))
-    argv = [sys.executable, "-m", "server", "--listen", f"127.0.0.1:{ports[0]}",
+    # SARAH_BENCH_SERVER_PATH: a folder holding another checkout's server/ to measure (the
+    # before of a before/after), the bench and everything else from this one. The server
+    # and its workers run from there: `python -m` puts the working folder first on the path.
+    other = os.environ.get("SARAH_BENCH_SERVER_PATH")
+    prefix = ["sh", "-c", f'cd "{other}" && exec "$@"', "sh"] if other else []
+    argv = [*prefix, sys.executable, "-m", "server", "--listen", f"127.0.0.1:{ports[0]}",
             "--database-url", database_url,
             # Metrics stay on, as in production, on a free port rather than the default.
             "--metrics-listen", "127.0.0.1:0", *server_args]
@@ -95,12 +101,13 @@ def bare_server(responses: Path, workdir: Path, threads: int, workers: int = 1,
 
 
 class PeerProcess(LoggedProcess):
-    """The FastAPI peer (bench/peer_app.py) on a free port, ready once it answers."""
+    """The FastAPI peer (bench/peer_app.py) of one shape (`def` or `async`) on a free port,
+    ready once it answers."""
 
-    def __init__(self, db: Path, workdir: Path, name: str = "peer"):
+    def __init__(self, db: Path, workdir: Path, name: str = "peer", shape: str = "def"):
         self.port = free_port()
         argv = [sys.executable, "-m", "bench.peer_app", "--listen", f"127.0.0.1:{self.port}",
-                "--database", str(db)]
+                "--database", str(db), "--shape", shape]
         super().__init__(name, argv, workdir, own_session=True)
         with self.stopped_on_failure():
             wait_until(self._ready, _START_TIMEOUT_S, f"{name} to answer", ignoring=(OSError,))

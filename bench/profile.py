@@ -73,7 +73,7 @@ def _layer(stack: list[str]) -> str:
     return f"other Python ({python[-1]})" if python else "other native"
 
 
-def summarise(raw: Path, top: int = 12) -> list[str]:
+def summarise(raw: Path, top: int = 12, held: str = " holding the GIL") -> list[str]:
     """py-spy's raw output (collapsed stacks, one "frames count" line each) by layer."""
     layers: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
@@ -92,7 +92,7 @@ def summarise(raw: Path, top: int = 12) -> list[str]:
     def pct(n: int) -> str:
         return f"{100 * n / max(total, 1):5.1f}%"
 
-    lines = [f"  {total} samples holding the GIL; by layer (innermost frame):"]
+    lines = [f"  {total} samples{held}; by layer (innermost frame):"]
     lines += [f"    {pct(n)}  {name}" for name, n in layers.most_common()]
     lines.append("  inclusive (a frame of the stack matches):")
     lines += [f"    {pct(inclusive[name])}  {name}" for name, _ in _INCLUSIVE]
@@ -132,7 +132,8 @@ def profile(rpc: str, args: argparse.Namespace, workdir: Path, py_spy: str) -> l
         time.sleep(1.5)
         raw = workdir / f"profile-{rpc}.txt"
         before, start = _cpu_ticks(server.proc.pid), time.monotonic()
-        subprocess.run([py_spy, "record", "--pid", str(server.proc.pid), "--gil", "--native",
+        gil = ["--gil"] if args.samples == "gil" else []
+        subprocess.run([py_spy, "record", "--pid", str(server.proc.pid), *gil, "--native",
                         "--rate", str(args.rate), "--duration", str(args.seconds),
                         "--format", "raw", "--output", str(raw)], check=True,
                        capture_output=True)
@@ -145,7 +146,9 @@ def profile(rpc: str, args: argparse.Namespace, workdir: Path, py_spy: str) -> l
                if args.watchers > 0 else "")
     return [f"{rpc}{watched}: {results[0].rps:.0f} req/s at {args.concurrency} in flight (py-spy "
             f"slows it while sampling); server CPU {user + system:.2f} cores "
-            f"(user {user:.2f}, system {system:.2f})", *summarise(raw), ""]
+            f"(user {user:.2f}, system {system:.2f})",
+            *summarise(raw, held=" holding the GIL" if args.samples == "gil" else " on a CPU"),
+            ""]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,6 +165,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--watch-workspace",
                         help="the watchers' workspace (default: every one, so each sees "
                              "every write)")
+    parser.add_argument("--samples", choices=("gil", "cpu"), default="gil",
+                        help="gil: only the thread holding the GIL (the time that limits a "
+                             "GIL-bound server's throughput); cpu: every thread on a CPU, "
+                             "native code outside the GIL too (SQLite, grpc's C-core). "
+                             "Default gil")
     parser.add_argument("--keep-raw", action="store_true",
                         help="copy py-spy's raw stacks to ./profile-<RPC>.txt")
     return parser.parse_args(argv)

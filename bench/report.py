@@ -3,7 +3,7 @@ scale table comparing the largest database with the smallest."""
 
 from bench import cells, scale_history
 from bench.cells import FIGURES, ROUTES
-from bench.run import BARE_NAMES, Key, Measured, Options, Results, ceiling
+from bench.run import BARE_NAMES, PEER_NAMES, Key, Measured, Options, Results, ceiling
 from bench.targets import (
     AT_LEAST_ENVOY_OF_GRPC,
     AT_LEAST_HTTP_OF_CEILING,
@@ -72,9 +72,10 @@ def ceiling_table(opts: Options, results: Results) -> list[str]:
 
 
 def door_table(opts: Options, results: Results) -> list[str]:
-    """GET and POST /sarah/state on every stack over HTTP/1.1, median of the rounds."""
+    """GET and POST /sarah/state on every stack over HTTP/1.1, median of the rounds; both
+    shapes of the peer (the faster is the one the targets count)."""
     header = ["HTTP door", "stack", "req/s (median)", "rounds req/s", *FIGURES[1:]]
-    names = {"real": "SarahService through Envoy", "peer": "FastAPI + uvicorn peer",
+    names = {"real": "SarahService through Envoy", **PEER_NAMES,
              **{stack: f"Envoy + {name}" for stack, name in BARE_NAMES.items()}}
     rows = []
     for rpc in opts.peer_rpcs:

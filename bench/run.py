@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 
 from bench import h2load, peer_app, rotate, scale_history, workload
+from bench.cpu import CpuMeter
 from bench.memory import PeakMemory
 from bench.procs import (
     GrpcServer,
@@ -72,6 +73,14 @@ class Measured:
     server_peak: int
     envoy_peak: int | None
     errors: int
+    # CPU of the server's processes over the measured phase (after the warm-up), in cores.
+    server_cores: float | None = None
+
+    @property
+    def cpu_ms_per_call(self) -> float | None:
+        """The server's CPU per call: all its processes, over the measured phase."""
+        rps = self.result.rps
+        return None if self.server_cores is None or rps <= 0 else self.server_cores / rps * 1000
 
 
 # The HTTP routes measured against the FastAPI peer (bench/peer_app.py serves only these).
@@ -79,6 +88,10 @@ PEER_RPCS = ("GetState", "UpsertState")
 # The ceilings: bare servicers of each shape grpcio offers; the faster is the ceiling.
 BARE_STACKS = ("sync", "aio")
 BARE_NAMES = {"sync": "bare grpcio", "aio": "bare grpc.aio"}
+# The peers: FastAPI with `def` endpoints (its thread pool) and with `async def` ones (the
+# event loop), the same statements; the faster is the peer the targets hold us to.
+PEER_STACKS = {"peer-def": "def", "peer-async": "async"}
+PEER_NAMES = {"peer-def": "FastAPI peer, def", "peer-async": "FastAPI peer, async def"}
 
 Key = tuple[str, str, str]
 
@@ -86,7 +99,7 @@ Key = tuple[str, str, str]
 @dataclass
 class Results:
     """Keyed (rpc, path, stack): path "gRPC" or "HTTP/JSON", stack "real", "sync", "aio"
-    (the bare servicers) or "peer". A figure measured in several rounds is the median
+    (the bare servicers) or a key of PEER_STACKS. A figure measured in several rounds is the median
     round's; `rounds` keeps every round's req/s."""
 
     main: dict[Key, Measured] = field(default_factory=dict)
@@ -113,6 +126,14 @@ def ceiling(results: dict[Key, Measured], rpc: str, path: str) -> tuple[str, Mea
                key=lambda found: found[1].result.rps)
 
 
+def peer(results: dict[Key, Measured], rpc: str) -> tuple[str, Measured] | None:
+    """The faster peer shape over HTTP/JSON for this RPC (median rounds): (stack, its
+    figures); None where no peer serves it."""
+    found = [(stack, results[(rpc, "HTTP/JSON", stack)]) for stack in PEER_STACKS
+             if (rpc, "HTTP/JSON", stack) in results]
+    return max(found, key=lambda pair: pair[1].result.rps) if found else None
+
+
 def measure(loads: list[h2load.Load], server: LoggedProcess, envoy: EnvoyProcess | None,
             rpc: str, workdir: Path, label: str, *, refusals_are_errors: bool = True,
             rotation: rotate.Rotation | None = None) -> Measured:
@@ -123,14 +144,18 @@ def measure(loads: list[h2load.Load], server: LoggedProcess, envoy: EnvoyProcess
     server_mem = PeakMemory(server.proc.pid)
     envoy_mem = PeakMemory(envoy.proc.pid) if envoy else None
     logs = [workdir / f"{label}-{i}.tsv" for i in range(len(loads))]
-    with server_mem.sampling(), envoy_mem.sampling() if envoy_mem else contextlib.nullcontext():
+    warmup = rotation.warmup if rotation else loads[0].warmup
+    cpu = CpuMeter([server.proc.pid], skip_s=warmup)
+    with server_mem.sampling(), cpu.metering(), \
+            envoy_mem.sampling() if envoy_mem else contextlib.nullcontext():
         result = rotation.run(workdir, label) if rotation else h2load.run_many(loads, logs)
     errors = result.failed + (result.non_2xx if refusals_are_errors else 0)
     if isinstance(server, GrpcServer):
         errors += _failed_calls(server, offset, rpc)
     _LOGGER.info("%-28s %8.0f req/s  p50 %s ms  errors %d", label, result.rps,
                  result.p50_ms, errors)
-    return Measured(result, server_mem.peak, envoy_mem.peak if envoy_mem else None, errors)
+    return Measured(result, server_mem.peak, envoy_mem.peak if envoy_mem else None, errors,
+                    cpu.cores)
 
 
 @contextlib.contextmanager
@@ -170,21 +195,24 @@ def run_main(opts: Options, db: Path, count: int, results: Results) -> None:
             lambda *_: bare_server(responses_file, opts.workdir, opts.bare_threads, workers),
             lambda *_: bare_server(responses_file, opts.workdir, opts.bare_threads, workers,
                                    aio=True, name="bare-aio"),
-            lambda *_: PeerProcess(peer_db, opts.workdir),
+            lambda *_: PeerProcess(peer_db, opts.workdir, "peer-def", "def"),
+            lambda *_: PeerProcess(peer_db, opts.workdir, "peer-async", "async"),
             lambda *_: envoy_in_front(server, "envoy", opts.workdir, opts.envoy_concurrency),
             lambda sync, *_: envoy_in_front(sync, "envoy-bare", opts.workdir,
                                             opts.envoy_concurrency),
             lambda _, aio, *__: envoy_in_front(aio, "envoy-bare-aio", opts.workdir,
                                                opts.envoy_concurrency),
-        ) as (sync, aio, peer, envoy, envoy_sync, envoy_aio):
+        ) as (sync, aio, peer_def, peer_async, envoy, envoy_sync, envoy_aio):
             for front in (envoy, envoy_sync, envoy_aio):
                 for rpc in opts.rpcs:
                     workload.check_http(front.port, calls[rpc])
             for rpc in PEER_RPCS:
-                workload.check_http(peer.port, calls[rpc])
+                for a_peer in (peer_def, peer_async):
+                    workload.check_http(a_peer.port, calls[rpc])
             grpc_stacks = (("sync", sync), ("aio", aio), ("real", server))
             http_stacks = (("sync", sync, envoy_sync), ("aio", aio, envoy_aio),
-                           ("real", server, envoy), ("peer", peer, None))
+                           ("real", server, envoy), ("peer-def", peer_def, None),
+                           ("peer-async", peer_async, None))
             for rpc in opts.rpcs:
                 for stack, upstream in grpc_stacks:
                     label = f"{rpc}-grpc-{stack}"
@@ -205,7 +233,7 @@ def _http_rounds(opts: Options, rpc: str, call: workload.Call, stacks, results: 
     rounds: dict[str, list[Measured]] = {}
     for i in range(opts.rounds if with_peer else 1):
         for stack, upstream, front in stacks:
-            if stack == "peer" and not with_peer:
+            if stack in PEER_STACKS and not with_peer:
                 continue
             label = f"{rpc}-http-{stack}-{i}"
             port = front.port if front is not None else upstream.port

@@ -5,7 +5,7 @@ from bench import cells
 from bench.cells import FIGURES, ROUTES
 from bench.overload import Overloaded
 from bench.retention import RetentionResults
-from bench.run import Results
+from bench.run import Results, peer
 from bench.soak import GROWTH_TARGET, Soak
 from bench.watch import AT_LEAST_WITH_WATCHERS, LATENCY_TARGET_MS, Watched, WatchResults
 from bench.workers import Workers
@@ -31,7 +31,7 @@ def overload_table(overload: list[Overloaded]) -> list[str]:
 
 def workers_table(results: Results, workers: list[Workers]) -> list[str]:
     """GetState and UpsertState with each --workers choice; through Envoy also beside the
-    main table's peer."""
+    main table's faster peer."""
     header = ["--workers", "processes", "RPC", "path", *FIGURES, "x 1 worker", "x peer"]
     first = next((w for w in workers if w.processes == 1), None)
     rows = []
@@ -42,12 +42,12 @@ def workers_table(results: Results, workers: list[Workers]) -> list[str]:
             continue
         for (rpc, path), m in w.figures.items():
             one = first.figures.get((rpc, path)) if first else None
-            peer = results.main.get((rpc, path, "peer"))
+            faster = peer(results.main, rpc) if path == "HTTP/JSON" else None
+            peer_rps = faster[1].result.rps if faster else None
             rows.append([w.choice, str(w.processes), rpc, path, *cells.figures(m),
                          cells.fmt_ratio(cells.ratio(m.result.rps,
                                                      one.result.rps if one else None)),
-                         cells.fmt_ratio(cells.ratio(m.result.rps,
-                                                     peer.result.rps if peer else None))])
+                         cells.fmt_ratio(cells.ratio(m.result.rps, peer_rps))])
     return cells.table(header, rows) + ([""] + notes if notes else [])
 
 

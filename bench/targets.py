@@ -2,6 +2,7 @@
 
 from bench import cells
 from bench.cells import ROUTES
+from bench.floor import POSTGRES, SQLITE, FloorResults
 from bench.overload import (
     AT_LEAST_GOODPUT_OF_PEAK,
     AT_MOST_REFUSAL_OF_TIMEOUT,
@@ -9,13 +10,13 @@ from bench.overload import (
     Overloaded,
     route_timeout_s,
 )
-from bench.run import BARE_NAMES, Key, Measured, Options, Results, ceiling
+from bench.run import BARE_NAMES, PEER_NAMES, Key, Measured, Options, Results, ceiling, peer
 
 # Targets of issues 7 and 14, as ratios measured in the same run at the same concurrency.
 # Over gRPC, of the ceiling (the faster bare servicer, as many processes as the server).
 AT_LEAST_OF_CEILING = {"GetState": 0.8, "UpsertState": 0.7, "ListLeads": 0.5, "GetStats": 0.8}
 # Through Envoy: GET and POST /sarah/state of Envoy in front of the bare servicers, and
-# of the FastAPI peer; the other routes keep issue 7's ratio to the same RPC over gRPC.
+# of the faster FastAPI peer; the other routes keep issue 7's ratio to the same RPC over gRPC.
 AT_LEAST_HTTP_OF_CEILING = {"GetState": 0.85, "UpsertState": 0.85}
 AT_LEAST_OF_PEER = {"GetState": 1.5, "UpsertState": 0.75}
 AT_LEAST_ENVOY_OF_GRPC = 0.8
@@ -48,8 +49,10 @@ def targets_table(opts: Options, results: Results, overload: list[Overloaded]) -
         stack, bare = ceiling(main, rpc, "HTTP/JSON")
         against(f"{ROUTES[rpc]} through Envoy / its ceiling", real,
                 f"Envoy + {BARE_NAMES[stack]}", bare, AT_LEAST_HTTP_OF_CEILING[rpc])
-        against(f"{ROUTES[rpc]} through Envoy / the peer", real, "FastAPI peer",
-                main[(rpc, "HTTP/JSON", "peer")], AT_LEAST_OF_PEER[rpc])
+        faster = peer(main, rpc)
+        assert faster is not None
+        against(f"{ROUTES[rpc]} through Envoy / the peer", real, PEER_NAMES[faster[0]],
+                faster[1], AT_LEAST_OF_PEER[rpc])
     grpc_rows: list[tuple[str, dict[Key, Measured], str]] = [
         (rpc, main, rpc) for rpc in opts.rpcs if rpc in AT_LEAST_OF_CEILING]
     if results.rotated:
@@ -83,3 +86,63 @@ def targets_table(opts: Options, results: Results, overload: list[Overloaded]) -
                      f"{timeout:g} s",
                      *cells.held_to(refusal, AT_MOST_REFUSAL_OF_TIMEOUT, False, queued)])
     return cells.table(header, rows)
+
+
+# Issue 25: the write path against its floor and the faster peer.
+AT_MOST_CPU_OF_FLOOR = 3.0  # UpsertState's CPU per call over the raw driver's, same database
+AT_MOST_CPU_MS = 0.5  # UpsertState's CPU per call on SQLite, every process of the server
+AT_LEAST_OF_FASTER_PEER = {"GetState": 1.5, "UpsertState": 0.5}
+AT_LEAST_UPSERT_OF_BARE = 0.5
+
+
+def issue25_table(opts: Options, results: Results, floor: FloorResults | None) -> list[str]:
+    """Issue 25's targets: each figure, what it is set against, the ratio, the verdict."""
+    header = ["target (issue 25)", "figure", "against", "its figure", "ratio", "target",
+              "result"]
+    rows: list[list[str]] = []
+    main = results.main
+    if floor is not None:
+        for database in (SQLITE, POSTGRES):
+            server, base = floor.server(database), floor.floor(database)
+            if server is None or base is None:
+                continue
+            ratio = cells.ratio(server.cpu_us, base.cpu_us)
+            rows.append([f"UpsertState CPU per call / the floor, {database}",
+                         f"{server.cpu_us or 0:.0f} µs", "raw driver, one thread",
+                         f"{base.cpu_us:.0f} µs",
+                         *cells.held_to(ratio, AT_MOST_CPU_OF_FLOOR, False, cells.result(
+                             server.measured, ratio, AT_MOST_CPU_OF_FLOOR, False))])
+            if database == SQLITE and server.cpu_us is not None:
+                ms = server.cpu_us / 1000
+                rows.append([f"UpsertState CPU per call, {database}", f"{ms:.2f} ms", "-", "-",
+                             *cells.held_to(ms, AT_MOST_CPU_MS, False, cells.result(
+                                 server.measured, ms, AT_MOST_CPU_MS, False))])
+    for rpc in opts.peer_rpcs:
+        faster = peer(main, rpc)
+        assert faster is not None
+        real = main[(rpc, "HTTP/JSON", "real")]
+        ratio = cells.ratio(real.result.rps, faster[1].result.rps)
+        target = AT_LEAST_OF_FASTER_PEER[rpc]
+        rows.append([f"{ROUTES[rpc]} through Envoy / the faster peer",
+                     f"{cells.rps(real.result.rps)} req/s", PEER_NAMES[faster[0]],
+                     f"{cells.rps(faster[1].result.rps)} req/s",
+                     *cells.held_to(ratio, target, True, cells.result(
+                         real if real.errors else faster[1], ratio, target))])
+    if "UpsertState" in opts.rpcs:
+        real = main[("UpsertState", "gRPC", "real")]
+        stack, bare = ceiling(main, "UpsertState", "gRPC")
+        ratio = cells.ratio(real.result.rps, bare.result.rps)
+        rows.append(["UpsertState over gRPC / the bare servicer",
+                     f"{cells.rps(real.result.rps)} req/s", BARE_NAMES[stack],
+                     f"{cells.rps(bare.result.rps)} req/s",
+                     *cells.held_to(ratio, AT_LEAST_UPSERT_OF_BARE, True, cells.result(
+                         real if real.errors else bare, ratio, AT_LEAST_UPSERT_OF_BARE))])
+    for rpc in opts.peer_rpcs:
+        real = main[(rpc, "gRPC", "real")]
+        ratio = cells.ratio(real.result.p99_ms, real.result.p50_ms)
+        rows.append([f"{rpc} over gRPC: p99 / p50 at {opts.concurrency} in flight",
+                     f"p99 {cells.ms(real.result.p99_ms)} ms", "p50",
+                     f"{cells.ms(real.result.p50_ms)} ms",
+                     *cells.held_to(ratio, AT_MOST_P99_OF_P50, False, cells.result(
+                         real, ratio, AT_MOST_P99_OF_P50, False))])
+    return cells.table(header, rows) if rows else []

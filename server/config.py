@@ -84,11 +84,12 @@ class Config:
     db_pool_size: int = setting(
         16, "most database connections held at once (each call borrows one)", parse=int,
         check=at_least(1))
-    # One writer thread commits the process's writes in groups (storage/group_commit.py).
+    # The process's writes commit in groups, each run by one of its callers
+    # (storage/group_commit.py).
     group_commit: bool = setting(
-        True, "one writer thread commits the writes queued meanwhile in one transaction, each "
-              "caller answered after its commit; `off` gives every write a transaction of its "
-              "own", parse=on_off, shown="on")
+        True, "the writes queued while a group commits go in the next group, one transaction "
+              "run by the first of their callers, each caller answered after its commit; `off` "
+              "gives every write a transaction of its own", parse=on_off, shown="on")
     migrate: bool = setting(
         True, "bring the schema up to date at start-up; `false` refuses to start on an older "
               "schema", parse=on_off)

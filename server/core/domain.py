@@ -2,6 +2,7 @@
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 STATES = ("greeting", "qualifying", "scoring", "handoff", "completed")
 TEMPERATURES = ("cold", "warm", "hot")
@@ -60,6 +61,12 @@ class Lead:
     def key(self) -> "LeadKey":
         """The keys this lead holds."""
         return LeadKey(self.workspace_id, self.contact_phone, self.business_scoped_user_id)
+
+
+def replaced(lead: Lead, **changes: Any) -> Lead:
+    """`lead` with `changes`, as dataclasses.replace makes it, without its loop over the
+    fields in Python (the write path makes a few a call)."""
+    return Lead(**{**vars(lead), **changes})
 
 
 @dataclass(frozen=True)

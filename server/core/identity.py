@@ -8,7 +8,7 @@ what to write, and write it in one transaction.
 from dataclasses import dataclass, replace
 
 from server.core import rules
-from server.core.domain import IdentityChange, Lead, LeadKey
+from server.core.domain import IdentityChange, Lead, LeadKey, replaced
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,9 @@ def settle(target: Lead | None, phone: str, bsuid: str, holders: Holders) -> Pla
             # (meant() gives it); reached only by a caller that did not ask meant().
             merged = survivor = phone_holder
     if merged is not None:
-        merged = replace(merged, contact_phone=phone or merged.contact_phone,
-                         business_scoped_user_id=bsuid or merged.business_scoped_user_id)
+        keys = (phone or merged.contact_phone, bsuid or merged.business_scoped_user_id)
+        if keys != (merged.contact_phone, merged.business_scoped_user_id):
+            merged = replaced(merged, contact_phone=keys[0], business_scoped_user_id=keys[1])
     return Plan(old=survivor, base=merged, absorbed=tuple(absorbed), robbed=tuple(robbed))
 
 

@@ -18,10 +18,10 @@ sees revision r sees every revision below it. The serialised part is only the UP
 event INSERT and the COMMIT. SQLite has one writer at a time anyway (BEGIN IMMEDIATE), so
 the same statements give the same guarantee across its processes.
 
-With group commit (group_commit.py) one transaction holds several writes, each in a
-savepoint: the first write that logs takes the row's lock for the whole group, the next
-ones continue from its revision, and a write rolled back to its savepoint returns its
-revisions with it (ROLLBACK TO SAVEPOINT undoes its UPDATE), so the next write takes them:
+With group commit (group_commit.py) one transaction holds several writes: the first write
+that logs takes the row's lock for the whole group, the next ones continue from its
+revision, and a write that fails after logging takes the group's transaction down with its
+revisions (transactions.py runs the group again without it), so the next write takes them:
 still no gaps. The counts and activity rows every write changes are written after all of
 the group's writes (totals.write_totals), so two replicas' groups take those rows
 after this one, in one order.
@@ -33,46 +33,46 @@ delivered at commit (never for a rollback), which wakes every replica's tailer.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 import peewee
 
 from server.core.changes import Change, Event
-from server.core.domain import LeadKey
+from server.core.domain import Lead, LeadKey
 from server.storage.database import is_sqlite
 from server.storage.lead_json import lead_from_json, lead_to_json
 from server.storage.models import LeadEventRow
-from server.storage.statements import Statement
+from server.storage.statements import Statements
 
 CHANNEL = "sarah_log"
 
 
-def append(db: peewee.Database, insert_event: Statement, changes: list[Change],
-           lead_ids: list[int], at: int) -> list[Event]:
-    """Give `changes` the next revisions and write them with `insert_event` (statements.py),
-    each under the conversation row of `lead_ids` whose story it is; call it last in the
-    write's transaction (it holds log_head's row lock from here to commit)."""
+def append(db: peewee.Database, sql: Statements, changes: list[Change],
+           lead_ids: list[int], at: int,
+           json_of: Callable[[Lead], str] = lead_to_json) -> list[Event]:
+    """Give `changes` the next revisions and write them (statements.py), each under the
+    conversation row of `lead_ids` whose story it is, its lead as `json_of` spells it;
+    call it last in the write's transaction (it holds log_head's row lock from here to
+    commit)."""
     if not changes:
         return []
-    # Row 1 is there from the migration that made the table (migrations.py) on.
-    head = db.execute_sql(
-        f'UPDATE "log_head" SET "revision" = "revision" + {db.param} WHERE "id" = 1 '
-        'RETURNING "revision"', (len(changes),)).fetchone()[0]
+    head = sql.advance_head.run(db, {"n": len(changes)}).fetchone()[0]
     first = int(head) - len(changes) + 1
     events = [Event(first + i, c.kind, c.lead, c.changed, at) for i, c in enumerate(changes)]
-    insert_event.run_many(db, [_row(event, lead_id)
+    sql.insert_event.run_many(db, [_row(event, lead_id, json_of)
                                for event, lead_id in zip(events, lead_ids, strict=True)])
     if not is_sqlite(db):
         db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(head)))
     return events
 
 
-def _row(event: Event, lead_id: int) -> dict[str, Any]:
+def _row(event: Event, lead_id: int, json_of: Callable[[Lead], str]) -> dict[str, Any]:
     assert event.lead is not None
     return {"revision": event.revision, "workspace_id": event.lead.workspace_id,
             "kind": event.kind, "contact_phone": event.lead.contact_phone,
             "business_scoped_user_id": event.lead.business_scoped_user_id,
-            "conversation": lead_to_json(event.lead), "changed": json.dumps(list(event.changed)),
+            "conversation": json_of(event.lead), "changed": json.dumps(list(event.changed)),
             "at": event.at, "lead_id": lead_id}
 
 

@@ -1,17 +1,22 @@
-"""Group commit: the writes of one process, queued to one writer thread that runs what has
-queued up in one transaction, so the database pays one commit for the group, not one a call.
+"""Group commit: the writes of one process run in groups, one transaction a group, so the
+database pays one commit for the group, not one a call.
 
 Each caller waits until the transaction holding its write has committed (or failed), so an
-acknowledged write is as durable as before. The writer adds no delay: it takes whatever
-queued while its previous commit ran (PostgreSQL's commit_delay, InnoDB's binlog group
-commit and rqlite's queued writes work the same way), at most `max_group` writes, in
-arrival order. What a group does in the database is Transactions._write_group's
-(transactions.py; GroupWriter's `run_group`); here live only the queue, the thread and
-the callers' waiting.
+acknowledged write is as durable as before. No writer thread: the caller that finds no
+write running leads, running in its own thread whatever has queued (itself included, at
+most `max_group` writes, in arrival order); the callers that arrive meanwhile queue and
+wait. When its group has committed, the leader hands the lead to the oldest caller still
+waiting, whose turn takes everything queued by then, and returns. No added delay: a group
+is whatever queued while the previous one ran (PostgreSQL's commit_delay, InnoDB's binlog
+group commit and rqlite's queued writes work the same way). A writer thread cost every
+write two more thread hand-offs, each a futex wake and a fight for the GIL (perf on
+UpsertState: half the server's CPU was the kernel switching threads; bench/README.md).
+What a group does in the database is Transactions._write_group's (transactions.py;
+GroupWriter's `run_group`); here live only the queue and the callers' turns.
 """
 
+import collections
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,120 +42,130 @@ def _held() -> threading.Lock:
     return lock
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """One queued write: the unit of work, and where its caller waits for the outcome.
-    Plain locks rather than a concurrent.futures.Future: the writer thread wakes every
-    caller, and a Future wakes its caller through a Condition, a lock and a waiter list
-    where a released lock is all it takes (the profiles: bench/README.md)."""
+    """One queued write: the unit of work, and where its caller waits for the outcome or
+    for its turn to lead. Plain locks rather than a concurrent.futures.Future: waking a
+    caller is a lock's release, where a Future wakes it through a Condition, a lock and a
+    waiter list (the profiles: bench/README.md)."""
 
     work: Callable[[Any], Any]
     result: Any = None
     error: BaseException | None = None
     done: bool = False
-    # Taken by whoever comes first: the writer, to run the job, or its caller, to withdraw it.
+    leads: bool = False  # its caller is to run the next group
+    # Taken by whoever comes first: a leader, to run the job, or its caller, to withdraw it.
     _claim: threading.Lock = field(default_factory=threading.Lock)
-    _settled: threading.Lock = field(default_factory=_held)
+    # Released once: when the job is settled, or when its caller is to lead.
+    _wake: threading.Lock = field(default_factory=_held)
 
     def settle(self, result: Any) -> None:
         self.result, self.done = result, True
-        self._settled.release()
+        self._wake.release()
 
     def fail(self, error: BaseException) -> None:
         self.error, self.done = error, True
-        self._settled.release()
+        self._wake.release()
 
     def claim(self) -> bool:
-        """True for the first to claim the job (the writer runs it; its caller withdraws it)."""
+        """True for the first to claim the job (a leader runs it; its caller withdraws it)."""
         return self._claim.acquire(blocking=False)
 
-    def outcome(self, timeout: float = -1) -> tuple[bool, Any]:
-        """(True, result) once settled, raising its error; (False, None) after `timeout`."""
-        if not self._settled.acquire(timeout=timeout):
-            return False, None
+    def claimed(self) -> bool:
+        return self._claim.locked()
+
+    def wait(self, timeout: float = -1) -> bool:
+        """Wait until settled or asked to lead; False after `timeout`."""
+        return self._wake.acquire(timeout=timeout)
+
+    def outcome(self) -> Any:
+        """Its result once settled, or its error raised."""
         if self.error is not None:
             raise self.error
-        return True, self.result
-
-
-_STOP = Job(work=lambda _tx: None)
+        return self.result
 
 
 class GroupWriter:
-    """One writer thread, started at the first write. `run_group` runs a group of jobs in
-    one transaction and settles every job: a result, ALONE, or an exception."""
+    """Groups the writes of the calling threads. `run_group` runs a group of jobs in one
+    transaction and settles every job: a result, ALONE, or an exception."""
 
     def __init__(self, run_group: Callable[[list[Job]], None], queue_wait_s: float,
                  max_group: int = MAX_GROUP):
         self._run_group = run_group
         self._queue_wait_s = queue_wait_s
         self._max_group = max_group
-        self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._starting = threading.Lock()
+        self._turns = threading.Lock()  # guards the queue and the lead
+        self._queue: collections.deque[Job] = collections.deque()
+        self._leading = False
+        self._leader: int | None = None  # the thread running a group now
 
     def queued(self) -> int:
-        """How many writes wait for the writer (not counting the group it runs)."""
-        return self._queue.qsize()
+        """How many writes wait for a group (not counting the group running)."""
+        with self._turns:
+            return sum(not job.claimed() for job in self._queue)
 
     def in_writer(self) -> bool:
-        """True in the writer thread itself (a write from there cannot queue behind itself)."""
-        return threading.current_thread() is self._thread
+        """True in a thread running a group (a write from there cannot queue behind itself)."""
+        return self._leader == threading.get_ident()
 
     def call(self, work: Callable[[Any], Any]) -> Any:
         """Queue `work` and return what it returned once its group committed (or ALONE), or
         raise what it raised. A write still queued after `queue_wait_s` is withdrawn with
         Unavailable, as the writer lock's wait was; one already running is waited for."""
         job = Job(work)
-        self._start()
-        self._queue.put(job)
-        done, result = job.outcome(timeout=self._queue_wait_s)
-        if done:
-            return result
-        if job.claim():
-            raise Unavailable("the database is busy with other writes; retry shortly")
-        return job.outcome()[1]
+        with self._turns:
+            self._queue.append(job)
+            leads = not self._leading
+            self._leading = True
+        while True:
+            if leads:
+                self._lead()
+                if job.done:
+                    break
+                # More than a group queued before it: its turn comes with a later one.
+            if not job.wait(self._queue_wait_s):
+                with self._turns:  # a leader hands the lead on under this lock too
+                    if not (job.leads or job.done) and job.claim():
+                        raise Unavailable("the database is busy with other writes; retry "
+                                          "shortly")
+                job.wait()  # settled, asked to lead, or running in a group: it is coming
+            if job.done:
+                break
+            leads, job.leads = True, False  # woken to lead
+        return job.outcome()
 
     def close(self) -> None:
-        """Stop the writer after the writes queued so far (a later write starts it again)."""
-        with self._starting:
-            thread, self._thread = self._thread, None
-            if thread is not None:
-                self._queue.put(_STOP)
-        if thread is not None:
-            thread.join()
+        """Nothing to stop: groups run in their callers' threads."""
 
-    def _start(self) -> None:
-        if self._thread is not None:
-            return
-        with self._starting:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="sarah-writer",
-                                                daemon=True)
-                self._thread.start()
-
-    def _serve(self) -> None:
-        stopping = False
-        while not stopping:
-            group = [self._queue.get()]
-            while len(group) < self._max_group:
-                try:
-                    group.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if _STOP in group:
-                # Writes queued behind the stop are still served, by this last group.
-                group.remove(_STOP)
-                stopping = True
-            # A caller that gave up waiting has withdrawn its job: it is not run.
-            group = [job for job in group if job.claim()]
+    def _lead(self) -> None:
+        """Run one group: what has queued, up to max_group, in arrival order (the caller's
+        own job among them unless more than that queued before it); then hand the lead to
+        the oldest caller still waiting, or put it down."""
+        with self._turns:
+            taken = [self._queue.popleft() for _ in range(min(len(self._queue),
+                                                              self._max_group))]
+        # A caller that gave up waiting has withdrawn its job: it is not run.
+        group = [job for job in taken if job.claim()]
+        self._leader = threading.get_ident()
+        try:
             if group:
                 self._run(group)
+        finally:
+            self._leader = None
+            with self._turns:
+                while self._queue and self._queue[0].claimed():
+                    self._queue.popleft()  # withdrawn
+                if self._queue:
+                    following = self._queue[0]
+                    following.leads = True
+                    following._wake.release()
+                else:
+                    self._leading = False
 
     def _run(self, group: list[Job]) -> None:
         try:
             self._run_group(group)
-        except BaseException as exc:  # the thread must outlive any failure: callers wait
+        except BaseException as exc:  # every caller in the group waits for an outcome
             _LOGGER.exception("a group of writes failed unexpectedly")
             for job in group:
                 if not job.done:

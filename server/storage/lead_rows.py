@@ -8,7 +8,7 @@ from typing import Any, cast
 import peewee
 
 from server.core.domain import Lead
-from server.storage.lead_json import lead_values
+from server.storage.lead_json import encode_json, lead_values
 from server.storage.models import ConversationRow
 from server.storage.statements import LEAD_COLUMNS
 
@@ -25,7 +25,7 @@ def lead_from_tuple(row: tuple[Any, ...]) -> Lead:
 
 def row_values(lead: Lead) -> dict[str, Any]:
     values = lead_values(lead)
-    values["pain_points"] = json.dumps(list(lead.pain_points), ensure_ascii=False)
+    values["pain_points"] = encode_json(list(lead.pain_points))
     return values
 
 

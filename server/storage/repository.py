@@ -45,11 +45,11 @@ class Repository(Reads):
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
         """Call `listener` with the events of each write that logged some, after it
-        committed (in the writer's thread: it must be quick)."""
+        committed (in the thread that ran its group: it must be quick)."""
         self._transactions.on_commit(listener)
 
     def close(self) -> None:
-        """Stop the writer and close every connection of every thread (the server has
+        """Close every connection of every thread (the server has
         stopped calling)."""
         self._transactions.close()
 

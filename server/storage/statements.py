@@ -167,6 +167,11 @@ class Statements:
                 update={getattr(a, k): getattr(a, k) + getattr(peewee.EXCLUDED, k)
                         for k in counted}),
             a, ["workspace_id", "bucket", *counted])
+        # The change log's head (changelog.py): `n` revisions taken, the last one returned.
+        # Row 1 is there from the migration that made the table (migrations.py) on.
+        self.advance_head = Statement(
+            f'UPDATE "log_head" SET "revision" = "revision" + {db.param} WHERE "id" = 1 '
+            'RETURNING "revision"', ("n",))
         self._pages: dict[tuple[tuple[str, ...], str, bool, bool], Statement] = {}
         e = LeadEventRow
         # Without RETURNING (peewee adds one on PostgreSQL): run_many sends it per event.

@@ -1,9 +1,10 @@
 """The transaction engine: runs a unit of work (a function of a WriteTx) in a write
-transaction, alone or with the writes queued beside it (group commit: one transaction, a
-savepoint per write; the queue and its thread are group_commit.py's), retrying a write
-that lost an insert race or was PostgreSQL's deadlock victim, and holding SQLite's one
-writer (this process's threads on a lock, other processes on a file lock). A unit of work
-can run up to six times: three tries in its group, then three alone.
+transaction, alone or with the writes queued beside it (group commit: one transaction for
+the group; the queue and the callers' turns are group_commit.py's), retrying a write that lost an
+insert race or was PostgreSQL's deadlock victim, and holding SQLite's one writer (this
+process's threads on a lock, other processes on a file lock). A unit of work can run up to
+six times: three tries in its group, then three alone; and again each time a neighbour in
+its group takes the group's transaction down (_write_group).
 """
 
 import copy
@@ -34,11 +35,16 @@ _T = TypeVar("_T")
 
 
 class _Outcome(NamedTuple):
-    """What one write of a group came to: its result or its error."""
+    """What one write of a group came to: its result or its error (raised before it
+    wrote anything)."""
 
     result: object
     error: Exception | None
     tx: WriteTx | None  # what it wrote, if it succeeded
+
+
+class _Undo(Exception):
+    """A write of a group took the group's transaction down (rolled back as it leaves)."""
 
 
 def _copy(exc: Exception) -> Exception:
@@ -67,11 +73,11 @@ class Transactions:
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
         """Call `listener` with the events of each write that logged some, after it
-        committed (in the writer's thread: it must be quick)."""
+        committed (in the thread that ran its group: it must be quick)."""
         self._commit_listeners.append(listener)
 
     def close(self) -> None:
-        """Stop the writer and close every connection of every thread (the server has
+        """Close every connection of every thread (the server has
         stopped calling)."""
         if self._group is not None:
             self._group.close()
@@ -113,10 +119,10 @@ class Transactions:
     def write(self, work: Callable[[WriteTx], _T]) -> _T:
         """Run `work` in a write transaction and return its result once that committed; all
         of it is written or none. With group commit, the transaction also holds the writes
-        queued beside it (group_commit.py), `work`'s in a savepoint of its own, so a
-        failing write fails alone. `work` may run more than once (a concurrent first insert
-        of the same key won, or its group was rolled back for another write's sake), so it
-        must read what it needs through the transaction it is given."""
+        queued beside it (group_commit.py), and a failing write fails alone
+        (_write_group). `work` may run more than once (a concurrent first insert of the
+        same key won, or its group was rolled back for another write's sake), so it must
+        read what it needs through the transaction it is given."""
         if self._group is None or self._group.in_writer():
             return self._write_alone(work)
         result = self._group.call(work)
@@ -151,66 +157,97 @@ class Transactions:
         raise AssertionError("unreachable")
 
     def _write_group(self, jobs: list[Job]) -> None:
-        """Run `jobs` in one transaction, each in a savepoint, and settle each job once the
-        transaction committed: its result, or its own exception. If the transaction may be
-        broken (or PostgreSQL chose it to break a deadlock), nothing of it is kept and every
-        job gets ALONE; if it failed to begin or to commit, every job gets that error, as
-        each write would have on its own."""
+        """Run `jobs` in one transaction and settle each job once it committed: its result,
+        or its own exception. A write that fails before it wrote anything (an etag
+        mismatch, a lead not found) fails alone, with nothing to undo. One that wrote and
+        then failed, or that the database failed, takes the transaction down, and the
+        group runs again in a new one without it (with it, for a lost insert race): what
+        the others see and commit is as if it had never run, as a savepoint per write
+        would have it, without paying for one on every write (SQLite copies each page a
+        write changes inside a savepoint to a sub-journal first: bench/README.md). If the
+        transaction cannot go on (PostgreSQL chose it to break a deadlock, or the database
+        broke it), nothing of it is kept and every job gets ALONE; if it failed to begin
+        or to commit, every job gets that error, as each write would have on its own."""
+        group, failed = list(jobs), dict[int, Exception]()
+        tries = dict.fromkeys(map(id, jobs), 0)
+        while group:
+            outcomes = self._try_group(group, tries, failed)
+            if outcomes is None:  # rolled back for one write's sake: the rest run again
+                group = [job for job in group if id(job) not in failed]
+                continue
+            if isinstance(outcomes, Alone):
+                for job in group:
+                    job.settle(ALONE)
+            elif isinstance(outcomes, Exception):
+                for job in group:
+                    job.fail(_copy(outcomes))
+            else:
+                self._notify([event for outcome in outcomes if outcome.tx
+                              for event in outcome.tx.appended])
+                for job, outcome in zip(group, outcomes, strict=True):
+                    if outcome.error is None:
+                        job.settle(outcome.result)
+                    else:
+                        job.fail(outcome.error)
+            break
+        for job in jobs:
+            if id(job) in failed:
+                job.fail(failed[id(job)])
+
+    def _try_group(self, group: list[Job], tries: dict[int, int], failed: dict[int, Exception]
+                   ) -> list[_Outcome] | Alone | Exception | None:
+        """`group` in one transaction: each job's outcome once that committed; None if a
+        write took the transaction down (rolled back; `failed` now holds its error, or
+        `tries` one more try of a lost race); ALONE or an exception for every job."""
         outcomes: list[_Outcome] = []
+        undo: tuple[Job, Exception] | None = None
         broken = False
         try:
             with session(self._db), self.transaction():
                 try:
-                    for job in jobs:
-                        outcomes.append(self._member(job.work))
+                    for job in group:
+                        tx = WriteTx(self._db, self._sql)
+                        try:
+                            result = job.work(tx)
+                        except Exception as exc:
+                            if tx.wrote or isinstance(exc, peewee.PeeweeException):
+                                undo = (job, exc)
+                                raise _Undo from exc
+                            outcomes.append(_Outcome(None, exc, None))  # its own, undone
+                            continue
+                        outcomes.append(_Outcome(result, None, tx))
                     write_totals(self._db, self._sql,
                                  (outcome.tx for outcome in outcomes if outcome.tx))
                 except peewee.PeeweeException:
                     broken = True
                     raise
         except peewee.IntegrityError:  # only a constraint checked at commit: retry alone
-            broken = True
+            return ALONE
         except Exception as exc:
-            if not broken:
-                for job in jobs:
-                    job.fail(_copy(exc))
-                return
-        if broken:
-            for job in jobs:
-                job.settle(ALONE)
-            return
-        self._notify([event for outcome in outcomes if outcome.tx
-                      for event in outcome.tx.appended])
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            if outcome.error is None:
-                job.settle(outcome.result)
-            else:
-                job.fail(outcome.error)
+            if undo is not None:
+                return self._undone(*undo, tries, failed)
+            return ALONE if broken else exc
+        return outcomes
 
-    def _member(self, work: Callable[[WriteTx], object]) -> _Outcome:
-        """One write of a group, in a savepoint: on its failure the savepoint is rolled
-        back and the failure is its own. A database error escaping from here (the rollback
-        to the savepoint failed: SQLite rolls the whole transaction back on some errors;
-        or a deadlock) means the group's transaction cannot go on."""
-        for _attempt in range(_RETRIES):
-            tx = WriteTx(self._db, self._sql)
-            savepoint = self._db.savepoint()
-            savepoint.__enter__()
-            try:
-                result = work(tx)
-            except Exception as exc:
-                savepoint.rollback(begin=False)
-                if isinstance(exc, peewee.IntegrityError):  # an insert race: see _write_alone
-                    race = exc
-                    continue
-                if isinstance(exc, peewee.PeeweeException):
-                    if is_deadlock(exc):
-                        raise  # this group's locks must go: another replica's group waits
-                    return _Outcome(None, as_unavailable(exc), None)
-                return _Outcome(None, exc, None)  # the write's own (an etag mismatch ...)
-            savepoint.commit(begin=False)
-            return _Outcome(result, None, tx)
-        return _Outcome(None, Unavailable(f"write conflict, retry: {race}"), None)
+    @staticmethod
+    def _undone(job: Job, error: Exception, tries: dict[int, int],
+                failed: dict[int, Exception]) -> Alone | None:
+        """What comes of a write that took its group's transaction down: ALONE for the
+        whole group when PostgreSQL broke a deadlock with it (this group's locks must go:
+        another replica's group waits), else None, the group to run again: with it for
+        another try of a lost insert race, else without it, its error in `failed`."""
+        if is_deadlock(error):
+            return ALONE
+        if isinstance(error, peewee.IntegrityError):  # an insert race: see _write_alone
+            tries[id(job)] += 1
+            if tries[id(job)] < _RETRIES:
+                return None
+            failed[id(job)] = Unavailable(f"write conflict, retry: {error}")
+        elif isinstance(error, peewee.PeeweeException):
+            failed[id(job)] = as_unavailable(error)
+        else:
+            failed[id(job)] = error  # the write's own, raised after it wrote
+        return None
 
     def _notify(self, events: list[Event]) -> None:
         """Tell the commit listeners about committed events, if there are any."""

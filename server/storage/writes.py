@@ -36,7 +36,7 @@ _KEYS_PER_QUERY = 400
 _ROWS_PER_INSERT = 50
 
 
-def _advisory_key(workspace_id: str, kind: str, value: str) -> int:
+def advisory_key(workspace_id: str, kind: str, value: str) -> int:
     """A signed 64-bit number standing for one key of one workspace."""
     digest = hashlib.blake2b(f"{workspace_id}\x00{kind}\x00{value}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big", signed=True)
@@ -59,8 +59,21 @@ class WriteTx:
         # own, or a merge's survivor's.
         self._gone: dict[RowKey, int] = {}
         self.appended: list[Event] = []
+        # Whether an operation has written (or tried to): a failure after that must take
+        # its transaction down (transactions.py), one before it has nothing to undo.
+        self.wrote = False
         self.count_changes: list[CountChange] = []
+        # Each lead's JSON, encoded once per write: the request record and the change log
+        # store the same text (by the lead object's identity; the lead is kept alive here).
+        self._json: dict[int, tuple[Lead, str]] = {}
         self.activity_changes: list[ActivityChange] = []
+
+    def json_of(self, lead: Lead) -> str:
+        """`lead` as JSON (lead_json.py), encoded once in this transaction."""
+        known = self._json.get(id(lead))
+        if known is None or known[0] is not lead:
+            known = self._json[id(lead)] = (lead, lead_to_json(lead))
+        return known[1]
 
     def _found(self, row: tuple[Any, ...] | None) -> Lead | None:
         if row is None:
@@ -76,7 +89,7 @@ class WriteTx:
         deadlock); SQLite's one writer already holds everything."""
         if is_sqlite(self._db):
             return
-        numbers = sorted({_advisory_key(key.workspace_id, kind, value)
+        numbers = sorted({advisory_key(key.workspace_id, kind, value)
                           for key in keys for kind, value in _key_parts(key)})
         for number in numbers:
             self._db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (number,))
@@ -121,12 +134,14 @@ class WriteTx:
         return list(found.values())
 
     def insert_lead(self, lead: Lead) -> None:
+        self.wrote = True
         cursor = self._sql.insert_lead.run(self._db, row_values(lead))
         # PostgreSQL's INSERT returns the id (peewee adds RETURNING); SQLite's cursor has it.
         row_id = cursor.lastrowid if is_sqlite(self._db) else cursor.fetchone()[0]
         self._row_ids[row_key(lead)] = int(row_id)
 
     def insert_leads(self, leads: Iterable[Lead]) -> None:
+        self.wrote = True
         c = ConversationRow
         rows = [row_values(lead) for lead in leads]
         for part in peewee.chunked(rows, _ROWS_PER_INSERT):
@@ -138,12 +153,14 @@ class WriteTx:
     def update_lead(self, lead: Lead, was: Lead | None = None) -> None:
         """Write `lead` over the row found in this transaction as `was` (by default, the
         row of `lead`'s own keys)."""
+        self.wrote = True
         row_id = self._row_ids.pop(row_key(was or lead))
         self._row_ids[row_key(lead)] = row_id
         self._sql.update_lead.run(self._db, {**row_values(lead), "id": row_id})
 
     def delete_lead(self, lead: Lead) -> None:
         """Delete the row found in this transaction as `lead`."""
+        self.wrote = True
         row_id = self._row_ids.pop(row_key(lead))
         self._gone[row_key(lead)] = row_id
         ConversationRow.delete().where(ConversationRow.id == row_id).execute()
@@ -151,6 +168,7 @@ class WriteTx:
     def move_history(self, half: Lead, into: Lead) -> None:
         """Give the events of `half`, deleted in this transaction as a merge's absorbed
         half, to the row of `into` (the survivor as written here), its deleted event too."""
+        self.wrote = True
         survivor = self._row_ids[row_key(into)]
         changelog.move(self._db, self._gone[row_key(half)], survivor)
         self._gone[row_key(half)] = survivor
@@ -167,9 +185,10 @@ class WriteTx:
         """Log the write's events with their revisions, each under the row of the lead it
         tells of; the use case calls it last (it serialises writers from here to commit:
         changelog.py says why)."""
+        self.wrote = True
         lead_ids = [(self._gone if c.kind == DELETED else self._row_ids)[row_key(c.lead)]
                     for c in changes]
-        events = changelog.append(self._db, self._sql.insert_event, changes, lead_ids, at)
+        events = changelog.append(self._db, self._sql, changes, lead_ids, at, self.json_of)
         self.appended.extend(events)
         return events
 
@@ -178,12 +197,14 @@ class WriteTx:
         deleted event, logged after this, belongs to no row (lead_id 0, found by its keys):
         SQLite hands the highest row id out again after that row is deleted, and the next
         new lead's history must not start with someone else's erasure."""
+        self.wrote = True
         changelog.erase(self._db, self._gone[row_key(lead)], lead.key)
         self._gone[row_key(lead)] = 0
 
     def prune_events(self, through: int, limit: int) -> int:
         """Remove up to `limit` of the oldest events at or below revision `through` (and
         remember them as pruned); how many went."""
+        self.wrote = True
         return retention.prune_events(self._db, through, limit)
 
     def find_request(self, key: LeadKey, request_id: str, since: int) -> Lead | None:
@@ -201,18 +222,21 @@ class WriteTx:
     def save_request(self, request_id: str, created_at: int, lead: Lead) -> None:
         """Remember what `request_id` left, under the lead's keys (replacing an older
         record of it)."""
+        self.wrote = True
         self._sql.save_request.run(self._db, {
             "workspace_id": lead.workspace_id, "contact_phone": lead.contact_phone,
             "business_scoped_user_id": lead.business_scoped_user_id,
-            "request_id": request_id, "created_at": created_at, "result": lead_to_json(lead),
+            "request_id": request_id, "created_at": created_at, "result": self.json_of(lead),
         })
 
     def prune_requests(self, created_up_to: int, limit: int) -> int:
         """Forget up to `limit` requests saved at or before `created_up_to`; how many went."""
+        self.wrote = True
         return retention.prune_requests(self._db, created_up_to, limit)
 
     def delete_requests(self, key: LeadKey) -> None:
         """Forget every request saved under either key of `key`."""
+        self.wrote = True
         r = UpsertRequestRow
         for column, value in ((r.contact_phone, key.contact_phone),
                               (r.business_scoped_user_id, key.business_scoped_user_id)):

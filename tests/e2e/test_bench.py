@@ -18,7 +18,7 @@ SCALE_ROWS = ("GetStats", "ListLeads page 1", "GetActivity, every workspace",
 TINY = ["--duration", "0.3", "--warmup", "0", "--leads", "60,400", "--deep-page", "5",
         "--soak-minutes", "0.05", "--watchers", "20", "--retention-backlog", "3000",
         "--rounds", "2", "--rotate-leads", "100", "--profile-rpcs", "GetState",
-        "--profile-seconds", "2",
+        "--profile-seconds", "2", "--floor-writes", "100",
         # Enough samples that the servicer is seen on a loaded machine too (at 100 a
         # second for 1 s, a run beside the other xdist worker got 10 GIL samples, none in it).
         "--profile-rate", "500"]
@@ -80,8 +80,9 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
 
     door = {(row[0], row[1]): row for row in _rows(out, "HTTP door")}
     assert set(door) == {(route, stack) for route in ("GET /sarah/state", "POST /sarah/state")
-                         for stack in ("SarahService through Envoy", "FastAPI + uvicorn peer",
-                                       "Envoy + bare grpcio", "Envoy + bare grpc.aio")}
+                         for stack in ("SarahService through Envoy", "FastAPI peer, def",
+                                       "FastAPI peer, async def", "Envoy + bare grpcio",
+                                       "Envoy + bare grpc.aio")}
     for row in door.values():
         rounds = [float(rps) for rps in row[3].split()]
         assert len(rounds) == 2 and float(row[2]) in rounds and row[6] == "0", row
@@ -101,8 +102,52 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
         assert re.match(rf"{VERDICT}|none refused; queued, sent \d+\.\d\d of offered", row[-1]), row
         if "refusal" not in name:
             assert float(row[4]) > 0, row
+    for route in ("GET /sarah/state", "POST /sarah/state"):  # against the faster shape
+        assert targets[f"{route} through Envoy / the peer"][2] in (
+            "FastAPI peer, def", "FastAPI peer, async def")
     assert targets["GET /sarah/state through Envoy / the peer"][5] == ">= 1.50"
     assert targets["POST /sarah/state through Envoy / the peer"][5] == ">= 0.75"
+
+    # The floor (issue 25): the raw driver's statements on both databases, and beside it
+    # the CPU per call of the server, the bare servicers and both peers.
+    floor = {(re.sub(r"\d+ process", "N process", row[0]), row[1]): row
+             for row in _rows(out, "write: CPU per call")}
+    shapes = ("the bench's UpsertState", "every statement")
+    assert set(floor) == {
+        *((f"raw driver, one thread: {shape}", db) for shape in shapes
+          for db in ("SQLite", "PostgreSQL")),
+        ("raw driver, one thread: the bench's UpsertState, 8 a transaction", "SQLite"),
+        ("SarahService, N process(es): UpsertState over gRPC", "SQLite"),
+        ("SarahService, N process(es): UpsertState over gRPC", "PostgreSQL"),
+        ("bare grpcio (a constant answer): UpsertState over gRPC", "-"),
+        ("bare grpc.aio (a constant answer): UpsertState over gRPC", "-"),
+        ("SarahService behind Envoy: POST /sarah/state", "SQLite"),
+        ("FastAPI peer, def: POST /sarah/state", "SQLite"),
+        ("FastAPI peer, async def: POST /sarah/state", "SQLite")}, floor
+    for (what, db), row in floor.items():
+        assert float(row[3]) > 0 and float(row[5]) > 0, row
+        assert (row[4] == "-") == (db != "PostgreSQL"), row  # the database's own CPU
+        if what.startswith("raw driver"):
+            assert re.fullmatch(r"\d+ \+ BEGIN, COMMIT", row[2]), row
+        elif what.startswith("SarahService,"):
+            assert float(row[6]) > 0, row  # x floor
+    issue25 = {row[0]: row for row in _rows(out, "target (issue 25)")}
+    assert set(issue25) == {
+        "UpsertState CPU per call / the floor, SQLite", "UpsertState CPU per call, SQLite",
+        "UpsertState CPU per call / the floor, PostgreSQL",
+        "GET /sarah/state through Envoy / the faster peer",
+        "POST /sarah/state through Envoy / the faster peer",
+        "UpsertState over gRPC / the bare servicer",
+        "GetState over gRPC: p99 / p50 at 16 in flight",
+        "UpsertState over gRPC: p99 / p50 at 16 in flight"}
+    for row in issue25.values():
+        assert float(row[4]) > 0 and re.match(VERDICT, row[6]), row
+    assert [issue25[name][5] for name in (
+        "UpsertState CPU per call / the floor, SQLite", "UpsertState CPU per call, SQLite",
+        "POST /sarah/state through Envoy / the faster peer",
+        "GET /sarah/state through Envoy / the faster peer",
+        "UpsertState over gRPC / the bare servicer")] == [
+        "<= 3.00", "<= 0.50", ">= 0.50", ">= 1.50", ">= 0.50"]
 
     overload = {row[0]: row for row in _rows(out, "overload, through Envoy")}
     assert set(overload) == {"GET /sarah/state", "POST /sarah/state"}

@@ -100,7 +100,7 @@ class Gate:
 
 
 def _logs_then_fails(phone: str, tx: WriteTx) -> None:
-    """A write that stores a lead and logs its event, then fails: its savepoint goes."""
+    """A write that stores a lead and logs its event, then fails: what it wrote goes."""
     now = now_us()
     lead = rules.apply_patch(rules.validate_patch(Patch(contact_phone=phone), "ID"), None, now)
     tx.lock_keys([lead.key])
