@@ -32,7 +32,7 @@ test: typecheck lint
 ## ha-test: the service through PostgreSQL failovers under load (tests/ha, left out of `make
 ## test`): etcd and three Patroni nodes on loopback with docs/operations.md's config, from
 ## Debian's patroni, etcd-server and postgresql-15 (installed when missing, as root); a lost
-## primary, a switchover, a rejoin; prints the outages and counts. About 2 minutes; stopped
+## primary, a switchover, a rejoin; prints the outages and counts. About 70 s; stopped
 ## by SIGINT after HA_TEST_SECONDS, so that it still cleans up every process it started.
 HA_TEST_SECONDS ?= 600
 ha-test: $(STAMP)

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -164,15 +165,22 @@ class PatroniNode:
         assert not still_holding(pids, _alive, within=30), "the lost node lives on"
 
     def stop(self) -> None:
-        """Patroni stops PostgreSQL and exits (runuser passes the SIGTERM on); what is left
-        after 60 s is killed, the postmaster as well."""
+        """SIGTERM to Patroni itself, which stops PostgreSQL and exits (not to runuser: it
+        would SIGKILL Patroni 2 s later, mid-shutdown); whatever is left after 60 s, the
+        postmaster included, is killed."""
         self.up = False
         postmaster = self.postmaster_pid()
-        if self.process is not None:
+        if self.process is not None and self.process.proc.poll() is None:
             patroni = self.patroni_pid()
-            self.process.stop(timeout=60)
-            if patroni and _alive(patroni):
-                _kill(patroni)
+            if patroni:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(patroni, signal.SIGTERM)
+            try:
+                self.process.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                if patroni:
+                    _kill(patroni)
+            self.process.stop(timeout=10)
         if postmaster and still_holding([postmaster], _alive, within=30):
             _kill(postmaster)
 
@@ -281,10 +289,15 @@ class PatroniCluster:
                        for path in sorted(self.workdir.glob("*.log")))
 
     def stop(self) -> None:
-        """Every node (at once: each waits for its PostgreSQL to stop), then etcd, then the
-        folder: nothing this started is left running."""
-        with ThreadPoolExecutor(max(1, len(self.nodes))) as pool:
-            list(pool.map(PatroniNode.stop, self.nodes.values()))
+        """The replicas (at once), the leader, etcd, then the folder: nothing this started is
+        left running. The leader goes last: stopping, it asks the others whether one could
+        take over, which takes seconds of timeouts while they are stopping too."""
+        leader = self.leader()
+        replicas = [node for name, node in self.nodes.items() if name != leader]
+        with ThreadPoolExecutor(max(1, len(replicas))) as pool:
+            list(pool.map(PatroniNode.stop, replicas))
+        if leader is not None:
+            self.nodes[leader].stop()
         if self.etcd is not None:
             self.etcd.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
