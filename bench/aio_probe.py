@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import logging
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -30,8 +29,9 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
+from bench.bare_server import serve_aio_until_signalled
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from server.api import convert
@@ -78,15 +78,8 @@ async def serve(listen: str, database_url: str, group_commit: bool) -> None:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    _LOGGER.info("aio probe on port %d (group commit %s)", port, group_commit)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(None)
+    await serve_aio_until_signalled(
+        server, health_servicer, f"aio probe on port {port} (group commit {group_commit})")
     store.close()
 
 

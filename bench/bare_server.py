@@ -121,9 +121,17 @@ async def _serve_aio(listen: str, responses: dict[str, object]) -> None:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
+    await serve_aio_until_signalled(server, health_servicer,
+                                    f"bare grpc.aio servicer listening on port {port}")
+
+
+async def serve_aio_until_signalled(server: grpc.aio.Server,
+                                    health_servicer: health.aio.HealthServicer,
+                                    started: str) -> None:
+    """Start `server`, report SERVING, log `started`, and serve until SIGTERM or SIGINT."""
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    _LOGGER.info("bare grpc.aio servicer listening on port %d", port)
+    _LOGGER.info("%s", started)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
