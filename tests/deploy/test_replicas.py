@@ -3,7 +3,6 @@
 keeps writing through Envoy sees no failure and loses nothing."""
 
 import itertools
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from tests.deploy.conftest import MEASURED
 from tests.support.databases import fresh_postgres_database
 from tests.support.podman import Podman
 from tests.support.relay import UnixRelay, over_tcp, postgres_socket
-from tests.support.threads import BackgroundThreads
+from tests.support.threads import CountedWrites
 
 # As make cluster's replicas: keep serving this long after NOT_SERVING, while Envoy's health
 # check (every second, two failures) moves calls to the other replica.
@@ -87,36 +86,23 @@ def replicas(podman: Podman, image: str, postgres_server_url: str,
         relay.close()
 
 
-class _Writer(BackgroundThreads):
+def _writer(port: int, count: int = 4) -> CountedWrites:
     """Threads adding one message each call to one lead through Envoy, every call with its
     request_id (the client retries UNAVAILABLE, safely); `acked` counts the OKs."""
+    ids = itertools.count()
 
-    def __init__(self, port: int, count: int = 4):
-        self.port, self.acked = port, 0
-        self.errors: list[Exception] = []
-        self._ids = itertools.count()
-        self._lock = threading.Lock()
-        super().__init__(count, join_timeout=60)
+    def write(sarah: SarahClient, index: int, _round: int) -> object:
+        return sarah.upsert_state(contact_phone=_LEAD, add_messages=1,
+                                  request_id=f"replicas-{index}-{next(ids)}")
 
-    def run(self, index: int) -> None:
-        with SarahClient(f"127.0.0.1:{self.port}", timeout=20) as sarah:
-            while not self.stopping.is_set():
-                try:
-                    sarah.upsert_state(contact_phone=_LEAD, add_messages=1,
-                                       request_id=f"replicas-{index}-{next(self._ids)}")
-                except Exception as exc:  # noqa: BLE001 - every failure is the finding
-                    with self._lock:
-                        self.errors.append(exc)
-                    continue
-                with self._lock:
-                    self.acked += 1
+    return CountedWrites([f"127.0.0.1:{port}"], count, write)
 
 
 def test_stopping_a_replica_fails_no_call_and_ends_within_the_grace_period(
         replicas: _Replicas) -> None:
     grace = _grace_period()
     victim = replicas.podman.name("replica-1")
-    with _Writer(replicas.http) as writer:
+    with _writer(replicas.http) as writer:
         time.sleep(2)
         before = writer.acked
         started = time.monotonic()

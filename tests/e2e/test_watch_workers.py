@@ -18,7 +18,7 @@ from harness.waiting import wait_until
 from sarah.v1 import sarah_pb2 as pb
 from sarah.v1 import sarah_pb2_grpc
 from tests.support.databases import query
-from tests.support.threads import BackgroundThreads
+from tests.support.threads import CountedWrites
 
 WRITERS = 4
 LEADS = ("+6281234567001", "+6281234567002", "+6281234567003")
@@ -36,32 +36,15 @@ def workers(tmp_path: Path) -> Iterator[ServerProcess]:
     running.stop()
 
 
-class Writers(BackgroundThreads):
+def _writers(ports: list[int]) -> CountedWrites:
     """WRITERS threads, writer i on worker i % 2, adding messages to LEADS in turn; every
     call must succeed."""
+    def write(sarah: SarahClient, writer: int, round_: int) -> object:
+        return sarah.upsert_state(contact_phone=LEADS[round_ % len(LEADS)], add_messages=1,
+                                  request_id=f"w{next(_request_ids)}",
+                                  extracted_data={"goals": f"writer {writer}"})
 
-    def __init__(self, ports: list[int]):
-        self.ports = ports
-        self.acked = 0
-        self.errors: list[Exception] = []
-        self._lock = threading.Lock()
-        super().__init__(WRITERS, join_timeout=60)
-
-    def run(self, writer: int) -> None:
-        with SarahClient(f"127.0.0.1:{self.ports[writer % 2]}", timeout=20) as sarah:
-            for round_ in itertools.count():
-                if self.stopping.is_set():
-                    return
-                try:
-                    sarah.upsert_state(contact_phone=LEADS[round_ % len(LEADS)],
-                                       add_messages=1, request_id=f"w{next(_request_ids)}",
-                                       extracted_data={"goals": f"writer {writer}"})
-                except Exception as exc:  # noqa: BLE001 - every failure is the finding
-                    with self._lock:
-                        self.errors.append(exc)
-                    continue
-                with self._lock:
-                    self.acked += 1
+    return CountedWrites([f"127.0.0.1:{port}" for port in ports], WRITERS, write)
 
 
 class Watcher:
@@ -100,7 +83,7 @@ def test_watchers_on_both_sqlite_workers_see_every_revision_once_in_order(
         workers: ServerProcess, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sarah.db'}"
     watchers = [Watcher(port) for port in workers.ports]
-    with Writers(workers.ports) as writers:
+    with _writers(workers.ports) as writers:
         time.sleep(_WRITE_FOR_S)
     assert not writers.errors, writers.errors[:3]
     with SarahClient(workers.target, timeout=20) as sarah:
