@@ -142,6 +142,14 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
         "UpsertState over gRPC: p99 / p50 at 16 in flight"}
     for row in issue25.values():
         assert float(row[4]) > 0 and re.match(VERDICT, row[6]), row
+    # Beside each, the same ratio on the ceiling: whether the chosen parts alone reach it.
+    for name, row in issue25.items():
+        if name == "UpsertState over gRPC / the bare servicer":
+            assert row[7:] == ["-", "-"], row  # the ceiling is what it is measured against
+            continue
+        assert float(row[7]) > 0, row
+        reach = r"yes|no: the ceiling alone is (short|over) by "
+        assert re.match(reach, row[8]), row
     assert [issue25[name][5] for name in (
         "UpsertState CPU per call / the floor, SQLite", "UpsertState CPU per call, SQLite",
         "POST /sarah/state through Envoy / the faster peer",
