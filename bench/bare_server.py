@@ -1,7 +1,7 @@
 """The ceiling: a bare sarah.v1.SarahService that answers every call with a constant.
 
     python -m bench.bare_server --listen 127.0.0.1:PORT --responses FILE [--threads 8]
-                                [--aio] [--workers N]
+                                [--aio] [--workers N] [--burn-us US]
 
 FILE is JSON, {"GetState": "<base64 of a serialized response>", ...}: the real server's
 own answers to the bench's requests, so each constant is the same size as the real one.
@@ -21,6 +21,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -49,16 +50,29 @@ def load_responses(path: Path) -> dict[str, object]:
             for rpc, data in encoded.items()}
 
 
-class BareServicer(sarah_pb2_grpc.SarahServiceServicer):
-    """Every RPC returns its constant; the request is parsed by grpcio and then ignored."""
+def burn(seconds: float) -> None:
+    """Keep this thread busy in Python for `seconds` of its own CPU time, holding the GIL
+    as the service's Python does (issue 25: a server with the write path's CPU and none
+    of its waits, hand-offs or cache misses)."""
+    if seconds > 0:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
 
-    def __init__(self, responses: dict[str, object]):
+
+class BareServicer(sarah_pb2_grpc.SarahServiceServicer):
+    """Every RPC returns its constant; the request is parsed by grpcio and then ignored.
+    UpsertState first burns `burn_s` of CPU in Python (0 by default)."""
+
+    def __init__(self, responses: dict[str, object], burn_s: float = 0.0):
         self._responses = responses
+        self._burn_s = burn_s
 
     def GetState(self, request, context):
         return self._responses["GetState"]
 
     def UpsertState(self, request, context):
+        burn(self._burn_s)
         return self._responses["UpsertState"]
 
     def ListLeads(self, request, context):
@@ -74,13 +88,15 @@ class BareServicer(sarah_pb2_grpc.SarahServiceServicer):
 class AioBareServicer(sarah_pb2_grpc.SarahServiceServicer):
     """The same constants from coroutines, for grpc.aio."""
 
-    def __init__(self, responses: dict[str, object]):
+    def __init__(self, responses: dict[str, object], burn_s: float = 0.0):
         self._responses = responses
+        self._burn_s = burn_s
 
     async def GetState(self, request, context):
         return self._responses["GetState"]
 
     async def UpsertState(self, request, context):
+        burn(self._burn_s)
         return self._responses["UpsertState"]
 
     async def ListLeads(self, request, context):
@@ -93,10 +109,10 @@ class AioBareServicer(sarah_pb2_grpc.SarahServiceServicer):
         return self._responses["DeleteState"]
 
 
-def create_server(listen: str, responses: dict[str, object], threads: int
-                  ) -> tuple[grpc.Server, int]:
+def create_server(listen: str, responses: dict[str, object], threads: int,
+                  burn_s: float = 0.0) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
-    sarah_pb2_grpc.add_SarahServiceServicer_to_server(BareServicer(responses), server)
+    sarah_pb2_grpc.add_SarahServiceServicer_to_server(BareServicer(responses, burn_s), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
@@ -105,8 +121,9 @@ def create_server(listen: str, responses: dict[str, object], threads: int
     return server, port
 
 
-def _serve_sync(listen: str, responses: dict[str, object], threads: int) -> None:
-    server, port = create_server(listen, responses, threads)
+def _serve_sync(listen: str, responses: dict[str, object], threads: int,
+                burn_s: float) -> None:
+    server, port = create_server(listen, responses, threads, burn_s)
     _LOGGER.info("bare grpcio servicer listening on port %d", port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,9 +132,10 @@ def _serve_sync(listen: str, responses: dict[str, object], threads: int) -> None
     server.stop(None).wait()
 
 
-async def _serve_aio(listen: str, responses: dict[str, object]) -> None:
+async def _serve_aio(listen: str, responses: dict[str, object], burn_s: float) -> None:
     server = grpc.aio.server()
-    sarah_pb2_grpc.add_SarahServiceServicer_to_server(AioBareServicer(responses), server)
+    sarah_pb2_grpc.add_SarahServiceServicer_to_server(AioBareServicer(responses, burn_s),
+                                                      server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
@@ -155,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aio", action="store_true", help="serve from grpc.aio")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes, process i on the --listen port + i (default 1)")
+    parser.add_argument("--burn-us", type=float, default=0.0,
+                        help="CPU microseconds UpsertState spends in Python before "
+                             "answering (default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.workers > 1:
@@ -165,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(commands, f"bare servicer: {args.workers} processes", Path.cwd())
     responses = load_responses(args.responses)
     if args.aio:
-        asyncio.run(_serve_aio(args.listen, responses))
+        asyncio.run(_serve_aio(args.listen, responses, args.burn_us / 1e6))
     else:
-        _serve_sync(args.listen, responses, args.threads)
+        _serve_sync(args.listen, responses, args.threads, args.burn_us / 1e6)
     return 0
 
 

@@ -15,6 +15,9 @@ Beside it: the real server (`python -m server`, as `make bench` starts it) drive
 h2load with the bench's UpsertState, and its CPU per call from /proc, all its processes,
 over the measured phase (on PostgreSQL, plus the database's processes); and the bare
 grpcio servicer's (bench/bare_server.py), which is what grpcio alone costs a call.
+Between them: the write path's own CPU in one thread without gRPC (bench/write_path.py),
+and the bare servicer burning that much CPU in Python per call, which is what grpcio's
+server alone makes of that much work.
 """
 
 import argparse
@@ -41,6 +44,7 @@ from bench.floor_writes import SHAPES, FloorWrites, stored_lead
 from bench.procs import bare_server, server_on, server_processes
 from bench.run import BARE_NAMES, PEER_NAMES, Key, Measured, measure
 from bench.seed import phone, seed
+from bench.write_path import WritePath, write_path_cpu
 from harness.postgres import fresh_postgres_database, postgres_server
 from server.config import Config
 from server.core.service import now_us
@@ -96,6 +100,7 @@ class ServerFigure:
 class FloorResults:
     floors: list[FloorFigure] = field(default_factory=list)
     servers: list[ServerFigure] = field(default_factory=list)
+    write_path: WritePath | None = None  # the service's work in one thread, no gRPC
 
     def floor(self, database: str, shape: str = SHAPES[0]) -> FloorFigure | None:
         return next((f for f in self.floors if (f.database, f.shape) == (database, shape)),
@@ -223,20 +228,29 @@ def server_upsert(database: str, url: str, count: int, workdir: Path, server_arg
     finally:
         server.stop()
     if bare:
-        responses = workdir / "floor-responses.json"
-        responses.write_text(json.dumps({"UpsertState": base64.b64encode(answer).decode()}))
-        threads = Config().threads
-        bare_grpcio = bare_server(responses, workdir, threads, server_processes(server_args))
-        try:
-            label = "floor-bare"
-            measured = measure(workload.grpc_loads(call, bare_grpcio.ports, workdir, label,
-                                                   **loads),
-                               bare_grpcio, None, "UpsertState", workdir, label)
-        finally:
-            bare_grpcio.stop()
-        figures.append(ServerFigure("-", "bare grpcio (a constant answer): UpsertState over "
-                                         "gRPC", measured))
+        figures.append(_bare_upsert(answer, workdir, server_args, shape, "floor-bare",
+                                    "bare grpcio (a constant answer)"))
     return figures
+
+
+def _bare_upsert(answer: bytes, workdir: Path, server_args: list[str], shape: Shape,
+                 label: str, what: str, burn_us: float = 0.0) -> ServerFigure:
+    """The bare grpcio servicer answering `answer` to the bench's UpsertState (after
+    burning `burn_us` of CPU), as many processes as the server, driven as the server is."""
+    call = workload.calls(phone(0), phone(1))["UpsertState"]
+    responses = workdir / f"{label}-responses.json"
+    responses.write_text(json.dumps({"UpsertState": base64.b64encode(answer).decode()}))
+    bare_grpcio = bare_server(responses, workdir, Config().threads,
+                              server_processes(server_args), burn_us=burn_us)
+    try:
+        measured = measure(workload.grpc_loads(
+            call, bare_grpcio.ports, workdir, label, duration=shape.duration,
+            warmup=shape.warmup, concurrency=shape.concurrency,
+            h2_connections=shape.h2_connections), bare_grpcio, None, "UpsertState", workdir,
+            label)
+    finally:
+        bare_grpcio.stop()
+    return ServerFigure("-", f"{what}: UpsertState over gRPC", measured)
 
 
 @contextlib.contextmanager
@@ -261,6 +275,12 @@ def run_floor(db: Path, count: int, workdir: Path, server_args: list[str], shape
     floor_db = workdir / "floor.db"
     shutil.copy(db, floor_db)
     results.floors += sqlite_floor(floor_db, writes)
+    # The service's own work in one thread, then grpcio's server doing that much Python.
+    results.write_path = write_path_cpu(floor_db, count, writes)
+    results.servers.append(_bare_upsert(
+        results.write_path.answer, workdir, server_args, shape, "floor-burn",
+        f"bare grpcio + {results.write_path.cpu_us:.0f} µs of Python a call (the write path's "
+        "CPU)", burn_us=results.write_path.cpu_us))
     if sqlite_server:
         results.servers += server_upsert(SQLITE, f"sqlite:///{floor_db}", count, workdir,
                                          server_args, shape, None, bare)
@@ -299,6 +319,13 @@ def floor_table(results: FloorResults) -> list[str]:
                      f"{f.statements} + BEGIN, COMMIT", f"{f.cpu_us:.0f}",
                      "-" if f.db_cpu_us is None else f"{f.db_cpu_us:.0f}",
                      f"{1e6 / f.wall_us:.0f}", "-"])
+    if results.write_path is not None:
+        floor = results.floor(SQLITE)
+        rows.append(["SarahService's write path, one thread, no gRPC", SQLITE, "-",
+                     f"{results.write_path.cpu_us:.0f}", "-",
+                     f"{1e6 / results.write_path.wall_us:.0f}",
+                     cells.fmt_ratio(cells.ratio(results.write_path.cpu_us,
+                                                 floor.cpu_us if floor else None))])
     for s in results.servers:
         floor = results.floor(s.database)
         rows.append([s.what, s.database, "-", "-" if s.cpu_us is None else f"{s.cpu_us:.0f}",
@@ -310,7 +337,11 @@ def floor_table(results: FloorResults) -> list[str]:
              "PostgreSQL of the database's processes; its req/s is one thread's. The others: "
              "h2load at the main table's concurrency, CPU of every process of the stack "
              "measured (Envoy's not) from /proc over the measured phase, on PostgreSQL plus "
-             "the database's processes)"]
+             "the database's processes. The write path: the servicer's body (convert, "
+             "validate, the store's write) called in a loop in one thread on the same SQLite "
+             "copy, this process's CPU; the bare grpcio servicer then burns that much CPU in "
+             "Python per UpsertState: what grpcio's server makes of the service's work "
+             "without any of its waits)"]
     return cells.table(header, rows) + [""] + notes
 
 

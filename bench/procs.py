@@ -90,13 +90,13 @@ def server_on(database_url: str, workdir: Path, server_args: list[str], name: st
 
 
 def bare_server(responses: Path, workdir: Path, threads: int, workers: int = 1,
-                aio: bool = False, name: str = "bare") -> GrpcServer:
+                aio: bool = False, name: str = "bare", burn_us: float = 0.0) -> GrpcServer:
     """The bare servicer (sync grpcio, or grpc.aio), `workers` processes on consecutive
-    ports as the real server's workers are."""
+    ports as the real server's workers are; its UpsertState burns `burn_us` of CPU."""
     ports = free_ports(workers)
     argv = [sys.executable, "-m", "bench.bare_server", "--listen", f"127.0.0.1:{ports[0]}",
             "--responses", str(responses), "--threads", str(threads),
-            "--workers", str(workers), *(["--aio"] if aio else [])]
+            "--workers", str(workers), "--burn-us", str(burn_us), *(["--aio"] if aio else [])]
     return GrpcServer(name, argv, ports, workdir)
 
 

@@ -110,13 +110,16 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
 
     # The floor (issue 25): the raw driver's statements on both databases, and beside it
     # the CPU per call of the server, the bare servicers and both peers.
-    floor = {(re.sub(r"\d+ process", "N process", row[0]), row[1]): row
+    floor = {(re.sub(r"\d+ (process|µs of Python)", r"N \1", row[0]), row[1]): row
              for row in _rows(out, "write: CPU per call")}
     shapes = ("the bench's UpsertState", "every statement")
     assert set(floor) == {
         *((f"raw driver, one thread: {shape}", db) for shape in shapes
           for db in ("SQLite", "PostgreSQL")),
         ("raw driver, one thread: the bench's UpsertState, 8 a transaction", "SQLite"),
+        ("SarahService's write path, one thread, no gRPC", "SQLite"),
+        ("bare grpcio + N µs of Python a call (the write path's CPU): UpsertState over gRPC",
+         "-"),
         ("SarahService, N process(es): UpsertState over gRPC", "SQLite"),
         ("SarahService, N process(es): UpsertState over gRPC", "PostgreSQL"),
         ("bare grpcio (a constant answer): UpsertState over gRPC", "-"),
