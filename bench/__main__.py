@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         run_main(opts, dbs[small], small, results)
         floor = None
         if args.floor_writes > 0:
-            floor = run_floor(dbs[small], small, workdir, opts.server_args,
+            floor = run_floor(dbs[small], workdir, opts.server_args,
                               Shape(opts.duration, opts.warmup, opts.concurrency,
                                     opts.h2_connections), args.floor_writes,
                               sqlite_server=False, bare=False)

@@ -59,6 +59,10 @@ SQLITE, POSTGRES = "SQLite", "PostgreSQL"
 # calls in flight make of it).
 GROUP = 8
 GROUPED = f"{SHAPES[0]}, {GROUP} a transaction"
+# How the rows of the bare servicers begin: answering a constant, or burning the write
+# path's CPU first.
+CONSTANT = "(a constant answer)"
+BURNED = "bare grpcio + "
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,15 @@ class FloorResults:
     def server(self, database: str, what: str = "SarahService") -> ServerFigure | None:
         return next((s for s in self.servers
                      if s.database == database and s.what.startswith(what)), None)
+
+    def bare_cpu_us(self) -> float | None:
+        """The cheaper bare servicer's CPU per call, answering a constant."""
+        return min((s.cpu_us for s in self.servers if CONSTANT in s.what and s.cpu_us),
+                   default=None)
+
+    def burned(self) -> ServerFigure | None:
+        """The bare grpcio servicer burning the write path's CPU per call."""
+        return self.server("-", BURNED)
 
 
 def _timed(write: Callable[[int], None], writes: int, database: str, shape: str,
@@ -166,6 +179,7 @@ def postmaster(url: str) -> int | None:
     readable), else None."""
     with psycopg.connect(url) as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert backend is not None
     try:
         stat = Path(f"/proc/{backend[0]}/stat").read_text()
     except OSError:
@@ -202,24 +216,30 @@ class Shape:
     concurrency: int = 16
     h2_connections: int = 4
 
+    def loads(self) -> dict[str, float | int]:
+        """workload.grpc_loads' keyword arguments."""
+        return {"duration": self.duration, "warmup": self.warmup,
+                "concurrency": self.concurrency, "h2_connections": self.h2_connections}
 
-def server_upsert(database: str, url: str, count: int, workdir: Path, server_args: list[str],
-                  shape: Shape, db_pid: int | None, bare: bool = True) -> list[ServerFigure]:
+
+# The bench's UpsertState (its unknown phone, for DeleteState, plays no part).
+_UPSERT = workload.calls(phone(0), phone(1))["UpsertState"]
+
+
+def server_upsert(database: str, url: str, workdir: Path, server_args: list[str], shape: Shape,
+                  db_pid: int | None, bare: bool = True) -> list[ServerFigure]:
     """The real server on `url`, UpsertState over gRPC from h2load; with `bare`, then the
     bare grpcio servicer answering the real server's answer."""
-    call = workload.calls(phone(0), phone(count + 1))["UpsertState"]
-    loads: dict[str, float | int] = {"duration": shape.duration, "warmup": shape.warmup,
-                                     "concurrency": shape.concurrency,
-                                     "h2_connections": shape.h2_connections}
     label = f"floor-server-{database}"
     figures = []
     server = server_on(url, workdir, server_args, label)
     try:
         with grpc.insecure_channel(server.target) as channel:
-            answer = workload.invoke(channel, call)
+            answer = workload.invoke(channel, _UPSERT)
         db_meter = CpuMeter([db_pid] if db_pid else [], skip_s=shape.warmup)
         with db_meter.metering():
-            measured = measure(workload.grpc_loads(call, server.ports, workdir, label, **loads),
+            measured = measure(workload.grpc_loads(_UPSERT, server.ports, workdir, label,
+                                                   **shape.loads()),
                                server, None, "UpsertState", workdir, label)
         processes = server_processes(server_args)
         figures.append(ServerFigure(
@@ -229,7 +249,7 @@ def server_upsert(database: str, url: str, count: int, workdir: Path, server_arg
         server.stop()
     if bare:
         figures.append(_bare_upsert(answer, workdir, server_args, shape, "floor-bare",
-                                    "bare grpcio (a constant answer)"))
+                                    f"bare grpcio {CONSTANT}"))
     return figures
 
 
@@ -237,17 +257,14 @@ def _bare_upsert(answer: bytes, workdir: Path, server_args: list[str], shape: Sh
                  label: str, what: str, burn_us: float = 0.0) -> ServerFigure:
     """The bare grpcio servicer answering `answer` to the bench's UpsertState (after
     burning `burn_us` of CPU), as many processes as the server, driven as the server is."""
-    call = workload.calls(phone(0), phone(1))["UpsertState"]
     responses = workdir / f"{label}-responses.json"
     responses.write_text(json.dumps({"UpsertState": base64.b64encode(answer).decode()}))
     bare_grpcio = bare_server(responses, workdir, Config().threads,
                               server_processes(server_args), burn_us=burn_us)
     try:
-        measured = measure(workload.grpc_loads(
-            call, bare_grpcio.ports, workdir, label, duration=shape.duration,
-            warmup=shape.warmup, concurrency=shape.concurrency,
-            h2_connections=shape.h2_connections), bare_grpcio, None, "UpsertState", workdir,
-            label)
+        measured = measure(workload.grpc_loads(_UPSERT, bare_grpcio.ports, workdir, label,
+                                               **shape.loads()),
+                           bare_grpcio, None, "UpsertState", workdir, label)
     finally:
         bare_grpcio.stop()
     return ServerFigure("-", f"{what}: UpsertState over gRPC", measured)
@@ -265,10 +282,10 @@ def postgres_copy(sqlite_db: Path) -> Iterator[tuple[str, int | None]]:
         yield url, postmaster(url)
 
 
-def run_floor(db: Path, count: int, workdir: Path, server_args: list[str], shape: Shape,
+def run_floor(db: Path, workdir: Path, server_args: list[str], shape: Shape,
               writes: int, postgres: bool = True, sqlite_server: bool = True,
               bare: bool = True) -> FloorResults:
-    """The floor on SQLite (a copy of `db`, seeded with `count` leads) and, with
+    """The floor on SQLite (a copy of the bench's seeded `db`) and, with
     `postgres`, on PostgreSQL, each beside the server on the same database (on SQLite only
     with `sqlite_server`: `make bench` takes its main table's figure instead)."""
     results = FloorResults()
@@ -276,18 +293,18 @@ def run_floor(db: Path, count: int, workdir: Path, server_args: list[str], shape
     shutil.copy(db, floor_db)
     results.floors += sqlite_floor(floor_db, writes)
     # The service's own work in one thread, then grpcio's server doing that much Python.
-    results.write_path = write_path_cpu(floor_db, count, writes)
+    results.write_path = write_path_cpu(floor_db, _UPSERT.request, writes)
     results.servers.append(_bare_upsert(
         results.write_path.answer, workdir, server_args, shape, "floor-burn",
-        f"bare grpcio + {results.write_path.cpu_us:.0f} µs of Python a call (the write path's "
-        "CPU)", burn_us=results.write_path.cpu_us))
+        f"{BURNED}{results.write_path.cpu_us:.0f} µs of Python a call (the write path's CPU)",
+        burn_us=results.write_path.cpu_us))
     if sqlite_server:
-        results.servers += server_upsert(SQLITE, f"sqlite:///{floor_db}", count, workdir,
+        results.servers += server_upsert(SQLITE, f"sqlite:///{floor_db}", workdir,
                                          server_args, shape, None, bare)
     if postgres:
         with postgres_copy(db) as (url, pid):
             results.floors += postgres_floor(url, writes, pid)
-            results.servers += server_upsert(POSTGRES, url, count, workdir, server_args,
+            results.servers += server_upsert(POSTGRES, url, workdir, server_args,
                                              shape, pid, bare=False)
     return results
 
@@ -298,7 +315,7 @@ def main_table_figures(processes: int, main: dict[Key, Measured]) -> list[Server
     CPU is not counted) and on each peer (the median round)."""
     rows = [(SQLITE, f"SarahService, {processes} process(es): UpsertState over gRPC",
              ("UpsertState", "gRPC", "real")),
-            *(("-", f"{name} (a constant answer): UpsertState over gRPC",
+            *(("-", f"{name} {CONSTANT}: UpsertState over gRPC",
                ("UpsertState", "gRPC", stack)) for stack, name in BARE_NAMES.items()),
             (SQLITE, "SarahService behind Envoy: POST /sarah/state",
              ("UpsertState", "HTTP/JSON", "real")),
@@ -363,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         server_args = shlex.split(args.server_args)
         db = workdir / f"leads-{args.leads}.db"
         seed(db, args.leads, workdir, server_args)
-        results = run_floor(db, args.leads, workdir, server_args,
+        results = run_floor(db, workdir, server_args,
                             Shape(args.duration, args.warmup), args.writes,
                             postgres=not args.no_postgres, bare=not args.no_bare)
     finally:

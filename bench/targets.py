@@ -115,8 +115,7 @@ def issue25_table(opts: Options, results: Results, floor: FloorResults | None) -
     rows: list[list[str]] = []
     main = results.main
     if floor is not None:
-        bare = min((s.cpu_us for s in floor.servers if s.database == "-" and s.cpu_us),
-                   default=None)
+        bare, burdened = floor.bare_cpu_us(), floor.burned()
         for database in (SQLITE, POSTGRES):
             server, base = floor.server(database), floor.floor(database)
             if server is None or base is None:
@@ -128,7 +127,6 @@ def issue25_table(opts: Options, results: Results, floor: FloorResults | None) -
                          *cells.held_to(ratio, AT_MOST_CPU_OF_FLOOR, False, cells.result(
                              server.measured, ratio, AT_MOST_CPU_OF_FLOOR, False)),
                          *_reach(cells.ratio(bare, base.cpu_us), AT_MOST_CPU_OF_FLOOR, False)])
-            burdened = floor.server("-", "bare grpcio + ")
             if database == SQLITE and burdened is not None:
                 # grpcio's server doing exactly the write path's Python, none of its waits:
                 # where the service's work alone lands on these parts.

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import workload
-from bench.seed import phone
+from google.protobuf.message import Message
+
 from sarah.v1 import sarah_pb2 as pb
 from server.api import convert
 from server.core.service import SarahService
@@ -31,10 +31,9 @@ class WritePath:
     answer: bytes  # the last call's answer, serialized (the bare servicer's constant)
 
 
-def write_path_cpu(db: Path, count: int, writes: int) -> WritePath:
-    """Serve the bench's UpsertState `writes` times (after a tenth as many to warm up) on
-    the SQLite file `db` holding `count` seeded leads."""
-    request = workload.calls(phone(0), phone(count + 1))["UpsertState"].request
+def write_path_cpu(db: Path, request: Message, writes: int) -> WritePath:
+    """Serve UpsertState's `request` `writes` times (after a tenth as many to warm up) on
+    the SQLite file `db`, seeded as the bench seeds it."""
     assert isinstance(request, pb.UpsertStateRequest)
     database = open_database(f"sqlite:///{db}")
     store = Repository(database)

@@ -134,9 +134,6 @@ class GroupWriter:
             leads, job.leads = True, False  # woken to lead
         return job.outcome()
 
-    def close(self) -> None:
-        """Nothing to stop: groups run in their callers' threads."""
-
     def _lead(self) -> None:
         """Run one group: what has queued, up to max_group, in arrival order (the caller's
         own job among them unless more than that queued before it); then hand the lead to

@@ -79,8 +79,7 @@ class Transactions:
     def close(self) -> None:
         """Close every connection of every thread (the server has
         stopped calling)."""
-        if self._group is not None:
-            self._group.close()
+        # Nothing of group commit to stop: groups run in their callers' threads.
         close_all = getattr(self._db, "close_all", self._db.close)
         close_all()
         if self._processes is not None:
