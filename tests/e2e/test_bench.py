@@ -222,3 +222,31 @@ def test_bench_prints_every_figure_beside_its_ceiling() -> None:
     assert retention["backlog kept"][6] == "3000"  # within the history: nothing removed
     assert int(retention["backlog being removed"][6]) < 3000  # housekeeping at work
     assert re.search(r"p99 while removing / kept: \d+\.\d\d \(batches of 500 rows", out)
+
+
+@pytest.mark.skipif(not shutil.which("h2load") and (os.geteuid() != 0
+                                                   or not shutil.which("apt-get")),
+                    reason="h2load (nghttp2-client) is missing and cannot be installed here")
+def test_floor_prints_the_write_path_beside_its_floor_and_grpcio() -> None:
+    """`python -m bench.floor` (issue 25), SQLite only: the floor, the write path's own
+    CPU, the bare servicer burning exactly that, the server and the bare servicer."""
+    done = subprocess.run([sys.executable, "-m", "bench.floor", "--no-postgres",
+                           "--duration", "0.3", "--warmup", "0", "--writes", "50",
+                           "--leads", "60"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    rows = {row[0]: row for row in _rows(done.stdout, "write: CPU per call")}
+    path = rows.pop("SarahService's write path, one thread, no gRPC")
+    burned = next(name for name in rows if name.startswith("bare grpcio + "))
+    # The bare servicer burns what the write path was measured to cost, to the µs shown.
+    assert burned == (f"bare grpcio + {path[3]} µs of Python a call (the write path's CPU):"
+                      " UpsertState over gRPC"), burned
+    assert {re.sub(r"\d+ process", "N process", name) for name in rows} == {
+        "raw driver, one thread: the bench's UpsertState",
+        "raw driver, one thread: every statement",
+        "raw driver, one thread: the bench's UpsertState, 8 a transaction", burned,
+        "SarahService, N process(es): UpsertState over gRPC",
+        "bare grpcio (a constant answer): UpsertState over gRPC"}, rows
+    for row in [path, *rows.values()]:
+        assert float(row[3]) > 0 and float(row[5]) > 0, row  # CPU µs, req/s
+    assert float(path[6]) > 0, path  # x floor
