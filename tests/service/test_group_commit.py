@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
+import peewee
 import pytest
 
 from harness.waiting import wait_until
@@ -113,6 +114,23 @@ def _logs_then_fails(phone: str, tx: WriteTx) -> None:
     tx.add_activity(activity)
     tx.append_events(changes_of([(None, lead)]), now)
     raise RuntimeError("failed after logging its event")
+
+
+def test_a_write_commits_as_durably_as_before(replica: Replica) -> None:
+    """Issue 25 made writes cheaper without relaxing durability: the transaction a write
+    runs in is on a connection in WAL with synchronous=NORMAL (SQLite), or with
+    synchronous_commit on (PostgreSQL)."""
+    db = replica.db
+
+    def settings(_tx: WriteTx) -> tuple[str, ...]:
+        if isinstance(db, peewee.SqliteDatabase):
+            journal = db.execute_sql("PRAGMA journal_mode").fetchone()[0]
+            level = db.execute_sql("PRAGMA synchronous").fetchone()[0]
+            return str(journal), {1: "normal"}.get(level, f"level {level}")
+        return (str(db.execute_sql("SHOW synchronous_commit").fetchone()[0]),)
+
+    expected = ("wal", "normal") if isinstance(db, peewee.SqliteDatabase) else ("on",)
+    assert replica.store.write(settings) == expected
 
 
 def test_a_failing_write_fails_alone_and_its_group_commits(replica: Replica) -> None:
